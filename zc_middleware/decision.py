@@ -1,0 +1,91 @@
+"""Decisions are values: :class:`Allow` lets the handler run, :class:`Deny` carries the response.
+
+Adapters render a ``Deny`` in their framework's own response type without
+looking inside it; the bytes and headers are built here once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from .ledger.base import Hold, Refusal
+from .meters import UsageCounter
+
+__all__ = ["Allow", "Decision", "Deny", "identity_required", "ledger_unavailable", "payment_required"]
+
+_MESSAGES = {
+    "usage_exhausted": "The plan's included units for this meter are used up.",
+    "spend_cap_reached": "The plan's spend cap for the current period has been reached.",
+    "plan_expired": "There is no active plan for this buyer.",
+}
+
+
+@dataclass(slots=True)
+class Allow:
+    """Run the handler; ``hold`` (``None`` when failing open) is settled from ``counter``."""
+
+    buyer: str
+    counter: UsageCounter
+    hold: Hold | None
+    finished: bool = field(default=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """Do not run the handler; send exactly this response."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    reason: str | None = None
+    meter: str | None = None
+
+
+Decision = Allow | Deny
+
+
+def _json(status: int, payload: dict[str, object], *extra: tuple[str, str], **kw: str | None) -> Deny:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    headers = (
+        ("content-type", "application/json"),
+        ("cache-control", "no-store"),
+        *extra,
+    )
+    return Deny(status, headers, body, **kw)
+
+
+def payment_required(refusal: Refusal, extend_url: str | None) -> Deny:
+    """The contract's 402: reason header, no-store, JSON body, ``Retry-After`` when the meter resets."""
+    payload: dict[str, object] = {
+        "error": "payment_required",
+        "reason": refusal.reason,
+        "meter": refusal.meter,
+        "message": _MESSAGES[refusal.reason],
+    }
+    extra = [("x-zeroclick-reason", refusal.reason)]
+    if extend_url:
+        payload["extendUrl"] = extend_url
+    if refusal.retry_after is not None:
+        payload["retryAfter"] = refusal.retry_after
+        extra.append(("retry-after", str(refusal.retry_after)))
+    return _json(402, payload, *extra, reason=refusal.reason, meter=refusal.meter)
+
+
+def identity_required(header: str, *, invalid: bool = False) -> Deny:
+    what = "is not a valid buyer identity" if invalid else "is missing"
+    return _json(
+        401,
+        {
+            "error": "invalid_buyer_identity" if invalid else "buyer_identity_required",
+            "message": f"This route is paid: the {header} header {what}.",
+        },
+    )
+
+
+def ledger_unavailable() -> Deny:
+    return _json(
+        503,
+        {"error": "ledger_unavailable", "message": "Plan state cannot be checked right now; retry shortly."},
+        ("retry-after", "1"),
+    )

@@ -1,0 +1,212 @@
+"""Meter names, the ``@metered`` marker and the per-request usage counter.
+
+``@metered`` only marks a view: it returns the very function it was given, so
+signatures (FastAPI dependency injection, OpenAPI), ``functools.wraps`` chains
+and decorator order are untouched. Adapters read the mark after the
+framework's own router has matched the request.
+
+One ``ContextVar`` holds the counter of the current request. The adapter sets it
+once and resets it in ``finally``; handlers only mutate the object, because
+thread pools copy the context forward but never back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .errors import ConfigError, ZcError
+
+__all__ = [
+    "MAX_QUANTITY",
+    "MeterSpec",
+    "UsageCounter",
+    "current_counter",
+    "metered",
+    "metered_specs",
+    "normalize_meter_name",
+    "record_usage",
+]
+
+F = TypeVar("F", bound=Callable[..., object])
+
+#: Larger quantities are refused as a bug rather than billed (they also stay exact in JSON doubles).
+MAX_QUANTITY = 2**53 - 1
+_ATTR = "__zeroclick_meters__"
+_LABEL = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_SEPARATORS = re.compile(r"[\s_]+")
+
+
+def normalize_meter_name(name: object) -> str:
+    """Return the kebab-case label for ``name``.
+
+    ``"Compute Seconds"`` and ``"compute_seconds"`` both become
+    ``"compute-seconds"``; anything that is not letters, digits and single
+    separators is refused with a message saying why.
+    """
+    if not isinstance(name, str):
+        raise ConfigError("invalid_meter", f"meter name must be a string, got {type(name).__name__}")
+    label = _SEPARATORS.sub("-", name.strip()).lower()
+    if not _LABEL.match(label):
+        raise ConfigError(
+            "invalid_meter",
+            f"meter name {name!r} is not a kebab-case label (letters, digits and single "
+            "hyphens, e.g. 'api-requests'); spaces and underscores are turned into hyphens",
+        )
+    return label
+
+
+def check_quantity(quantity: object, *, what: str = "quantity") -> int:
+    """Refuse bools, floats (NaN included), negatives and absurd values with a clear error."""
+    if isinstance(quantity, bool) or not isinstance(quantity, int):
+        raise ZcError(
+            "invalid_quantity",
+            f"{what} must be a non-negative int, got {quantity!r} ({type(quantity).__name__}); "
+            "round explicitly, e.g. math.ceil(seconds)",
+        )
+    if quantity < 0 or quantity > MAX_QUANTITY:
+        raise ZcError("invalid_quantity", f"{what} must be between 0 and {MAX_QUANTITY}, got {quantity}")
+    return quantity
+
+
+@dataclass(frozen=True, slots=True)
+class MeterSpec:
+    """What one meter costs on one route.
+
+    ``hold`` units must be covered before the handler runs; ``base`` units are
+    billed on success even if the handler records nothing (``quantity``), and
+    whatever the handler records with :func:`record_usage` is added to it.
+    """
+
+    meter: str
+    hold: int
+    base: int
+
+    @classmethod
+    def make(cls, meter: str, quantity: int | None = None, estimate: int | None = None) -> MeterSpec:
+        name = normalize_meter_name(meter)
+        if estimate is not None:
+            if quantity is not None:
+                raise ConfigError(
+                    "invalid_metered",
+                    f"meter {name!r}: give either a fixed quantity or an estimate, not both",
+                )
+            est = check_quantity(estimate, what=f"estimate for {name!r}")
+            if est == 0:
+                raise ConfigError("invalid_metered", f"estimate for {name!r} must be at least 1")
+            return cls(name, est, 0)
+        qty = check_quantity(1 if quantity is None else quantity, what=f"quantity for {name!r}")
+        if qty == 0:
+            raise ConfigError("invalid_metered", f"quantity for {name!r} must be at least 1")
+        return cls(name, qty, qty)
+
+
+def metered(meter: str, quantity: int | None = None, *, estimate: int | None = None) -> Callable[[F], F]:
+    """Mark a view as paid on ``meter``.
+
+    ``@metered("api-requests")`` holds and bills 1 unit; ``quantity=n`` holds
+    and bills ``n``. ``@metered("compute-seconds", estimate=30)`` requires 30
+    units to be covered and bills what the handler records. Stack the
+    decorator for several meters; the same meter twice is an error.
+    """
+    spec = MeterSpec.make(meter, quantity, estimate)
+
+    def mark(view: F) -> F:
+        target = getattr(view, "__func__", view)  # bound methods share their function's mark
+        existing: tuple[MeterSpec, ...] = getattr(target, _ATTR, ())
+        if any(s.meter == spec.meter for s in existing):
+            raise ConfigError(
+                "duplicate_metered",
+                f"{getattr(target, '__qualname__', target)!s} is already metered on {spec.meter!r}",
+            )
+        setattr(target, _ATTR, (*existing, spec))
+        return view
+
+    return mark
+
+
+def metered_specs(view: object) -> tuple[MeterSpec, ...]:
+    """The specs ``@metered`` put on ``view`` (following ``__wrapped__`` chains)."""
+    seen = 0
+    while view is not None and seen < 16:
+        specs = getattr(view, _ATTR, None)
+        if specs is not None:
+            return tuple(specs)
+        view = getattr(view, "__wrapped__", None)
+        seen += 1
+    return ()
+
+
+class UsageCounter:
+    """The usage of one request, meter by meter, in the order settings declare."""
+
+    __slots__ = ("closed", "holds", "known", "reported", "values")
+
+    def __init__(self, specs: Iterable[MeterSpec], known: frozenset[str]) -> None:
+        self.known = known
+        self.values: dict[str, int] = {}
+        self.holds: dict[str, int] = {}
+        for spec in specs:
+            self.values[spec.meter] = spec.base
+            self.holds[spec.meter] = spec.hold
+        #: what the usage header said, once it has gone out (``None`` before)
+        self.reported: dict[str, int] | None = None
+        self.closed = False
+
+    def add(self, meter: str, quantity: object) -> None:
+        qty = check_quantity(quantity)
+        if self.closed:
+            raise ZcError("request_finished", "this request's usage was already settled")
+        name = meter if meter in self.values else self._resolve(meter)
+        total = self.values[name] + qty
+        if total > MAX_QUANTITY:
+            raise ZcError("invalid_quantity", f"usage of {name!r} would exceed {MAX_QUANTITY}")
+        self.values[name] = total
+
+    def _resolve(self, meter: str) -> str:
+        name = normalize_meter_name(meter)
+        if name in self.values:
+            return name
+        if name not in self.known:
+            raise ZcError("unknown_meter", f"meter {meter!r} is not declared in settings.meters")
+        raise ZcError(
+            "meter_not_metered",
+            f"meter {name!r} was not checked for this route; add @metered({name!r}, estimate=...)",
+        )
+
+
+_current: ContextVar[UsageCounter | None] = ContextVar("zc_usage_counter", default=None)
+
+
+def current_counter() -> UsageCounter | None:
+    return _current.get()
+
+
+def record_usage(meter: str, quantity: int) -> None:
+    """Add ``quantity`` units of ``meter`` to the current paid request.
+
+    Works in async handlers, sync handlers run in a thread pool, and any code
+    they call. Outside a paid request it raises :class:`ZcError`
+    (``outside_request``) rather than dropping the usage.
+    """
+    counter = _current.get()
+    if counter is None:
+        check_quantity(quantity)
+        raise ZcError(
+            "outside_request",
+            "record_usage() was called outside a metered request; decorate the view with "
+            "@metered(...) or use report_usage() for work outside requests",
+        )
+    counter.add(meter, quantity)
+
+
+def bind_counter(counter: UsageCounter | None) -> object:
+    """Make ``counter`` the current request's counter; returns the token for :func:`unbind_counter`."""
+    return _current.set(counter)
+
+
+def unbind_counter(token: object) -> None:
+    _current.reset(token)  # type: ignore[arg-type]

@@ -1,0 +1,197 @@
+"""One validated settings object, built at start-up.
+
+Explicit arguments win over environment variables (``ZEROCLICK_*``; mappings
+such as ``ZEROCLICK_METERS`` are JSON). Every invalid value fails here, with
+pydantic's error naming the key (``plans.starter.includes.api-requests.limit``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+from .meters import MAX_QUANTITY, MeterSpec, normalize_meter_name
+from .periods import Reset
+
+__all__ = ["MeterAllowance", "MeterConfig", "PlanConfig", "ZeroClickSettings"]
+
+
+def _no_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return value
+
+
+def _label(value: object) -> str:
+    try:
+        return normalize_meter_name(value)
+    except ConfigError as exc:
+        raise ValueError(exc.message) from None
+
+
+Count = Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=MAX_QUANTITY)]
+Positive = Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=MAX_QUANTITY)]
+MeterName = Annotated[str, BeforeValidator(_label)]
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _header_name(value: str) -> str:
+    if not _TOKEN.match(value):
+        raise ValueError(f"{value!r} is not a valid HTTP header name")
+    return value.lower()
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MeterConfig(_Frozen):
+    """A meter the service bills on."""
+
+    #: ``header``: reported in ``X-ZeroClick-Usage``; ``batch``: queued for the batch API.
+    channel: Literal["header", "batch"] = "header"
+    description: str = ""
+
+
+class MeterAllowance(_Frozen):
+    """What a plan includes of one meter: ``limit`` units (``None``: unlimited) per ``reset``."""
+
+    limit: Count | None
+    reset: Reset = "month"
+
+
+class PlanConfig(_Frozen):
+    default: bool = False
+    includes: dict[MeterName, MeterAllowance] = Field(default_factory=dict)
+
+
+class RouteCost(_Frozen):
+    """A route's cost of one meter: a fixed ``quantity``, or an ``estimate`` billed as recorded."""
+
+    quantity: Positive | None = None
+    estimate: Positive | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_int(cls, value: Any) -> Any:
+        return {"quantity": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> RouteCost:
+        if (self.quantity is None) == (self.estimate is None):
+            raise ValueError("give exactly one of an integer quantity or {'estimate': n}")
+        return self
+
+
+class ZeroClickSettings(BaseSettings):
+    """Everything the middleware needs, validated once."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ZEROCLICK_", extra="forbid", frozen=True, case_sensitive=False
+    )
+
+    meters: dict[MeterName, MeterConfig]
+    plans: dict[str, PlanConfig] = Field(default_factory=dict)
+    #: route name -> meter -> cost; decided from the router's match, never the raw path
+    routes: dict[str, dict[MeterName, RouteCost]] = Field(default_factory=dict)
+    #: ``sqlite:///path.db`` (embedded default), ``memory://``
+    ledger: str = "sqlite:///zeroclick.db"
+    identity_header: Annotated[str, AfterValidator(_header_name)] = "zc-agent-id"
+    service_slug: str | None = None
+    #: what a paid request gets when the ledger cannot answer: ``deny`` (503) or ``allow``
+    on_ledger_error: Literal["deny", "allow"] = "deny"
+
+    @field_validator("meters", "plans", "routes", mode="before")
+    @classmethod
+    def _unique_labels(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            seen: dict[str, object] = {}
+            for key in value:
+                try:
+                    label = normalize_meter_name(key)
+                except ConfigError:
+                    continue  # reported by the key validator with its message
+                if label in seen and label != key:
+                    raise ValueError(f"{key!r} and {seen[label]!r} name the same meter {label!r}")
+                seen[label] = key
+        return value
+
+    @field_validator("meters")
+    @classmethod
+    def _some_meter(cls, value: dict[str, MeterConfig]) -> dict[str, MeterConfig]:
+        if not value:
+            raise ValueError("declare at least one meter, e.g. {'api-requests': {}}")
+        return value
+
+    @field_validator("service_slug")
+    @classmethod
+    def _slug(cls, value: str | None) -> str | None:
+        if value is not None and not _SLUG.match(value):
+            raise ValueError(f"{value!r} is not a service slug (lowercase letters, digits, hyphens)")
+        return value
+
+    @field_validator("ledger")
+    @classmethod
+    def _ledger_url(cls, value: str) -> str:
+        from .ledger import check_url
+
+        try:
+            check_url(value)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> ZeroClickSettings:
+        defaults = [name for name, plan in self.plans.items() if plan.default]
+        if len(defaults) > 1:
+            raise ValueError(f"plans: only one plan may be the default, got {defaults}")
+        for name, plan in self.plans.items():
+            for meter in plan.includes:
+                if meter not in self.meters:
+                    raise ValueError(f"plans.{name}.includes: unknown meter {meter!r}")
+        for route, costs in self.routes.items():
+            if not costs:
+                raise ValueError(f"routes.{route}: give at least one meter")
+            for meter in costs:
+                if meter not in self.meters:
+                    raise ValueError(f"routes.{route}: unknown meter {meter!r}")
+        return self
+
+    @property
+    def default_plan(self) -> str | None:
+        return next((name for name, plan in self.plans.items() if plan.default), None)
+
+    @property
+    def extend_url(self) -> str | None:
+        return f"https://{self.service_slug}.pay.zeroclick.io/extend" if self.service_slug else None
+
+    def route_specs(self, route: str) -> tuple[MeterSpec, ...]:
+        return tuple(
+            MeterSpec.make(meter, cost.quantity, cost.estimate)
+            for meter, cost in self.routes.get(route, {}).items()
+        )
+
+
+def limit_of(settings: ZeroClickSettings, plan: str, meter: str) -> float:
+    """A plan's limit for a meter: ``inf`` for unlimited, 0 when the plan does not include it."""
+    config = settings.plans.get(plan)
+    allowance = config.includes.get(meter) if config else None
+    if allowance is None:
+        return 0
+    return math.inf if allowance.limit is None else allowance.limit

@@ -1,0 +1,241 @@
+"""Pure ASGI middleware for Starlette and FastAPI.
+
+Not ``BaseHTTPMiddleware``: that buffers responses, breaks streaming and
+drops context variables set downstream. This middleware edits headers only on
+``http.response.start``, sends it exactly once, and passes every other message
+through untouched.
+
+Whether a request is paid is decided from the router's own match, run on a
+copy of the scope before the app is called: the same ``Route.matches`` the
+router will use, on the decoded ``scope["path"]``, so ``/a%2Fb`` is matched
+exactly as the router will match it. Under uvicorn, ``scope["path"]`` is
+already percent-decoded and ``raw_path`` is not; we never read ``raw_path``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+try:
+    from starlette.routing import Match
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+except ImportError:  # pragma: no cover - exercised by tests/test_optional_imports.py
+    raise ImportError(
+        "zc_middleware.starlette needs Starlette: pip install 'zc-middleware[starlette]'"
+    ) from None
+
+from .decision import Allow, Deny
+from .gate import Charge, Gate, Identify
+from .ledger import Ledger
+from .meters import bind_counter, unbind_counter
+from .settings import ZeroClickSettings
+
+__all__ = ["ZeroClickMiddleware"]
+
+log = logging.getLogger("zc_middleware")
+_USAGE = b"x-zeroclick-usage"
+_CACHE_SIZE = 4096
+_MISSING = object()
+View = tuple[object, "str | None"]
+
+
+def _flat(routes: Iterable[Any]) -> Iterable[Any]:
+    """FastAPI >= 0.16x includes routers lazily; its ``iter_route_contexts`` flattens them."""
+    fastapi_routing = sys.modules.get("fastapi.routing")
+    flatten = getattr(fastapi_routing, "iter_route_contexts", None)
+    return flatten(list(routes)) if flatten is not None else routes
+
+
+def _view(endpoint: object, method: str) -> object:
+    if inspect.isclass(endpoint):  # HTTPEndpoint: the handler is a method named after the verb
+        handler = getattr(endpoint, method.lower(), None)
+        if handler is None and method == "HEAD":
+            handler = getattr(endpoint, "get", None)
+        return handler if handler is not None else endpoint
+    return endpoint
+
+
+def _join(prefix: str | None, name: str | None) -> str | None:
+    return f"{prefix}:{name}" if prefix and name else name
+
+
+def _match(routes: Iterable[Any], scope: dict[str, Any], prefix: str | None) -> tuple[View | None, bool]:
+    """``((view, route_name) | None, cacheable)`` for the route the router will pick."""
+    cacheable = True
+    for route in _flat(routes):
+        match, child = route.matches(scope)
+        if type(route).__name__ == "Host":
+            cacheable = False  # depends on the Host header, not only the path
+        if match is not Match.FULL:
+            continue  # PARTIAL is a 405 the router answers without running a handler
+        endpoint = child.get("endpoint", getattr(route, "endpoint", None))
+        name = getattr(route, "name", None)
+        subroutes = getattr(endpoint, "routes", None)
+        if subroutes is not None and not inspect.isfunction(endpoint):  # Mount / Host
+            scope.update(child)
+            found, sub_cacheable = _match(subroutes, scope, _join(prefix, name) if name else prefix)
+            return found, cacheable and sub_cacheable
+        return (_view(endpoint, scope["method"]), _join(prefix, name)), cacheable
+    return None, cacheable
+
+
+def _walk(routes: Iterable[Any], prefix: str | None = None) -> Iterator[View]:
+    for route in _flat(routes):
+        endpoint = getattr(route, "endpoint", None) or getattr(route, "app", None)
+        name = getattr(route, "name", None)
+        subroutes = getattr(endpoint, "routes", None)
+        if subroutes is not None and not inspect.isfunction(endpoint):
+            yield from _walk(subroutes, _join(prefix, name) if name else prefix)
+        elif inspect.isclass(endpoint):
+            for method in ("get", "head", "post", "put", "patch", "delete", "options"):
+                if hasattr(endpoint, method):
+                    yield getattr(endpoint, method), _join(prefix, name)
+        elif endpoint is not None:
+            yield endpoint, _join(prefix, name)
+
+
+class _Flow:
+    __slots__ = ("disconnected_early", "status")
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.disconnected_early = False
+
+
+class ZeroClickMiddleware:
+    """``app.add_middleware(ZeroClickMiddleware, settings=ZeroClickSettings(...))``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: ZeroClickSettings | None = None,
+        ledger: Ledger | None = None,
+        identify: Identify | None = None,
+        gate: Gate | None = None,
+    ) -> None:
+        self.app = app
+        if gate is None:
+            gate = Gate(
+                settings if settings is not None else ZeroClickSettings(), ledger=ledger, identify=identify
+            )
+        self.gate = gate
+        self._cache: dict[tuple[str, str, str], Charge | None] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            charge = self._charge(scope)
+            if charge is not None:
+                await self._paid(scope, receive, send, charge)
+                return
+        elif scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    # -- routing -----------------------------------------------------------------
+    def _charge(self, scope: Scope) -> Charge | None:
+        key = (scope["method"], scope["path"], scope.get("root_path", ""))
+        charge = self._cache.get(key, _MISSING)
+        if charge is not _MISSING:
+            return charge  # type: ignore[return-value]
+        router = getattr(scope.get("app"), "router", None)
+        if router is None:
+            return None
+        probe = dict(scope)
+        probe.pop("fastapi", None)  # FastAPI keeps routing state here; never touch the real one
+        found, cacheable = _match(router.routes, probe, None)
+        charge = None if found is None else self.gate.charge_for(*found)
+        if cacheable:
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.clear()
+            self._cache[key] = charge
+        return charge
+
+    def validate(self, app: object) -> int:
+        """Check every route's meters against settings; returns how many routes are paid."""
+        router = getattr(app, "router", None)
+        return self.gate.validate_views(_walk(router.routes)) if router is not None else 0
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        first = await receive()
+        if first["type"] == "lifespan.startup":
+            try:
+                paid = self.validate(scope.get("app"))
+            except Exception as exc:
+                log.error("zc_middleware: %s", exc)
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            log.info("zc_middleware: %d paid routes, ledger %s", paid, self.gate.settings.ledger)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return first
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    # -- the paid request -----------------------------------------------------------
+    async def _paid(self, scope: Scope, receive: Receive, send: Send, charge: Charge) -> None:
+        headers = scope["headers"]
+
+        def get_header(name: str) -> str | None:
+            raw = name.encode("latin-1")
+            for key, value in headers:
+                if key == raw or key.lower() == raw:
+                    return value.decode("latin-1")
+            return None
+
+        decision = await self.gate.acheck(get_header, charge)
+        if isinstance(decision, Deny):
+            await _send_deny(send, decision)
+            return
+        await self._run(scope, receive, send, decision)
+
+    async def _run(self, scope: Scope, receive: Receive, send: Send, allow: Allow) -> None:
+        gate = self.gate
+        flow = _Flow()
+
+        async def send_usage(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if status < 400 and not flow.disconnected_early:
+                    value = gate.usage_header(allow)
+                    raw = [(k, v) for k, v in message.get("headers", ()) if k.lower() != _USAGE]
+                    if value:
+                        raw.append((_USAGE, value.encode("latin-1")))
+                    message = {**message, "headers": raw}
+                await send(message)
+                flow.status = status  # only once the start really went out
+                return
+            await send(message)
+
+        async def watch_disconnect() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect" and flow.status is None:
+                flow.disconnected_early = True
+            return message
+
+        token = bind_counter(allow.counter)
+        try:
+            await self.app(scope, watch_disconnect, send_usage)
+        finally:
+            unbind_counter(token)
+            # Once a usage header went out the proxy bills it, so the ledger keeps it
+            # even if the body later fails; before that, any failure releases the hold.
+            success = flow.status is not None and flow.status < 400 and not flow.disconnected_early
+            await gate.afinish(allow, success=success)
+
+
+async def _send_deny(send: Send, deny: Deny) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in deny.headers]
+    headers.append((b"content-length", str(len(deny.body)).encode("latin-1")))
+    await send({"type": "http.response.start", "status": deny.status, "headers": headers})
+    await send({"type": "http.response.body", "body": deny.body})
