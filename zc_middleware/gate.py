@@ -110,27 +110,39 @@ class Gate:
             return identity_required(self.settings.identity_header, invalid=True)
         return buyer
 
-    def _interpret(self, buyer: str, charge: Charge, result: Hold | Refusal | BaseException) -> Allow | Deny:
+    def _interpret(
+        self, buyer: str, charge: Charge, result: Hold | Refusal | BaseException, counter: UsageCounter | None
+    ) -> Allow | Deny:
         if isinstance(result, BaseException):
             self.stats["ledger_errors"] += 1
             log.error("zc_middleware: ledger unavailable (%s: %s)", type(result).__name__, result)
             if self.settings.on_ledger_error == "allow":
-                return self._allow(buyer, charge, None)
+                return self._allow(buyer, charge, None, counter)
             return self._deny(ledger_unavailable())
         if isinstance(result, Refusal):
             return self._deny(payment_required(result, self.settings.extend_url))
-        return self._allow(buyer, charge, result)
+        return self._allow(buyer, charge, result, counter)
 
-    def _allow(self, buyer: str, charge: Charge, hold: Hold | None) -> Allow:
+    def new_counter(self) -> UsageCounter:
+        """An unarmed counter, for adapters that bind it before the route is known."""
+        return UsageCounter((), self._known)
+
+    def _allow(self, buyer: str, charge: Charge, hold: Hold | None, counter: UsageCounter | None) -> Allow:
         self.stats["allowed"] += 1
-        return Allow(buyer, UsageCounter(charge, self._known), hold)
+        if counter is None:
+            return Allow(buyer, UsageCounter(charge, self._known), hold)
+        counter.arm(charge)
+        return Allow(buyer, counter, hold)
 
     def _deny(self, deny: Deny) -> Deny:
         self.stats[f"denied_{deny.status}"] += 1
         return deny
 
-    def check(self, get_header: HeaderGetter, charge: Charge) -> Allow | Deny:
-        """Identify the buyer and atomically check-and-hold ``charge``."""
+    def check(self, get_header: HeaderGetter, charge: Charge, *, counter: UsageCounter | None = None) -> Allow | Deny:
+        """Identify the buyer and atomically check-and-hold ``charge``.
+
+        ``counter``, when given, is armed with the charge and becomes ``Allow.counter``.
+        """
         buyer = self._buyer(get_header)
         if isinstance(buyer, Deny):
             return self._deny(buyer)
@@ -139,9 +151,11 @@ class Gate:
             result = self.ledger.reserve(buyer, {spec.meter: spec.hold for spec in charge})
         except Exception as exc:
             result = exc
-        return self._interpret(buyer, charge, result)
+        return self._interpret(buyer, charge, result, counter)
 
-    async def acheck(self, get_header: HeaderGetter, charge: Charge) -> Allow | Deny:
+    async def acheck(
+        self, get_header: HeaderGetter, charge: Charge, *, counter: UsageCounter | None = None
+    ) -> Allow | Deny:
         buyer = self._buyer(get_header)
         if isinstance(buyer, Deny):
             return self._deny(buyer)
@@ -150,7 +164,7 @@ class Gate:
             result = await self.ledger.areserve(buyer, {spec.meter: spec.hold for spec in charge})
         except Exception as exc:
             result = exc
-        return self._interpret(buyer, charge, result)
+        return self._interpret(buyer, charge, result, counter)
 
     # -- reporting -------------------------------------------------------------
     def usage_header(self, allow: Allow) -> str | None:
@@ -195,8 +209,7 @@ class Gate:
     def _late_usage(self, allow: Allow, late: Mapping[str, int]) -> None:
         self.stats["late_usage"] += 1
         log.warning(
-            "zc_middleware: usage recorded after the response headers were sent is not in "
-            "X-ZeroClick-Usage for %s: %s",
+            "zc_middleware: usage recorded after the response headers were sent is not in X-ZeroClick-Usage for %s: %s",
             allow.buyer,
             dict(late),
         )

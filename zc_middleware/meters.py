@@ -149,12 +149,17 @@ class UsageCounter:
         self.known = known
         self.values: dict[str, int] = {}
         self.holds: dict[str, int] = {}
-        for spec in specs:
-            self.values[spec.meter] = spec.base
-            self.holds[spec.meter] = spec.hold
         #: what the usage header said, once it has gone out (``None`` before)
         self.reported: dict[str, int] | None = None
         self.closed = False
+        self.arm(specs)
+
+    def arm(self, specs: Iterable[MeterSpec]) -> None:
+        """Start counting ``specs``. Adapters that must bind the counter before routing
+        (Django binds in ``__call__``, resolves in ``process_view``) create it empty and arm it later."""
+        for spec in specs:
+            self.values[spec.meter] = spec.base
+            self.holds[spec.meter] = spec.hold
 
     def add(self, meter: str, quantity: object) -> None:
         qty = check_quantity(quantity)

@@ -45,7 +45,7 @@ def period_bounds(anchor: float, reset: str, now: float) -> tuple[float, float]:
     current = datetime.fromtimestamp(now, timezone.utc)
     k = ((current.year - base.year) * 12 + current.month - base.month) // months
     start = _add_months(base, k * months)
-    if start.timestamp() > now:
+    if start > current:  # compare datetimes: both carry the same microsecond rounding
         k -= 1
         start = _add_months(base, k * months)
     end = _add_months(base, (k + 1) * months)

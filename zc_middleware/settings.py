@@ -101,9 +101,7 @@ class RouteCost(_Frozen):
 class ZeroClickSettings(BaseSettings):
     """Everything the middleware needs, validated once."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ZEROCLICK_", extra="forbid", frozen=True, case_sensitive=False
-    )
+    model_config = SettingsConfigDict(env_prefix="ZEROCLICK_", extra="forbid", frozen=True, case_sensitive=False)
 
     meters: dict[MeterName, MeterConfig]
     plans: dict[str, PlanConfig] = Field(default_factory=dict)
@@ -183,8 +181,7 @@ class ZeroClickSettings(BaseSettings):
 
     def route_specs(self, route: str) -> tuple[MeterSpec, ...]:
         return tuple(
-            MeterSpec.make(meter, cost.quantity, cost.estimate)
-            for meter, cost in self.routes.get(route, {}).items()
+            MeterSpec.make(meter, cost.quantity, cost.estimate) for meter, cost in self.routes.get(route, {}).items()
         )
 
 

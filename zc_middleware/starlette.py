@@ -24,9 +24,7 @@ try:
     from starlette.routing import Match
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 except ImportError:  # pragma: no cover - exercised by tests/test_optional_imports.py
-    raise ImportError(
-        "zc_middleware.starlette needs Starlette: pip install 'zc-middleware[starlette]'"
-    ) from None
+    raise ImportError("zc_middleware.starlette needs Starlette: pip install 'zc-middleware[starlette]'") from None
 
 from .decision import Allow, Deny
 from .gate import Charge, Gate, Identify
@@ -120,9 +118,7 @@ class ZeroClickMiddleware:
     ) -> None:
         self.app = app
         if gate is None:
-            gate = Gate(
-                settings if settings is not None else ZeroClickSettings(), ledger=ledger, identify=identify
-            )
+            gate = Gate(settings if settings is not None else ZeroClickSettings(), ledger=ledger, identify=identify)
         self.gate = gate
         self._cache: dict[tuple[str, str, str], Charge | None] = {}
 

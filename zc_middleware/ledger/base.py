@@ -15,7 +15,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import TypeAdapter
 
 from ..errors import ZcError
 from ..periods import period_bounds
@@ -38,6 +40,7 @@ __all__ = [
 Reason = Literal["usage_exhausted", "spend_cap_reached", "plan_expired"]
 Status = Literal["active", "expired", "capped"]
 Clock = Callable[[], float]
+_PLANS: TypeAdapter[dict[str, PlanConfig]] = TypeAdapter(dict[str, PlanConfig])
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +106,9 @@ class Balance:
 class Plans:
     """Plan configuration as the ledger needs it: limits and resets by plan and meter."""
 
-    def __init__(self, plans: Mapping[str, PlanConfig]) -> None:
-        self.configs = dict(plans)
-        self.default = next((name for name, plan in plans.items() if plan.default), None)
+    def __init__(self, plans: Mapping[str, PlanConfig | Mapping[str, Any]]) -> None:
+        self.configs: dict[str, PlanConfig] = _PLANS.validate_python(dict(plans))
+        self.default = next((name for name, plan in self.configs.items() if plan.default), None)
 
     def allowance(self, plan: str, meter: str) -> tuple[float, str]:
         """``(limit, reset)``; a meter the plan does not include has limit 0."""
@@ -177,9 +180,7 @@ def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, timezone.utc)
 
 
-def make_balance(
-    plans: Plans, buyer: str, account: Account | None, rows: Mapping[str, Row], now: float
-) -> Balance:
+def make_balance(plans: Plans, buyer: str, account: Account | None, rows: Mapping[str, Row], now: float) -> Balance:
     """Per-meter limit, used, remaining, percent used and period bounds, reset lazily."""
     if account is None:
         if plans.default is None:
@@ -213,7 +214,7 @@ def _epoch(value: datetime | None, default: float | None) -> float | None:
 class Ledger(ABC):
     """Where plan state lives. Every backend passes ``tests/ledger/test_contract.py``."""
 
-    def __init__(self, *, plans: Mapping[str, PlanConfig], clock: Clock = time.time) -> None:
+    def __init__(self, *, plans: Mapping[str, Any], clock: Clock = time.time) -> None:
         self.plans = Plans(plans)
         self.clock = clock
 
@@ -263,9 +264,7 @@ class Ledger(ABC):
         account = self._account(buyer) or new_account(self.plans, self.clock())
         if account is None:
             return  # no plan to expire
-        self._store_account(
-            buyer, Account(account.plan, account.anchor, account.expires_at, status), reset=False
-        )
+        self._store_account(buyer, Account(account.plan, account.anchor, account.expires_at, status), reset=False)
 
     @abstractmethod
     def _account(self, buyer: str) -> Account | None: ...

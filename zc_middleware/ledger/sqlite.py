@@ -85,14 +85,10 @@ os.register_at_fork(after_in_child=_after_fork)
 def sqlite_path(url: str) -> str:
     """``sqlite:///rel.db`` -> ``rel.db``; ``sqlite:////abs/x.db`` -> ``/abs/x.db``."""
     if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
-        raise ConfigError(
-            "invalid_ledger_url", f"{url!r}: write sqlite:///relative.db or sqlite:////absolute.db"
-        )
+        raise ConfigError("invalid_ledger_url", f"{url!r}: write sqlite:///relative.db or sqlite:////absolute.db")
     path = url[len("sqlite:///") :]
     if path == ":memory:":
-        raise ConfigError(
-            "invalid_ledger_url", "sqlite:///:memory: is private to one connection; use memory://"
-        )
+        raise ConfigError("invalid_ledger_url", "sqlite:///:memory: is private to one connection; use memory://")
     return path
 
 
@@ -124,9 +120,7 @@ class SQLiteLedger(Ledger):
         self._stop = threading.Event()
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL").fetchall()
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -221,9 +215,7 @@ class SQLiteLedger(Ledger):
             return result  # nothing was written; the commit is empty
         assert account is not None
         if stored is None:
-            conn.execute(
-                _UPSERT_ACCOUNT, (buyer, account.plan, account.anchor, account.expires_at, account.status)
-            )
+            conn.execute(_UPSERT_ACCOUNT, (buyer, account.plan, account.anchor, account.expires_at, account.status))
         conn.executemany(
             _UPSERT_ROW,
             [
@@ -268,9 +260,7 @@ class SQLiteLedger(Ledger):
 
     def _store_account(self, buyer: str, account: Account, *, reset: bool) -> None:
         def store(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                _UPSERT_ACCOUNT, (buyer, account.plan, account.anchor, account.expires_at, account.status)
-            )
+            conn.execute(_UPSERT_ACCOUNT, (buyer, account.plan, account.anchor, account.expires_at, account.status))
             if reset:
                 conn.execute("DELETE FROM zc_balances WHERE buyer = ?", (buyer,))
             else:

@@ -1,0 +1,60 @@
+"""What every scenario app shares: settings, and the work the handlers do.
+
+Each adapter's app serves the same routes with the same behaviour:
+
+=================  ==========================================================
+``GET /free``      free; 200 ``free``
+``GET /search``    ``@metered("api-requests")``; 200 JSON
+``POST /render``   ``@metered("compute-seconds", estimate=30)``; records 4 via :func:`do_work`
+``GET /fail``      ``@metered("api-requests")``; raises ``RuntimeError``
+``GET /missing``   ``@metered("api-requests")``; answers 404
+``GET /stream``    ``@metered("api-requests")``; streams ``chunk-0`` .. ``chunk-2``
+``GET /configured``  not decorated; route name ``configured`` is paid in settings
+``GET /a/b``       not decorated; route name ``ab`` is paid in settings
+``GET /runs``      free; how many times each paid handler ran, per buyer (JSON)
+=================  ==========================================================
+
+The ledger URL comes from ``ZEROCLICK_LEDGER`` (settings read the environment).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+
+from zc_middleware import ZeroClickSettings, record_usage
+
+PLANS = {
+    "starter": {
+        "default": True,
+        "includes": {
+            "api-requests": {"limit": 5, "reset": "month"},
+            "compute-seconds": {"limit": 100, "reset": "day"},
+        },
+    }
+}
+
+RUNS: collections.Counter[str] = collections.Counter()
+_lock = threading.Lock()
+
+
+def settings() -> ZeroClickSettings:
+    return ZeroClickSettings(
+        service_slug="acme-search",
+        meters={"api-requests": {}, "compute-seconds": {}},
+        plans=PLANS,
+        routes={"configured": {"api-requests": 2}, "ab": {"api-requests": 1}},
+    )
+
+
+def ran(buyer: str | None, what: str) -> None:
+    with _lock:
+        RUNS[f"{buyer}:{what}"] += 1
+
+
+def do_work() -> None:
+    """Code a handler calls: usage is recorded from here, not from the handler."""
+    record_usage("compute-seconds", 4)
+
+
+CHUNKS = [b"chunk-0\n", b"chunk-1\n", b"chunk-2\n"]

@@ -1,0 +1,80 @@
+"""The scenario app on FastAPI, with the paid routes in an included ``APIRouter``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Header, HTTPException
+from fastapi.responses import PlainTextResponse, StreamingResponse
+
+from tests.apps.common import CHUNKS, RUNS, do_work, ran, settings
+from zc_middleware import metered
+from zc_middleware.starlette import ZeroClickMiddleware
+
+app = FastAPI()
+router = APIRouter()
+
+
+@app.get("/free", response_class=PlainTextResponse)
+async def free() -> str:
+    return "free"
+
+
+@router.get("/search")
+@metered("api-requests")
+async def search(zc_agent_id: str | None = Header(default=None)) -> dict[str, bool]:
+    ran(zc_agent_id, "search")
+    return {"ok": True}
+
+
+@router.post("/render")
+@metered("compute-seconds", estimate=30)
+def render(zc_agent_id: str | None = Header(default=None)) -> dict[str, bool]:
+    ran(zc_agent_id, "render")
+    do_work()
+    return {"rendered": True}
+
+
+@router.get("/fail")
+@metered("api-requests")
+async def fail(zc_agent_id: str | None = Header(default=None)) -> None:
+    ran(zc_agent_id, "fail")
+    raise RuntimeError("boom")
+
+
+@router.get("/missing")
+@metered("api-requests")
+async def missing(zc_agent_id: str | None = Header(default=None)) -> None:
+    ran(zc_agent_id, "missing")
+    raise HTTPException(status_code=404, detail="not here")
+
+
+@router.get("/stream")
+@metered("api-requests")
+async def stream(zc_agent_id: str | None = Header(default=None)) -> StreamingResponse:
+    ran(zc_agent_id, "stream")
+
+    async def body():  # type: ignore[no-untyped-def]
+        for chunk in CHUNKS:
+            yield chunk
+
+    return StreamingResponse(body(), media_type="text/plain")
+
+
+@router.get("/configured", response_class=PlainTextResponse)
+async def configured(zc_agent_id: str | None = Header(default=None)) -> str:
+    ran(zc_agent_id, "configured")
+    return "configured"
+
+
+@router.get("/a/b", name="ab", response_class=PlainTextResponse)
+async def ab(zc_agent_id: str | None = Header(default=None)) -> str:
+    ran(zc_agent_id, "ab")
+    return "ab"
+
+
+@app.get("/runs")
+async def runs() -> dict[str, int]:
+    return dict(RUNS)
+
+
+app.include_router(router)
+app.add_middleware(ZeroClickMiddleware, settings=settings())
