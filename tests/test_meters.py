@@ -32,7 +32,14 @@ def test_metering_one_view_twice_on_a_meter_is_an_error() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"quantity": 0}, {"quantity": -1}, {"quantity": 1.5}, {"quantity": True}, {"estimate": 0}, {"estimate": 3, "quantity": 2}],
+    [
+        {"quantity": 0},
+        {"quantity": -1},
+        {"quantity": 1.5},
+        {"quantity": True},
+        {"estimate": 0},
+        {"estimate": 3, "quantity": 2},
+    ],
 )
 def test_bad_metered_arguments_fail_when_decorating(kwargs: dict) -> None:
     with pytest.raises(ZcError):

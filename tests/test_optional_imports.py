@@ -10,11 +10,7 @@ import pytest
 
 @pytest.mark.parametrize(("module", "blocked", "extra"), [("zc_middleware.starlette", "starlette", "starlette")])
 def test_adapter_without_its_framework_names_the_extra(module: str, blocked: str, extra: str) -> None:
-    code = (
-        "import sys\n"
-        f"sys.modules[{blocked!r}] = None\n"
-        f"import {module}\n"
-    )
+    code = f"import sys\nsys.modules[{blocked!r}] = None\nimport {module}\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode != 0
     assert f"pip install 'zc-middleware[{extra}]'" in result.stderr

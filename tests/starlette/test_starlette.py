@@ -1,0 +1,213 @@
+"""Starlette/FastAPI specifics beyond the shared scenario suite."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("starlette")
+httpx = pytest.importorskip("httpx")
+
+from starlette.applications import Starlette  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import JSONResponse, Response  # noqa: E402
+from starlette.routing import Route  # noqa: E402
+
+from zc_middleware import ZeroClickSettings, metered, open_ledger  # noqa: E402
+from zc_middleware.ledger import Hold, Ledger, Refusal  # noqa: E402
+from zc_middleware.ledger.memory import MemoryLedger  # noqa: E402
+from zc_middleware.starlette import ZeroClickMiddleware  # noqa: E402
+
+PLANS = {"crowd": {"default": True, "includes": {"api-requests": {"limit": 50}}}}
+RAN: list[str] = []
+
+
+@metered("api-requests")
+async def paid(request: Request) -> Response:
+    RAN.append(request.headers.get("zc-agent-id", ""))
+    return JSONResponse({"ok": True})
+
+
+@metered("api-requests")
+async def waits_for_disconnect(request: Request) -> Response:
+    while not await request.is_disconnected():
+        await asyncio.sleep(0)
+    return JSONResponse({"too": "late"})
+
+
+@metered("api-requests")
+async def sets_its_own_header(request: Request) -> Response:
+    return JSONResponse({}, headers={"X-ZeroClick-Usage": "api-requests=99"})
+
+
+def make_app(ledger: Ledger, **settings: object) -> Starlette:
+    app = Starlette(
+        routes=[Route("/paid", paid), Route("/disconnect", waits_for_disconnect), Route("/own", sets_its_own_header)]
+    )
+    config = ZeroClickSettings(meters={"api-requests": {}}, plans=PLANS, ledger="memory://", **settings)  # type: ignore[arg-type]
+    app.add_middleware(ZeroClickMiddleware, settings=config, ledger=ledger)
+    return app
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'l.db'}"
+    led = open_ledger(url, plans=PLANS)
+    yield led
+    led.close()
+
+
+def test_two_hundred_asyncio_tasks_against_fifty_units(ledger: Ledger) -> None:
+    app = make_app(ledger)
+
+    async def crowd() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            responses = await asyncio.gather(
+                *(client.get("/paid", headers={"zc-agent-id": "crowd"}) for _ in range(200))
+            )
+        return [r.status_code for r in responses]
+
+    statuses = asyncio.run(crowd())
+    assert statuses.count(200) == 50
+    assert statuses.count(402) == 150
+    assert ledger.balance("crowd").meter("api-requests").used == 50
+
+
+async def _call(app: Starlette, path: str, messages: list[Mapping[str, object]]) -> list[dict]:
+    sent: list[dict] = []
+    queue = list(messages)
+
+    async def receive() -> Mapping[str, object]:
+        return queue.pop(0) if queue else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"zc-agent-id", b"gone")],
+        "server": ("test", 80),
+        "client": ("127.0.0.1", 1),
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+def test_client_disconnect_before_the_response_releases_the_hold(ledger: Ledger) -> None:
+    app = make_app(ledger)
+    sent = asyncio.run(_call(app, "/disconnect", [{"type": "http.request", "body": b"", "more_body": False}]))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert all(k != b"x-zeroclick-usage" for k, _ in start["headers"])
+    assert ledger.balance("gone").meter("api-requests").used == 0
+
+
+def test_the_app_cannot_set_the_usage_header_itself(ledger: Ledger) -> None:
+    app = make_app(ledger)
+
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            return await client.get("/own", headers={"zc-agent-id": "b"})
+
+    response = asyncio.run(go())
+    assert response.headers.get_list("x-zeroclick-usage") == ["api-requests=1"]
+
+
+class BrokenLedger(MemoryLedger):
+    def reserve(self, buyer: str, amounts: Mapping[str, int]) -> Hold | Refusal:
+        raise OSError("disk on fire")
+
+
+@pytest.mark.parametrize(("policy", "status"), [("deny", 503), ("allow", 200)])
+def test_ledger_outage_follows_the_policy_and_never_leaks(policy: str, status: int) -> None:
+    app = make_app(BrokenLedger(plans=PLANS), on_ledger_error=policy)
+
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            return await client.get("/paid", headers={"zc-agent-id": "b"})
+
+    response = asyncio.run(go())
+    assert response.status_code == status
+    assert "disk on fire" not in response.text
+    if status == 503:
+        assert response.json()["error"] == "ledger_unavailable"
+        assert response.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize("buyer", ["has space", "x" * 300, "tab\there"])
+def test_malformed_buyer_identity_is_401(buyer: str) -> None:
+    app = make_app(MemoryLedger(plans=PLANS))
+
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            return await client.get("/paid", headers={"zc-agent-id": buyer})
+
+    response = asyncio.run(go())
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_buyer_identity"
+
+
+BAD_APP = """
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from zc_middleware import ZeroClickSettings, metered
+from zc_middleware.starlette import ZeroClickMiddleware
+
+@metered("api-requets")
+async def typo(request):
+    return PlainTextResponse("x")
+
+app = Starlette(routes=[Route("/typo", typo)])
+app.add_middleware(ZeroClickMiddleware, settings=ZeroClickSettings(meters={"api-requests": {}}, ledger="memory://"))
+"""
+
+
+def test_unknown_meter_stops_uvicorn_at_startup(tmp_path: Path) -> None:
+    (tmp_path / "bad_app.py").write_text(BAD_APP)
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "bad_app:app", "--port", "0", "--lifespan", "on"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "api-requets" in result.stderr
+
+
+def test_fastapi_signature_and_openapi_survive_metered() -> None:
+    fastapi = pytest.importorskip("fastapi")
+    app = fastapi.FastAPI()
+
+    @app.get("/items/{item_id}")
+    @metered("api-requests")
+    async def item(item_id: int, q: str | None = None) -> dict[str, object]:
+        return {"item_id": item_id, "q": q}
+
+    app.add_middleware(
+        ZeroClickMiddleware, settings=ZeroClickSettings(meters={"api-requests": {}}, plans=PLANS, ledger="memory://")
+    )
+    params = app.openapi()["paths"]["/items/{item_id}"]["get"]["parameters"]
+    assert {p["name"] for p in params} == {"item_id", "q"}
+
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            return await client.get("/items/7?q=hi", headers={"zc-agent-id": "b"})
+
+    response = asyncio.run(go())
+    assert response.json() == {"item_id": 7, "q": "hi"}
+    assert response.headers["x-zeroclick-usage"] == "api-requests=1"
