@@ -102,6 +102,27 @@ class Balance:
                 return item
         raise KeyError(name)
 
+    def as_table(self) -> str:
+        """A plain-text table for terminals: one row per meter."""
+        head = ("meter", "limit", "used", "remaining", "% used", "period start", "period end")
+        rows = [head] + [
+            (
+                m.meter,
+                "unlimited" if m.limit is None else str(m.limit),
+                str(m.used),
+                "-" if m.remaining is None else str(m.remaining),
+                "-" if m.percent_used is None else f"{m.percent_used:g}",
+                m.period_start.strftime("%Y-%m-%d %H:%M"),
+                "never" if m.period_end is None else m.period_end.strftime("%Y-%m-%d %H:%M"),
+            )
+            for m in self.meters
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        title = f"buyer {self.buyer}: plan {self.plan or '-'} ({self.status})"
+        return "\n".join([title, *lines])
+
 
 class Plans:
     """Plan configuration as the ledger needs it: limits and resets by plan and meter."""

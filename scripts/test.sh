@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install zc-middleware with every test dependency into .venv, lint, and run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" ruff
+.venv/bin/ruff check zc_middleware tests examples benchmarks
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,32 @@
+"""The examples run as a stranger would run them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+
+from tests.servers import ROOT, serve, uvicorn
+
+
+def test_demo_shows_usage_headers_the_402_and_the_balance() -> None:
+    result = subprocess.run(
+        [sys.executable, "examples/demo.py"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    out = result.stdout
+    assert "GET /search #1               -> 200  X-ZeroClick-Usage: api-requests=1" in out
+    assert "-> 402  X-ZeroClick-Reason: usage_exhausted" in out
+    assert '"extendUrl":"https://acme-search.pay.zeroclick.io/extend"' in out
+    assert "api-requests     3      3     0          100" in out
+
+
+def test_fastapi_example_under_uvicorn(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {"ZEROCLICK_LEDGER": f"sqlite:///{tmp_path / 'z.db'}"}
+    with serve(uvicorn("examples.fastapi_app:app"), env=env, ready_path="/health") as base:
+        agent = {"zc-agent-id": "agent-1"}
+        rendered = httpx.post(base + "/render?pages=3", headers=agent)
+        assert rendered.headers["x-zeroclick-usage"] == "compute-seconds=6"
+        statuses = [httpx.get(base + "/search?q=x", headers=agent).status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 402]
+        assert "q" in httpx.get(base + "/openapi.json").text
