@@ -20,6 +20,10 @@ class MemoryLedger(Ledger):
 
     def reserve(self, buyer: str, amounts: Mapping[str, int]) -> Hold | Refusal:
         now = self.clock()
+        if len(amounts) == 1:
+            hold = self._reserve_one(buyer, amounts, now)
+            if hold is not None:
+                return hold
         with self._lock:
             account = self._accounts.get(buyer) or new_account(self.plans, now)
             rows = self._rows.get(buyer, {})
@@ -30,6 +34,24 @@ class MemoryLedger(Ledger):
             self._accounts.setdefault(buyer, account)
             self._rows[buyer] = {**rows, **result}
         return Hold(buyer, tuple((m, amounts[m], r.period_start) for m, r in result.items()))
+
+    def _reserve_one(self, buyer: str, amounts: Mapping[str, int], now: float) -> Hold | None:
+        """The common case (an active buyer, one meter, inside its period) without the general rules."""
+        ((meter, amount),) = amounts.items()
+        with self._lock:
+            account = self._accounts.get(buyer)
+            row = self._rows.get(buyer, {}).get(meter)
+            if (
+                account is None
+                or row is None
+                or account.status != "active"
+                or not (account.expires_at is None or now < account.expires_at)
+                or not (row.period_start <= now < row.period_end)
+                or row.used + amount > self.plans.allowance(account.plan, meter)[0]
+            ):
+                return None  # let evaluate() decide, and explain a refusal
+            self._rows[buyer][meter] = Row(row.period_start, row.period_end, row.used + amount)
+        return Hold(buyer, ((meter, amount, row.period_start),))
 
     def adjust(self, hold: Hold, used: Mapping[str, int]) -> None:
         with self._lock:
