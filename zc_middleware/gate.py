@@ -62,8 +62,9 @@ class Gate:
         self._known = frozenset(settings.meters)
         self._header_meters = tuple(m for m, c in settings.meters.items() if c.channel == "header")
         self._charges: dict[Any, Charge | None] = {}
-        # A backend that does not override the async methods does its I/O inline anyway.
-        self._sync_ledger = type(self.ledger).areserve is Ledger.areserve and type(self.ledger).aadjust is Ledger.aadjust
+        #: True when the ledger does its I/O inline (no async methods of its own): async adapters
+        #: then call check()/finish() directly instead of paying for a coroutine per request.
+        self.inline = type(self.ledger).areserve is Ledger.areserve and type(self.ledger).aadjust is Ledger.aadjust
         #: what happened, for operators: allowed, denied_<status>, settled, released, ledger_errors, ...
         self.stats: Counter[str] = Counter()
 
@@ -164,7 +165,7 @@ class Gate:
         result: Hold | Refusal | BaseException
         try:
             amounts = {spec.meter: spec.hold for spec in charge}
-            if self._sync_ledger:  # embedded ledgers answer in microseconds: no coroutine, no thread hop
+            if self.inline:  # embedded ledgers answer in microseconds: no coroutine, no thread hop
                 result = self.ledger.reserve(buyer, amounts)
             else:
                 result = await self.ledger.areserve(buyer, amounts)
@@ -238,7 +239,7 @@ class Gate:
             return
         assert allow.hold is not None
         try:
-            if self._sync_ledger:
+            if self.inline:
                 self.ledger.adjust(allow.hold, used)
             else:
                 await self.ledger.aadjust(allow.hold, used)

@@ -189,7 +189,8 @@ class ZeroClickMiddleware:
                     return value.decode("latin-1")
             return None
 
-        decision = await self.gate.acheck(get_header, charge)
+        gate = self.gate
+        decision = gate.check(get_header, charge) if gate.inline else await gate.acheck(get_header, charge)
         if isinstance(decision, Deny):
             await _send_deny(send, decision)
             return
@@ -227,7 +228,10 @@ class ZeroClickMiddleware:
             # Once a usage header went out the proxy bills it, so the ledger keeps it
             # even if the body later fails; before that, any failure releases the hold.
             success = flow.status is not None and flow.status < 400 and not flow.disconnected_early
-            await gate.afinish(allow, success=success)
+            if gate.inline:
+                gate.finish(allow, success=success)
+            else:
+                await gate.afinish(allow, success=success)
 
 
 async def _send_deny(send: Send, deny: Deny) -> None:
