@@ -43,7 +43,16 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "ZEROCLICK_LEDGER": ledger_url, "PYTHONPATH": str(ROOT)}
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "examples.starlette_app:app", "--port", str(port), "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "examples.starlette_app:app",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
             cwd=ROOT,
             env=env,
         )

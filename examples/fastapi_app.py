@@ -16,7 +16,9 @@ app.add_middleware(
     settings=ZeroClickSettings(
         service_slug="acme-search",
         meters={"api-requests": {}, "compute-seconds": {}},
-        plans={"starter": {"default": True, "includes": {"api-requests": {"limit": 3}, "compute-seconds": {"limit": 600}}}},
+        plans={
+            "starter": {"default": True, "includes": {"api-requests": {"limit": 3}, "compute-seconds": {"limit": 600}}}
+        },
     ),
 )
 

@@ -118,7 +118,7 @@ class Balance:
             for m in self.meters
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         title = f"buyer {self.buyer}: plan {self.plan or '-'} ({self.status})"
         return "\n".join([title, *lines])

@@ -1,0 +1,221 @@
+"""Per-request cost of zc_middleware against a bare app, measured in the same run.
+
+Calls each ASGI app in process (no sockets) so that only the framework and the
+middleware are timed; ``--e2e`` adds latency percentiles under real uvicorn servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from starlette.applications import Starlette  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import PlainTextResponse  # noqa: E402
+from starlette.routing import Route  # noqa: E402
+
+from zc_middleware import ZeroClickSettings, metered  # noqa: E402
+from zc_middleware.starlette import ZeroClickMiddleware  # noqa: E402
+
+PLANS = {"big": {"default": True, "includes": {"api-requests": {"limit": 10**15, "reset": "month"}}}}
+HEADERS = [(b"host", b"bench"), (b"zc-agent-id", b"agent-bench"), (b"user-agent", b"bench")]
+
+
+async def hello(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("hello")
+
+
+def starlette_app(middleware: str | None, tmp: Path) -> Starlette:
+    async def paid(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    metered("api-requests")(paid)
+    app = Starlette(routes=[Route("/free", hello), Route("/paid", paid)])
+    if middleware is not None:
+        url = "memory://" if middleware == "memory" else f"sqlite:///{tmp / 'bench.db'}"
+        app.add_middleware(
+            ZeroClickMiddleware, settings=ZeroClickSettings(meters={"api-requests": {}}, plans=PLANS, ledger=url)
+        )
+    return app
+
+
+def slowapi_app() -> Starlette:
+    from slowapi import Limiter, _rate_limit_exceeded_handler
+    from slowapi.errors import RateLimitExceeded
+    from slowapi.util import get_remote_address
+
+    limiter = Limiter(key_func=get_remote_address, storage_uri="memory://")
+
+    @limiter.limit("1000000000/minute")
+    async def limited(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    app = Starlette(routes=[Route("/paid", limited)])
+    app.state.limiter = limiter
+    app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
+    return app
+
+
+def scope(path: str) -> dict:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": HEADERS,
+        "server": ("bench", 80),
+        "client": ("127.0.0.1", 5000),
+    }
+
+
+async def _receive() -> dict:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _send(message: dict) -> None:
+    if message["type"] == "http.response.start" and message["status"] != 200:
+        raise RuntimeError(f"unexpected status {message['status']}")
+
+
+async def run_asgi(app: Callable, path: str, n: int) -> float:
+    sc = scope(path)
+    for _ in range(50):  # warm caches
+        await app(dict(sc), _receive, _send)
+    start = time.perf_counter()
+    for _ in range(n):
+        await app(dict(sc), _receive, _send)
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def raw_sqlite_debit(tmp: Path, n: int) -> float:
+    """One atomic debit on the same file settings: the floor any SQLite ledger pays."""
+    conn = sqlite3.connect(tmp / "raw.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("CREATE TABLE IF NOT EXISTS b (buyer TEXT, meter TEXT, used INT, lim INT, PRIMARY KEY (buyer, meter))")
+    conn.execute("INSERT OR REPLACE INTO b VALUES ('a', 'm', 0, 1000000000000)")
+    sql = "UPDATE b SET used = used + 1 WHERE buyer = ? AND meter = ? AND used + 1 <= lim RETURNING used"
+    start = time.perf_counter()
+    for _ in range(n):
+        conn.execute(sql, ("a", "m")).fetchall()
+    elapsed = (time.perf_counter() - start) / n * 1e6
+    conn.close()
+    return elapsed
+
+
+def bench_inprocess(rounds: int, n: int) -> None:
+    tmp = Path(tempfile.mkdtemp())
+    variants: dict[str, tuple[Callable, str]] = {
+        "bare": (starlette_app(None, tmp), "/free"),
+        "bare-2": (starlette_app(None, tmp), "/free"),
+        "free route + zc": (starlette_app("memory", tmp), "/free"),
+        "paid memory://": (starlette_app("memory", tmp), "/paid"),
+        "paid sqlite://": (starlette_app("sqlite", tmp), "/paid"),
+    }
+    try:
+        variants["slowapi @limit"] = (slowapi_app(), "/paid")
+    except ImportError:
+        print("(slowapi not installed: pip install -e '.[bench]')")
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    raw: list[float] = []
+    loop = asyncio.new_event_loop()
+    for r in range(rounds):
+        order = list(variants) if r % 2 == 0 else list(reversed(variants))
+        for name in order:
+            app, path = variants[name]
+            samples[name].append(loop.run_until_complete(run_asgi(app, path, n)))
+        raw.append(raw_sqlite_debit(tmp, n))
+    loop.close()
+    bare = statistics.median(samples["bare"])
+    raw_med = statistics.median(raw)
+    print(f"\nStarlette, in process: {rounds} rounds x {n} requests, medians (µs per request)\n")
+    print(f"{'variant':<20}{'µs/req':>10}{'x bare':>9}{'+µs':>9}")
+    for name, values in samples.items():
+        med = statistics.median(values)
+        print(f"{name:<20}{med:>10.1f}{med / bare:>9.3f}{med - bare:>+9.1f}")
+    print(f"{'raw SQLite debit':<20}{raw_med:>10.1f}")
+    spread = abs(statistics.median(samples["bare-2"]) - bare)
+    paid_sqlite = statistics.median(samples["paid sqlite://"]) - bare
+    print(
+        f"\nbare-vs-bare noise: {spread:.1f} µs; paid sqlite:// adds {paid_sqlite:.1f} µs "
+        f"= raw debit {raw_med:.1f} µs {paid_sqlite - raw_med:+.1f} µs"
+    )
+
+
+ZC_SERVER = """
+import os
+from pathlib import Path
+from benchmarks.bench_requests import starlette_app
+app = starlette_app("sqlite", Path(os.environ["BENCH_TMP"]))
+"""
+
+BARE_SERVER = """
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+async def hello(request): return PlainTextResponse("hello")
+app = Starlette(routes=[Route("/paid", hello), Route("/free", hello)])
+"""
+
+
+def bench_e2e(n: int) -> None:
+    import httpx
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tests.servers import serve, uvicorn
+
+    tmp = Path(tempfile.mkdtemp())
+    (tmp / "bare_app.py").write_text(BARE_SERVER)
+    (tmp / "zc_app.py").write_text(ZC_SERVER)
+    env = {"PYTHONPATH": f"{tmp}{os.pathsep}{ROOT}", "BENCH_TMP": str(tmp)}
+    lat: dict[str, list[float]] = {"bare": [], "paid sqlite://": []}
+    with serve(uvicorn("bare_app:app"), env=env) as bare, serve(uvicorn("zc_app:app"), env=env) as paid:
+        urls = {"bare": bare + "/paid", "paid sqlite://": paid + "/paid"}
+        with httpx.Client(headers={"zc-agent-id": "agent-e2e"}) as client:
+            for _ in range(100):
+                for url in urls.values():
+                    client.get(url)
+            for _ in range(n):
+                for name, url in urls.items():
+                    t = time.perf_counter()
+                    assert client.get(url).status_code == 200
+                    lat[name].append((time.perf_counter() - t) * 1e3)
+    print(f"\nEnd to end under uvicorn, {n} sequential keep-alive requests each (ms)\n")
+    print(f"{'variant':<20}{'p50':>8}{'p99':>8}")
+    for name, values in lat.items():
+        q = statistics.quantiles(values, n=100)
+        print(f"{name:<20}{q[49]:>8.3f}{q[98]:>8.3f}")
+    p99 = {name: statistics.quantiles(v, n=100)[98] for name, v in lat.items()}
+    print(f"\np99 difference: {p99['paid sqlite://'] - p99['bare']:+.3f} ms (target: within 1.5 ms)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("-n", type=int, default=3000, help="requests per variant per round")
+    parser.add_argument("--e2e", action="store_true", help="also measure end to end under uvicorn")
+    args = parser.parse_args()
+    bench_inprocess(args.rounds, args.n)
+    if args.e2e:
+        bench_e2e(2000)
+
+
+if __name__ == "__main__":
+    main()
