@@ -1,0 +1,44 @@
+"""Outboxes by URL: one table of schemes, each driver imported only when its scheme is used.
+
+An outbox is the durable queue between "usage accepted" and "usage delivered to
+the batch API". ``memory://`` is for tests (a process crash loses it);
+``sqlite:///path.db`` survives crashes and is shared by every process on the host.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError
+from .base import Event, Leased, Outbox, OutboxStatus, make_event
+
+__all__ = ["SCHEMES", "Event", "Leased", "Outbox", "OutboxStatus", "check_url", "make_event", "open_outbox"]
+
+#: scheme -> "module:Class"
+SCHEMES: dict[str, str] = {
+    "memory": "zc_middleware.outbox.memory:MemoryOutbox",
+    "sqlite": "zc_middleware.outbox.sqlite:SQLiteOutbox",
+}
+
+
+def check_url(url: str) -> str:
+    """Return the URL's scheme, or raise :class:`ConfigError` naming the known ones."""
+    scheme = urlsplit(url).scheme
+    if scheme not in SCHEMES:
+        known = ", ".join(f"{s}://" for s in SCHEMES)
+        raise ConfigError("unknown_outbox", f"unknown outbox URL {url!r}: expected one of {known}")
+    if scheme == "sqlite":
+        from ..ledger.sqlite import sqlite_path
+
+        sqlite_path(url)
+    return scheme
+
+
+def open_outbox(url: str, **kwargs: Any) -> Outbox:
+    """Open the outbox ``url`` points to (``memory://``, ``sqlite:///path.db``)."""
+    module, _, name = SCHEMES[check_url(url)].partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    outbox: Outbox = cls(url, **kwargs)
+    return outbox

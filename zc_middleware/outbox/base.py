@@ -1,0 +1,190 @@
+"""The outbox interface, and the one place an event is validated and serialized.
+
+An event is serialized once, here, and the JSON text is what the outbox
+stores: every (re)send is that exact text, so a retry can never carry a
+different timestamp or quantity than the first attempt.
+
+Rows move ``pending`` -> ``sent`` (2xx) or ``dead`` (rejected with a 4xx);
+``dead`` rows go back to ``pending`` only by an operator (``retry_dead``). A
+pending row is *leased* by one sender (owner + expiry) while a batch is in
+flight, so two processes never send it concurrently; an expired lease (a
+killed sender) makes it sendable again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from ..errors import ZcError
+from ..meters import check_quantity, normalize_meter_name
+
+__all__ = ["Clock", "DeadLetter", "Event", "Leased", "Outbox", "OutboxStatus", "make_event", "rfc3339"]
+
+Clock = Callable[[], float]
+MAX_KEY = 255
+_USER = re.compile(r"^[\x21-\x7e]{1,256}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One usage event, validated; ``body`` is the JSON sent to the API, byte for byte."""
+
+    key: str
+    user_id: str
+    meter: str
+    quantity: int
+    timestamp: str
+    body: str
+    #: False when the timestamp was taken from the clock: a re-report then matches on the rest
+    explicit_time: bool = True
+
+    def same_as(self, user_id: str, meter: str, quantity: int, timestamp: str) -> bool:
+        """Whether a stored row with these fields is this event (the re-report is then a no-op)."""
+        if (user_id, meter, quantity) != (self.user_id, self.meter, self.quantity):
+            return False
+        return not self.explicit_time or timestamp == self.timestamp
+
+
+@dataclass(frozen=True, slots=True)
+class Leased:
+    """A pending row claimed by one sender."""
+
+    id: int
+    key: str
+    body: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    key: str
+    reason: str
+    failed_at: float
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStatus:
+    pending: int
+    #: epoch seconds of the oldest pending event's enqueue time, ``None`` when nothing is pending
+    oldest_pending: float | None
+    sent: int
+    dead: int
+    dead_letters: tuple[DeadLetter, ...] = field(default=())
+
+    def oldest_age(self, now: float | None = None) -> float | None:
+        if self.oldest_pending is None:
+            return None
+        return max(0.0, (time.time() if now is None else now) - self.oldest_pending)
+
+
+def rfc3339(when: datetime) -> str:
+    """``2026-06-12T09:30:00Z``: UTC, whole seconds, as the contract's example."""
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _key(value: object) -> str:
+    if not isinstance(value, str):
+        raise ZcError("invalid_idempotency_key", f"idempotency_key must be a string, got {type(value).__name__}")
+    if not value or len(value) > MAX_KEY:
+        raise ZcError("invalid_idempotency_key", f"idempotency_key must be 1 to {MAX_KEY} characters, got {len(value)}")
+    if _CONTROL.search(value):
+        raise ZcError("invalid_idempotency_key", "idempotency_key must not contain control characters")
+    return value
+
+
+def make_event(
+    *,
+    user_id: object,
+    meter: object,
+    quantity: object,
+    idempotency_key: object,
+    timestamp: datetime | None = None,
+    known_meters: Iterable[str] | None = None,
+    clock: Clock = time.time,
+) -> Event:
+    """Validate one event and serialize it; raises :class:`ZcError` with a stable code."""
+    if not isinstance(user_id, str) or not _USER.match(user_id):
+        raise ZcError("invalid_user_id", f"user_id must be 1 to 256 printable ASCII characters, got {user_id!r}")
+    if isinstance(quantity, float) and math.isnan(quantity):
+        raise ZcError("invalid_quantity", "quantity must be a non-negative int, got NaN")
+    qty = check_quantity(quantity)
+    name = normalize_meter_name(meter)
+    if known_meters is not None and name not in known_meters:
+        raise ZcError("unknown_meter", f"meter {meter!r} is not declared in settings.meters")
+    key = _key(idempotency_key)
+    if timestamp is None:
+        stamp = rfc3339(datetime.fromtimestamp(clock(), timezone.utc))
+    elif not isinstance(timestamp, datetime):
+        raise ZcError("invalid_timestamp", f"timestamp must be a datetime, got {type(timestamp).__name__}")
+    elif timestamp.tzinfo is None or timestamp.utcoffset() is None:
+        raise ZcError("naive_datetime", "timestamp must be timezone-aware (e.g. datetime.now(timezone.utc))")
+    else:
+        stamp = rfc3339(timestamp)
+    body = json.dumps(
+        {"userId": user_id, "meter": name, "quantity": qty, "timestamp": stamp, "idempotencyKey": key},
+        separators=(",", ":"),
+    )
+    return Event(key, user_id, name, qty, stamp, body, timestamp is not None)
+
+
+def conflict(event: Event) -> ZcError:
+    return ZcError(
+        "idempotency_conflict",
+        f"idempotency key {event.key!r} was already used for a different event; "
+        "use a new key for new usage, or the same payload to re-report",
+    )
+
+
+class Outbox(ABC):
+    """Durable usage events. Every backend passes ``tests/outbox/test_contract.py``."""
+
+    def __init__(self, *, clock: Clock = time.time) -> None:
+        self.clock = clock
+
+    @abstractmethod
+    def add(self, events: Sequence[Event], *, strict: bool = True) -> int:
+        """Store ``events`` durably; returns how many were new.
+
+        A key already stored with the same payload is a no-op. A key stored with a
+        different payload raises ``idempotency_conflict`` (nothing of the call is
+        stored) when ``strict``; otherwise it is skipped (the first report wins).
+        """
+
+    @abstractmethod
+    def lease(self, owner: str, limit: int, ttl: float) -> list[Leased]:
+        """Claim up to ``limit`` due, unleased pending rows (oldest first) for ``ttl`` seconds."""
+
+    @abstractmethod
+    def delivered(self, owner: str, ids: Sequence[int]) -> None:
+        """The API accepted these rows (2xx)."""
+
+    @abstractmethod
+    def retry(self, owner: str, ids: Sequence[int], delay: float, *, count: bool = True) -> None:
+        """Give the lease back; the rows become due again after ``delay`` (``count``: one more attempt)."""
+
+    @abstractmethod
+    def dead(self, owner: str, failures: Sequence[tuple[int, str]]) -> None:
+        """The API rejected these rows for good: keep them, with the reason, out of the queue."""
+
+    @abstractmethod
+    def status(self, *, dead_limit: int = 20) -> OutboxStatus: ...
+
+    @abstractmethod
+    def retry_dead(self) -> int:
+        """Put every dead letter back in the queue; returns how many."""
+
+    @abstractmethod
+    def prune(self, before: float) -> int:
+        """Forget delivered rows sent before ``before`` (epoch seconds)."""
+
+    def close(self) -> None:
+        """Release connections."""

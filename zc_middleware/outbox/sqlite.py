@@ -1,0 +1,215 @@
+"""``sqlite:///path.db``: the durable outbox, shared by every process on one host.
+
+* ``add`` commits before it returns (WAL, ``synchronous=NORMAL``: a process
+  crash loses nothing committed). When the ledger lives in the same file, the
+  ledger calls :func:`insert_events` inside the transaction that settles a
+  hold, so a request's debit and its batch events commit together.
+* A sender claims rows with **one** ``UPDATE ... WHERE id IN (SELECT ... LIMIT n)
+  RETURNING`` that writes its owner id and a lease expiry: SQLite runs it under
+  the write lock, so two processes can never claim the same row, and a killed
+  sender's rows come back when its lease expires.
+* Delivered rows are kept (state ``sent``) so a re-report of a delivered key is
+  still recognised as a no-op; :meth:`SQLiteOutbox.prune` forgets old ones.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from ..ledger.sqlite import sqlite_path
+from .base import DeadLetter, Event, Leased, Outbox, OutboxStatus, conflict
+
+__all__ = ["SQLiteOutbox", "ensure_schema", "insert_events"]
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS zc_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL, meter TEXT NOT NULL, quantity INTEGER NOT NULL, ts TEXT NOT NULL,
+    body TEXT NOT NULL,
+    state INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL, next_at REAL NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+    owner TEXT, lease_until REAL, reason TEXT, done_at REAL
+);
+CREATE INDEX IF NOT EXISTS zc_outbox_pending ON zc_outbox (id) WHERE state = 0;
+CREATE INDEX IF NOT EXISTS zc_outbox_done ON zc_outbox (done_at) WHERE state = 1
+"""
+_INSERT = (
+    "INSERT INTO zc_outbox (key, user_id, meter, quantity, ts, body, created) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (key) DO NOTHING"
+)
+_LEASE = """
+UPDATE zc_outbox SET owner = ?1, lease_until = ?2 + ?3
+WHERE id IN (
+    SELECT id FROM zc_outbox
+    WHERE state = 0 AND next_at <= ?2 AND (lease_until IS NULL OR lease_until <= ?2)
+    ORDER BY id LIMIT ?4
+)
+RETURNING id, key, body, attempts
+"""
+_IDS = "id IN (SELECT value FROM json_each(?))"
+
+_instances: weakref.WeakSet[SQLiteOutbox] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for outbox in list(_instances):
+        outbox._forget_process_state()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def insert_events(conn: sqlite3.Connection, events: Sequence[Event], now: float, *, strict: bool) -> int:
+    """Insert ``events`` in the caller's open transaction; returns how many were new."""
+    before = conn.total_changes
+    conn.executemany(_INSERT, [(e.key, e.user_id, e.meter, e.quantity, e.timestamp, e.body, now) for e in events])
+    new = conn.total_changes - before
+    if new < len(events):  # some keys were there already: same payload is a no-op, another one a conflict
+        keys = [e.key for e in events]
+        stored = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                "SELECT key, user_id, meter, quantity, ts FROM zc_outbox WHERE key IN (SELECT value FROM json_each(?))",
+                (_json_list(keys),),
+            )
+        }
+        for event in events:
+            if not event.same_as(*stored[event.key]) and strict:
+                raise conflict(event)
+    return new
+
+
+def _json_list(items: Sequence[object]) -> str:
+    import json
+
+    return json.dumps(list(items))
+
+
+class SQLiteOutbox(Outbox):
+    def __init__(self, url: str, *, busy_timeout: float = 5.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path = sqlite_path(url)
+        self.busy_timeout = busy_timeout
+        self._forget_process_state()
+        _instances.add(self)
+        self._write(ensure_schema)
+
+    def _forget_process_state(self) -> None:
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn = conn
+        return self._conn
+
+    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            conn = self._db()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+    def _exec(self, sql: str, params: Sequence[object]) -> list[Any]:
+        with self._lock:
+            return self._db().execute(sql, params).fetchall()
+
+    def add(self, events: Sequence[Event], *, strict: bool = True) -> int:
+        if not events:
+            return 0
+        now = self.clock()
+        return self._write(lambda conn: insert_events(conn, events, now, strict=strict))
+
+    def lease(self, owner: str, limit: int, ttl: float) -> list[Leased]:
+        rows = self._exec(_LEASE, (owner, self.clock(), ttl, limit))
+        return sorted((Leased(*row) for row in rows), key=lambda r: r.id)
+
+    def delivered(self, owner: str, ids: Sequence[int]) -> None:
+        self._exec(
+            f"UPDATE zc_outbox SET state = 1, owner = NULL, lease_until = NULL, done_at = ? WHERE owner = ? AND {_IDS}",
+            (self.clock(), owner, _json_list(ids)),
+        )
+
+    def retry(self, owner: str, ids: Sequence[int], delay: float, *, count: bool = True) -> None:
+        self._exec(
+            "UPDATE zc_outbox SET owner = NULL, lease_until = NULL, next_at = ?, attempts = attempts + ? "
+            f"WHERE owner = ? AND state = 0 AND {_IDS}",
+            (self.clock() + delay, int(count), owner, _json_list(ids)),
+        )
+
+    def dead(self, owner: str, failures: Sequence[tuple[int, str]]) -> None:
+        now = self.clock()
+        self._write(
+            lambda conn: conn.executemany(
+                "UPDATE zc_outbox SET state = 2, owner = NULL, lease_until = NULL, reason = ?, done_at = ?, "
+                "attempts = attempts + 1 WHERE id = ? AND owner = ? AND state = 0",
+                [(reason, now, id_, owner) for id_, reason in failures],
+            )
+        )
+
+    def status(self, *, dead_limit: int = 20) -> OutboxStatus:
+        def read(conn: sqlite3.Connection) -> OutboxStatus:
+            counts = dict(conn.execute("SELECT state, COUNT(*) FROM zc_outbox GROUP BY state").fetchall())
+            oldest = conn.execute("SELECT MIN(created) FROM zc_outbox WHERE state = 0").fetchone()[0]
+            letters = conn.execute(
+                "SELECT key, reason, done_at, body FROM zc_outbox WHERE state = 2 ORDER BY id LIMIT ?", (dead_limit,)
+            ).fetchall()
+            return OutboxStatus(
+                pending=counts.get(0, 0),
+                oldest_pending=oldest,
+                sent=counts.get(1, 0),
+                dead=counts.get(2, 0),
+                dead_letters=tuple(DeadLetter(k, r or "", d or 0.0, b) for k, r, d, b in letters),
+            )
+
+        with self._lock:
+            conn = self._db()
+            conn.execute("BEGIN")
+            try:
+                return read(conn)
+            finally:
+                conn.execute("COMMIT")
+
+    def retry_dead(self) -> int:
+        def revive(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "UPDATE zc_outbox SET state = 0, reason = NULL, done_at = NULL, next_at = 0, attempts = 0 "
+                "WHERE state = 2"
+            )
+            return cursor.rowcount
+
+        return self._write(revive)
+
+    def prune(self, before: float) -> int:
+        return self._write(
+            lambda conn: conn.execute("DELETE FROM zc_outbox WHERE state = 1 AND done_at < ?", (before,)).rowcount
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+        _instances.discard(self)
