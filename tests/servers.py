@@ -75,4 +75,22 @@ def uvicorn(target: str) -> list[str]:
 ADAPTERS: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "starlette": (("starlette", "uvicorn"), uvicorn("tests.apps.starlette_app:app")),
     "fastapi": (("fastapi", "uvicorn"), uvicorn("tests.apps.fastapi_app:app")),
+    "django-wsgi": (  # one gthread worker: /runs counts in process memory
+        ("django", "gunicorn"),
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "tests.apps.django_app.wsgi:application",
+            "--bind",
+            "127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--threads",
+            "8",
+            "--log-level",
+            "warning",
+        ],
+    ),
+    "django-asgi": (("django", "uvicorn"), uvicorn("tests.apps.django_app.asgi:application")),
 }

@@ -1,0 +1,24 @@
+"""Settings of the Django scenario app: the same meters, plans and routes as ``tests.apps.common.settings()``."""
+
+from __future__ import annotations
+
+import os
+
+from tests.apps.common import PLANS
+
+SECRET_KEY = "scenario-only"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+ROOT_URLCONF = "tests.apps.django_app.urls"
+INSTALLED_APPS = ["zc_middleware.django"]
+MIDDLEWARE = ["zc_middleware.django.ZeroClickMiddleware"]
+DATABASES: dict[str, dict[str, str]] = {}
+USE_TZ = True
+
+ZEROCLICK = {
+    "SERVICE_SLUG": "acme-search",
+    "METERS": {"api-requests": {}, "compute-seconds": {}},
+    "PLANS": PLANS,
+    "ROUTES": {"configured": {"api-requests": 2}, "ab": {"api-requests": 1}},
+    "LEDGER": os.environ.get("ZEROCLICK_LEDGER", "sqlite:///zeroclick.db"),
+}

@@ -1,0 +1,1 @@
+"""``zeroclick_balance``, ``zeroclick_assign``, ``zeroclick_routes``."""

@@ -1,0 +1,42 @@
+"""``manage.py zeroclick_assign BUYER PLAN [--expires ISO8601]``: put a buyer on a plan, fresh allowances."""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from datetime import datetime
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ....errors import ZcError
+from ...conf import get_gate
+
+
+def _moment(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise CommandError(f"{value!r} is not an ISO 8601 date-time, e.g. 2030-01-31T00:00:00Z") from None
+    if moment.tzinfo is None:
+        raise CommandError(f"{value!r} has no UTC offset; add one, e.g. {value}Z or {value}+02:00")
+    return moment
+
+
+class Command(BaseCommand):
+    help = "Put BUYER on PLAN with fresh allowances, periods starting now (or at --starts)."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("buyer", help="the buyer id (the value of the identity header)")
+        parser.add_argument("plan", help="a plan declared in ZEROCLICK['PLANS']")
+        parser.add_argument("--expires", help="ISO 8601 date-time with offset after which the plan stops serving")
+        parser.add_argument("--starts", help="ISO 8601 date-time with offset anchoring the plan's periods")
+
+    def handle(self, *args: Any, buyer: str, plan: str, **options: Any) -> None:
+        expires = _moment(options["expires"]) if options.get("expires") else None
+        starts = _moment(options["starts"]) if options.get("starts") else None
+        ledger = get_gate().ledger
+        try:
+            ledger.assign_plan(buyer, plan, starts_at=starts, expires_at=expires)
+        except ZcError as exc:
+            raise CommandError(exc.message) from None
+        self.stdout.write(ledger.balance(buyer).as_table())

@@ -1,0 +1,50 @@
+"""``manage.py zeroclick_routes``: every metered URL pattern, by method, with what it costs."""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ....errors import ConfigError
+from ....gate import Charge
+from ...conf import checking_gate, zeroclick_settings
+from ...routing import endpoints, route_name
+
+
+def describe(charge: Charge) -> str:
+    """``api-requests=1, compute-seconds<=30 (estimate)``."""
+    return ", ".join(
+        f"{spec.meter}={spec.base}" if spec.base else f"{spec.meter}<={spec.hold} (estimate)" for spec in charge
+    )
+
+
+class Command(BaseCommand):
+    help = "List the metered URL patterns (decorators and ZEROCLICK['ROUTES'] alike) and their meters."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--urlconf", help="URLconf module (default: ROOT_URLCONF)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        gate = checking_gate(zeroclick_settings())
+        rows = [("route", "name", "method", "meters")]
+        try:
+            for endpoint in endpoints(options.get("urlconf")):
+                route = route_name(gate.settings.routes, endpoint.url_name, endpoint.view_name)
+                for method, view in endpoint.views():
+                    charge = gate.charge_for(view, route)
+                    if charge is not None:
+                        rows.append(("/" + endpoint.route, endpoint.view_name or "-", method, describe(charge)))
+        except ConfigError as exc:
+            raise CommandError(exc.message) from None
+        finally:
+            gate.close()
+        if len(rows) == 1:
+            self.stdout.write("No metered routes.")
+            return
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for i, row in enumerate(rows):
+            self.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+            if i == 0:
+                self.stdout.write("  ".join("-" * w for w in widths))

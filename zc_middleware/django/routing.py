@@ -1,0 +1,84 @@
+"""What Django's own resolver matched, turned into the ``(view, route name)`` the Gate prices.
+
+Never the raw path: Django has already resolved the URL when ``process_view``
+runs, so ``/a%2Fb`` is priced exactly as it is routed.
+
+Where ``@metered`` ends up, as seen on Django 4.2-5.2:
+
+* function views (sync or async): on the function, or reachable through
+  ``__wrapped__`` / the ``__dict__`` that ``functools.wraps`` copies;
+* ``method_decorator(metered(...), name="dispatch")``: ``as_view()`` copies
+  ``dispatch.__dict__`` onto the view function, so it is on ``view_func``;
+* ``method_decorator(metered(...), name="get")``: on ``view_class.get`` only,
+  so the handler for ``request.method`` is looked up the way ``View.dispatch``
+  does (``head`` falls back to ``get``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from ..meters import metered_specs
+
+__all__ = ["Endpoint", "endpoints", "route_name", "view_for"]
+
+
+def view_for(view_func: object, method: str | None) -> object:
+    """The callable whose ``@metered`` marks price a request to ``view_func`` with ``method``."""
+    cls = getattr(view_func, "view_class", None)
+    if cls is None or not method:
+        return view_func
+    verb = method.lower()
+    if verb not in getattr(cls, "http_method_names", ()):
+        return view_func  # View.dispatch answers 405 without calling a handler
+    handler = getattr(cls, verb, None)
+    if handler is None and verb == "head":
+        handler = getattr(cls, "get", None)
+    return handler if handler is not None and metered_specs(handler) else view_func
+
+
+def route_name(routes: Mapping[str, object], url_name: str | None, view_name: str | None) -> str | None:
+    """The name settings ``ROUTES`` know this match by: ``namespace:name`` if listed, else ``name``."""
+    if view_name and view_name in routes:
+        return view_name
+    return url_name
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One URL pattern: its full route text, names, and the view Django calls."""
+
+    route: str
+    url_name: str | None
+    view_name: str | None
+    callback: object
+
+    def views(self) -> Iterator[tuple[str, object]]:
+        """``(method, view)`` pairs; ``"*"`` for a function view that takes every method."""
+        cls = getattr(self.callback, "view_class", None)
+        if cls is None:
+            yield "*", self.callback
+            return
+        for verb in cls.http_method_names:
+            if verb != "options" and hasattr(cls, verb):
+                yield verb.upper(), view_for(self.callback, verb)
+
+
+def endpoints(urlconf: str | None = None) -> Iterator[Endpoint]:
+    """Every URL pattern of ``urlconf`` (default ``ROOT_URLCONF``), includes flattened."""
+    yield from _walk(get_resolver(urlconf).url_patterns, "", None)
+
+
+def _walk(patterns: Iterable[object], prefix: str, namespace: str | None) -> Iterator[Endpoint]:
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            ns = pattern.namespace
+            inner = f"{namespace}:{ns}" if namespace and ns else (ns or namespace)
+            yield from _walk(pattern.url_patterns, prefix + str(pattern.pattern), inner)
+        elif isinstance(pattern, URLPattern):
+            name = pattern.name
+            view_name = f"{namespace}:{name}" if namespace and name else name
+            yield Endpoint(prefix + str(pattern.pattern), name, view_name, pattern.callback)
