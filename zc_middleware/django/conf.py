@@ -90,7 +90,13 @@ def reset_gate() -> None:
 
 
 def checking_gate(config: ZeroClickSettings) -> Gate:
-    """A Gate on a throwaway ``memory://`` ledger: asks the core about views without opening the real store."""
+    """A Gate that only prices views: a throwaway ``memory://`` ledger, no batch sender.
+
+    ``manage.py check`` and ``zeroclick_routes`` use it, so they never open the real
+    store nor start delivering a previous run's queued usage.
+    """
+    if "api_key" in type(config).model_fields:
+        config = config.model_copy(update={"api_key": None})
     return Gate(config, ledger=open_ledger("memory://", plans=config.plans))
 
 

@@ -57,10 +57,10 @@ class Endpoint:
     callback: object
 
     def views(self) -> Iterator[tuple[str, object]]:
-        """``(method, view)`` pairs; ``"*"`` for a function view that takes every method."""
+        """``(method, view)`` pairs; ``"ANY"`` for a function view, which takes every method."""
         cls = getattr(self.callback, "view_class", None)
         if cls is None:
-            yield "*", self.callback
+            yield "ANY", self.callback
             return
         for verb in cls.http_method_names:
             if verb != "options" and hasattr(cls, verb):

@@ -1,0 +1,323 @@
+"""Django specifics beyond the shared scenario suite.
+
+``manage.py`` runs as a subprocess (checks, commands); view shapes run in-process
+through Django's own WSGI-style (``Client``) and ASGI (``AsyncClient``) handlers,
+on a real SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+django = pytest.importorskip("django")
+
+from django.conf import settings  # noqa: E402
+from django.test import AsyncClient, Client, override_settings  # noqa: E402
+
+from tests.apps.common import CHUNKS, PLANS  # noqa: E402
+from tests.django import views  # noqa: E402
+from tests.servers import ROOT, serve, uvicorn  # noqa: E402
+from zc_middleware import open_ledger  # noqa: E402
+
+MANAGE = ROOT / "tests" / "apps" / "django_app" / "manage.py"
+ZEROCLICK: dict[str, Any] = {
+    "METERS": {"api-requests": {}, "compute-seconds": {}},
+    "PLANS": PLANS,
+    "ROUTES": {"shop:configured": {"api-requests": 3}},
+    "LEDGER": "memory://",
+}
+
+if not settings.configured:
+    settings.configure(
+        SECRET_KEY="tests",
+        ALLOWED_HOSTS=["testserver"],
+        ROOT_URLCONF="tests.django.urls",
+        INSTALLED_APPS=["zc_middleware.django"],
+        MIDDLEWARE=["zc_middleware.django.ZeroClickMiddleware"],
+        DATABASES={},
+        USE_TZ=True,
+        ZEROCLICK=ZEROCLICK,
+    )
+    django.setup()
+
+from zc_middleware.django import get_gate  # noqa: E402
+
+# -- in-process: every view shape, through both of Django's handlers -----------------------------
+
+MODES = ["wsgi", "asgi", "asgi-sync-mode"]
+
+
+@pytest.fixture(autouse=True)
+def sqlite_ledger(tmp_path: Path) -> Iterator[None]:
+    with override_settings(ZEROCLICK={**ZEROCLICK, "LEDGER": f"sqlite:///{tmp_path / 'ledger.db'}"}):
+        yield  # setting_changed resets the process's Gate on the way in and out
+
+
+def call(mode: str, method: str, path: str, buyer: str | None = "agent-1") -> Any:
+    """A response whose body is fully read (so Django has closed it)."""
+    headers = {"zc-agent-id": buyer} if buyer else {}
+    if mode == "wsgi":
+        response = getattr(Client(), method.lower())(path, headers=headers)
+        if response.streaming:
+            response.content_read = b"".join(response.streaming_content)
+        return response
+
+    middleware = ["zc_middleware.django.ZeroClickMiddleware"]
+    if mode == "asgi-sync-mode":
+        middleware.append("tests.django.views.SyncOnlyMiddleware")
+
+    async def go() -> Any:
+        response = await getattr(AsyncClient(), method.lower())(path, headers=headers)
+        if response.streaming:
+            response.content_read = b"".join([chunk async for chunk in response.streaming_content])
+        return response
+
+    with override_settings(MIDDLEWARE=middleware):
+        return asyncio.run(go())
+
+
+def used(buyer: str, meter: str) -> int:
+    return get_gate().ledger.balance(buyer).meter(meter).used
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("method", "path", "ran", "header", "meter", "debit"),
+    [
+        ("GET", "/fn-sync", "fn_sync", "api-requests=1", "api-requests", 1),
+        ("GET", "/fn-async", "fn_async", "compute-seconds=3", "compute-seconds", 3),
+        ("GET", "/per-method", "per_method_get", "api-requests=1", "api-requests", 1),
+        ("HEAD", "/per-method", "per_method_get", "api-requests=1", "api-requests", 1),
+        ("POST", "/per-method", "per_method_post", None, "api-requests", 0),
+        ("GET", "/on-dispatch", "on_dispatch", "api-requests=2", "api-requests", 2),
+        ("GET", "/async-view", "async_view", "compute-seconds=7", "compute-seconds", 7),
+        ("GET", "/stacked", "stacked", "api-requests=1", "api-requests", 1),
+        ("GET", "/shop/configured", None, "api-requests=3", "api-requests", 3),
+    ],
+)
+def test_every_view_shape_is_priced_the_same_in_every_mode(
+    mode: str, method: str, path: str, ran: str | None, header: str | None, meter: str, debit: int
+) -> None:
+    views.RAN.clear()
+    response = call(mode, method, path, buyer="agent-1")
+    assert response.status_code == 200
+    assert response.headers.get("x-zeroclick-usage") == header
+    assert used("agent-1", meter) == debit
+    if ran:
+        assert views.RAN == [ran]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("path", ["/fn-sync", "/per-method", "/on-dispatch", "/async-view"])
+def test_no_identity_is_401_and_the_view_never_runs(mode: str, path: str) -> None:
+    views.RAN.clear()
+    response = call(mode, "GET", path, buyer=None)
+    assert response.status_code == 401
+    assert response.json()["error"] == "buyer_identity_required"
+    assert response["content-length"] == str(len(response.content))
+    assert views.RAN == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_402_before_the_class_based_view_runs(mode: str) -> None:
+    get_gate().ledger.assign_plan("agent-2", "starter")
+    for _ in range(5):
+        assert call(mode, "GET", "/per-method", "agent-2").status_code == 200
+    views.RAN.clear()
+    response = call(mode, "GET", "/per-method", "agent-2")
+    assert response.status_code == 402
+    assert response["x-zeroclick-reason"] == "usage_exhausted"
+    assert "x-zeroclick-usage" not in response
+    assert views.RAN == []
+    assert used("agent-2", "api-requests") == 5
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_apps_own_usage_header_is_replaced_once(mode: str) -> None:
+    response = call(mode, "GET", "/own-header")
+    assert response.headers.get("x-zeroclick-usage") == "api-requests=1"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_free_route_is_untouched(mode: str) -> None:
+    response = call(mode, "GET", "/free", buyer=None)
+    assert response.status_code == 200
+    assert "x-zeroclick-usage" not in response
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_streaming_response_settles_when_django_closes_it(mode: str) -> None:
+    headers = {"zc-agent-id": "agent-3"}
+
+    def before_and_after(response: Any, read: Any) -> tuple[int, bytes, int]:
+        held = used("agent-3", "compute-seconds")  # the estimate is held while the body streams
+        body = read(response)
+        return held, body, used("agent-3", "compute-seconds")
+
+    if mode == "wsgi":
+        response = Client().get("/stream-work", headers=headers)
+        held, body, settled = before_and_after(response, lambda r: b"".join(r.streaming_content))
+    else:
+        middleware = ["zc_middleware.django.ZeroClickMiddleware"]
+        if mode == "asgi-sync-mode":
+            middleware.append("tests.django.views.SyncOnlyMiddleware")
+
+        async def go() -> tuple[int, bytes, int]:
+            response = await AsyncClient().get("/stream-work", headers=headers)
+            held = used("agent-3", "compute-seconds")
+            body = b"".join([chunk async for chunk in response.streaming_content])
+            return held, body, used("agent-3", "compute-seconds")
+
+        with override_settings(MIDDLEWARE=middleware):
+            held, body, settled = asyncio.run(go())
+    assert body == b"".join(CHUNKS)
+    assert held == 30
+    assert settled == 15  # recorded while streaming, outside the middleware's own frame
+
+
+# -- manage.py as a subprocess -------------------------------------------------------------
+
+
+def manage(tmp_path: Path, *args: str, settings_body: str | None = None, urls_body: str | None = None) -> Any:
+    env = {"ZEROCLICK_LEDGER": f"sqlite:///{tmp_path / 'manage.db'}", "PYTHONPATH": f"{tmp_path}:{ROOT}"}
+    argv = [sys.executable, str(MANAGE), *args]
+    if urls_body is not None:
+        (tmp_path / "bad_urls.py").write_text(textwrap.dedent(urls_body))
+    if settings_body is not None:
+        (tmp_path / "bad_settings.py").write_text(
+            "from tests.apps.django_app.settings import *  # noqa: F403\n" + textwrap.dedent(settings_body)
+        )
+        argv.append("--settings=bad_settings")
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env={**_env(), **env})
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+
+
+def test_check_passes_on_the_scenario_project(tmp_path: Path) -> None:
+    result = manage(tmp_path, "check")
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_check_reports_a_malformed_setting_naming_the_key(tmp_path: Path) -> None:
+    body = """
+        ZEROCLICK = {**ZEROCLICK, "PLANS": {"starter": {"includes": {"api-requests": {"limit": -1}}}}}
+    """
+    result = manage(tmp_path, "check", settings_body=body)
+    assert result.returncode != 0
+    assert "zc_middleware.E001" in result.stderr
+    assert "PLANS.starter.includes.api-requests.limit" in result.stderr
+
+
+def test_check_reports_unknown_and_lower_case_keys(tmp_path: Path) -> None:
+    result = manage(tmp_path, "check", settings_body='ZEROCLICK = {**ZEROCLICK, "meters": {}, "LEDGERS": "x"}\n')
+    assert result.returncode != 0
+    assert result.stderr.count("zc_middleware.E001") == 2
+    assert "unknown key 'meters' (write 'METERS')" in result.stderr
+    assert "unknown key 'LEDGERS'" in result.stderr
+
+
+def test_check_reports_an_unknown_meter_on_function_and_class_based_views(tmp_path: Path) -> None:
+    urls = """
+        from django.urls import path
+        from django.utils.decorators import method_decorator
+        from django.views import View
+        from zc_middleware import metered
+
+        @metered("api-requets")
+        def typo(request): ...
+
+        @method_decorator(metered("gpu-seconds", estimate=5), name="post")
+        class Render(View):
+            def post(self, request): ...
+
+        urlpatterns = [path("typo", typo), path("render", Render.as_view())]
+    """
+    result = manage(tmp_path, "check", settings_body='ROOT_URLCONF = "bad_urls"\n', urls_body=urls)
+    assert result.returncode != 0
+    assert result.stderr.count("zc_middleware.E002") == 2
+    assert "'api-requets'" in result.stderr
+    assert "'gpu-seconds'" in result.stderr
+
+
+def test_check_warns_about_missing_middleware_and_unrouted_names(tmp_path: Path) -> None:
+    body = 'MIDDLEWARE = []\nZEROCLICK = {**ZEROCLICK, "ROUTES": {"nowhere": {"api-requests": 1}}}\n'
+    result = manage(tmp_path, "check", settings_body=body)
+    assert result.returncode == 0  # warnings only
+    assert "zc_middleware.W001" in result.stderr
+    assert "zc_middleware.W002" in result.stderr
+    assert "'nowhere'" in result.stderr
+
+
+def test_a_server_refuses_to_start_on_an_unknown_meter(tmp_path: Path) -> None:
+    (tmp_path / "bad_urls.py").write_text(
+        "from django.urls import path\nfrom zc_middleware import metered\n\n"
+        "@metered('nope')\ndef v(request): ...\n\nurlpatterns = [path('v', v)]\n"
+    )
+    (tmp_path / "bad_settings.py").write_text(
+        "from tests.apps.django_app.settings import *  # noqa: F403\nROOT_URLCONF = 'bad_urls'\n"
+    )
+    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}", "DJANGO_SETTINGS_MODULE": "bad_settings", "ZC_TEST_QUIET": "1"}
+    with (
+        pytest.raises(RuntimeError, match="server exited"),
+        serve(uvicorn("tests.apps.django_app.asgi:application"), env=env),
+    ):
+        pass
+
+
+def test_assign_and_balance_commands_print_the_table(tmp_path: Path) -> None:
+    assigned = manage(tmp_path, "zeroclick_assign", "agent-9", "starter", "--expires", "2099-01-31T00:00:00Z")
+    assert assigned.returncode == 0, assigned.stderr
+    assert "expires 2099-01-31T00:00:00+00:00" in assigned.stdout
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'manage.db'}", plans=PLANS)
+    try:
+        hold = ledger.reserve("agent-9", {"api-requests": 2})
+        ledger.adjust(hold, {"api-requests": 2})  # type: ignore[arg-type]
+    finally:
+        ledger.close()
+    result = manage(tmp_path, "zeroclick_balance", "agent-9")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "buyer agent-9: plan starter (active)"
+    assert lines[1].split() == ["meter", "limit", "used", "remaining", "%", "used", "period", "start", "period", "end"]
+    assert lines[3].split()[:5] == ["api-requests", "5", "2", "3", "40"]
+    assert lines[4].split()[:5] == ["compute-seconds", "100", "0", "100", "0"]
+
+
+def test_assign_refuses_unknown_plans_and_naive_dates(tmp_path: Path) -> None:
+    unknown = manage(tmp_path, "zeroclick_assign", "agent-9", "gold")
+    assert unknown.returncode != 0
+    assert "plan 'gold' is not declared" in unknown.stderr
+    naive = manage(tmp_path, "zeroclick_assign", "agent-9", "starter", "--expires", "2099-01-31T00:00:00")
+    assert naive.returncode != 0
+    assert "no UTC offset" in naive.stderr
+
+
+def test_routes_command_lists_metered_patterns(tmp_path: Path) -> None:
+    result = manage(tmp_path, "zeroclick_routes")
+    assert result.returncode == 0, result.stderr
+    rows = {tuple(line.split()[:3]) for line in result.stdout.splitlines()[2:]}
+    assert ("/render", "-", "POST") in rows
+    assert ("/configured", "configured", "ANY") in rows
+    assert not any(row[0] in ("/free", "/runs") for row in rows)
+    assert "compute-seconds<=30 (estimate)" in result.stdout
+
+
+def test_import_without_django_names_the_extra() -> None:
+    code = "import sys\nsys.modules['django'] = None\nimport zc_middleware.django\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode != 0
+    assert "pip install 'zc-middleware[django]'" in result.stderr
+    assert "During handling" not in result.stderr
