@@ -165,7 +165,7 @@ def _respond(flow: _Flow, response: HttpResponseBase) -> bool | None:
     if allow is None:
         return None
     gate = flow.gate
-    success = response.status_code < 400
+    success: bool = response.status_code < 400
     if success:
         value = gate.usage_header(allow)
         if _USAGE in response:
