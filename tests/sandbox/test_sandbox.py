@@ -266,7 +266,7 @@ def test_streamed_bodies_arrive_as_they_are_produced(echo: httpx.Client) -> None
         assert "x-zeroclick-usage" not in response.headers
         for _ in response.iter_raw():
             arrivals.append(time.monotonic() - started)
-    assert arrivals[0] < 0.3 < arrivals[-1]
+    assert arrivals[-1] - arrivals[0] > 0.3  # chunks came as produced, not buffered to the end
     assert usage_rows(echo)[("agent-demo", "api-requests")]["header"] == 1
 
 
