@@ -13,6 +13,7 @@ from .errors import ConfigError, ZcError
 from .gate import Gate
 from .ledger import Balance, Ledger, MeterBalance, open_ledger
 from .meters import metered, record_usage
+from .reporter import report_usage
 from .settings import ZeroClickSettings
 
 __version__ = "0.1.0"
@@ -31,4 +32,5 @@ __all__ = [
     "metered",
     "open_ledger",
     "record_usage",
+    "report_usage",
 ]

@@ -5,12 +5,24 @@ gate answers with an :class:`~zc_middleware.decision.Allow` or
 :class:`~zc_middleware.decision.Deny`, and later settles or releases the hold.
 Only the ledger call is written twice (sync and async); everything around it
 is shared.
+
+Usage leaves by one channel per meter per action: header-channel meters in
+``X-ZeroClick-Usage``, batch-channel meters as events in the outbox, keyed
+``{request id}:{meter}`` (the proxy's ``zc-request-id``, else a generated id)
+so a retried settle cannot bill twice. A header meter's usage recorded after
+the header went out (streams, server-sent events) is only the *remainder*
+beyond what the header said, and it is queued as a batch event for that
+request instead of being lost; no unit is ever reported by both channels.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import re
+import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -20,6 +32,8 @@ from .errors import ConfigError
 from .ledger import Ledger, open_ledger
 from .ledger.base import Hold, Refusal
 from .meters import MeterSpec, UsageCounter, metered_specs
+from .outbox import Event, make_event
+from .reporter import Reporter, reporter_for
 from .settings import ZeroClickSettings
 
 __all__ = ["Charge", "Gate", "HeaderGetter", "Identify", "header_identity"]
@@ -33,6 +47,21 @@ Identify = Callable[[HeaderGetter], "str | None"]
 Charge = tuple[MeterSpec, ...]
 
 _BUYER = re.compile(r"^[\x21-\x7e]{1,256}$")
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+class _Allow(Allow):
+    """An :class:`Allow` that remembers the proxy's request id, for batch events' keys."""
+
+    __slots__ = ("request_id",)
+
+
+def _request_key(request_id: str | None) -> str:
+    if request_id is None:
+        return f"zc-{uuid.uuid4().hex}"
+    if _REQUEST_ID.match(request_id):
+        return request_id
+    return "sha256-" + hashlib.sha256(request_id.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def header_identity(header: str) -> Identify:
@@ -54,9 +83,16 @@ class Gate:
         *,
         ledger: Ledger | None = None,
         identify: Identify | None = None,
+        reporter: Reporter | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger if ledger is not None else open_ledger(settings.ledger, plans=settings.plans)
+        #: the batch channel; ``None`` without an API key (then no meter is on the batch channel)
+        self.reporter = reporter if reporter is not None else (reporter_for(settings) if settings.api_key else None)
+        self._batch_meters = settings.batch_meters
+        self._shared_file = self._shares_file()
+        if self.reporter is not None:
+            self.reporter.start()  # resume what a previous run left in the outbox
         self.identify = identify or header_identity(settings.identity_header)
         self._order = {name: i for i, name in enumerate(settings.meters)}
         self._known = frozenset(settings.meters)
@@ -67,6 +103,16 @@ class Gate:
         self.inline = type(self.ledger).areserve is Ledger.areserve and type(self.ledger).aadjust is Ledger.aadjust
         #: what happened, for operators: allowed, denied_<status>, settled, released, ledger_errors, ...
         self.stats: Counter[str] = Counter()
+
+    def _shares_file(self) -> bool:
+        """Ledger and outbox in one SQLite file: a request's events commit with its settle."""
+        from .ledger.sqlite import SQLiteLedger
+        from .outbox.sqlite import SQLiteOutbox
+
+        outbox = self.reporter.outbox if self.reporter is not None else None
+        if not isinstance(self.ledger, SQLiteLedger) or not isinstance(outbox, SQLiteOutbox):
+            return False
+        return os.path.realpath(self.ledger.path) == os.path.realpath(outbox.path)
 
     # -- which routes are paid ----------------------------------------------
     def charge_for(self, view: object, route: str | None = None) -> Charge | None:
@@ -133,9 +179,9 @@ class Gate:
     def _allow(self, buyer: str, charge: Charge, hold: Hold | None, counter: UsageCounter | None) -> Allow:
         self.stats["allowed"] += 1
         if counter is None:
-            return Allow(buyer, UsageCounter(charge, self._known), hold)
+            return _Allow(buyer, UsageCounter(charge, self._known), hold)
         counter.arm(charge)
-        return Allow(buyer, counter, hold)
+        return _Allow(buyer, counter, hold)
 
     def _deny(self, deny: Deny) -> Deny:
         self.stats[f"denied_{deny.status}"] += 1
@@ -154,7 +200,7 @@ class Gate:
             result = self.ledger.reserve(buyer, {spec.meter: spec.hold for spec in charge})
         except Exception as exc:
             result = exc
-        return self._interpret(buyer, charge, result, counter)
+        return self._request_id(self._interpret(buyer, charge, result, counter), get_header)
 
     async def acheck(
         self, get_header: HeaderGetter, charge: Charge, *, counter: UsageCounter | None = None
@@ -171,7 +217,12 @@ class Gate:
                 result = await self.ledger.areserve(buyer, amounts)
         except Exception as exc:
             result = exc
-        return self._interpret(buyer, charge, result, counter)
+        return self._request_id(self._interpret(buyer, charge, result, counter), get_header)
+
+    def _request_id(self, decision: Allow | Deny, get_header: HeaderGetter) -> Allow | Deny:
+        if isinstance(decision, _Allow):
+            decision.request_id = get_header(self.settings.request_id_header) if self.reporter else None
+        return decision
 
     # -- reporting -------------------------------------------------------------
     def usage_header(self, allow: Allow) -> str | None:
@@ -185,16 +236,16 @@ class Gate:
         parts = [f"{m}={q}" for m, q in reported.items() if q]
         return ", ".join(parts) if parts else None
 
-    def _settlement(self, allow: Allow, success: bool) -> Mapping[str, int] | None:
-        """What to debit (``{}`` releases), or ``None`` when there is nothing to do."""
+    def _settlement(self, allow: Allow, success: bool) -> tuple[Mapping[str, int] | None, list[Event]]:
+        """What to debit (``{}`` releases; ``None``: nothing) and the batch events to queue."""
         if allow.finished:
-            return None
+            return None, []
         allow.finished = True
         counter = allow.counter
         counter.closed = True
         if not success:
             self.stats["released"] += 1
-            return {} if allow.hold is not None else None
+            return ({} if allow.hold is not None else None), []
         self.stats["settled"] += 1
         used = dict(counter.values)
         for meter, value in used.items():
@@ -207,45 +258,97 @@ class Gate:
                     meter,
                     counter.holds[meter],
                 )
+        batch = {m: q for m, q in used.items() if m in self._batch_meters and q}
         if counter.reported is not None:
-            late = {m: used[m] - q for m, q in counter.reported.items() if used[m] != q}
+            late = {m: used[m] - q for m, q in counter.reported.items() if used[m] > q}
             if late:
-                self._late_usage(allow, late)
-        return used if allow.hold is not None else None
+                self.stats["late_usage"] += 1
+                if self.reporter is None:
+                    log.warning(
+                        "zc_middleware: usage recorded after the response headers were sent cannot be reported "
+                        "for %s without an api_key (batch channel): %s",
+                        allow.buyer,
+                        late,
+                    )
+                else:
+                    batch.update(late)  # header meters: disjoint from the batch meters above
+        events = self._events(allow, batch) if batch else []
+        return (used if allow.hold is not None else None), events
 
-    def _late_usage(self, allow: Allow, late: Mapping[str, int]) -> None:
-        self.stats["late_usage"] += 1
-        log.warning(
-            "zc_middleware: usage recorded after the response headers were sent is not in X-ZeroClick-Usage for %s: %s",
-            allow.buyer,
-            dict(late),
-        )
+    def _events(self, allow: Allow, batch: Mapping[str, int]) -> list[Event]:
+        request = _request_key(getattr(allow, "request_id", None))
+        now = time.time()
+        return [
+            make_event(user_id=allow.buyer, meter=m, quantity=q, idempotency_key=f"{request}:{m}", clock=lambda: now)
+            for m, q in batch.items()
+        ]
+
+    def _settle(self, allow: Allow, used: Mapping[str, int] | None, events: list[Event]) -> bool:
+        """Write what the ledger alone cannot batch with the events; ``True`` when the debit is still to do."""
+        if not events:
+            return used is not None
+        assert self.reporter is not None
+        if self._shared_file and used is not None:
+            from .outbox.sqlite import insert_events
+
+            assert allow.hold is not None
+            now = time.time()
+            try:
+                new = self.ledger.adjust_with(  # type: ignore[attr-defined]
+                    allow.hold, used, lambda conn: insert_events(conn, events, now, strict=False)
+                )
+            except Exception:
+                # the shared transaction rolled back: debit and queue separately, so nothing is lost
+                log.warning("zc_middleware: settle with batch events failed for %s", allow.buyer, exc_info=True)
+                return True
+            self.reporter.notify(new)
+            events.clear()
+            return False
+        return used is not None
+
+    def _queue(self, allow: Allow, events: list[Event]) -> None:
+        if not events:
+            return
+        assert self.reporter is not None
+        try:
+            self.reporter.enqueue(events, strict=False)
+        except Exception:
+            self.stats["outbox_errors"] += 1
+            log.exception(
+                "zc_middleware: could not queue usage of %s; the events were: %s",
+                allow.buyer,
+                [e.body for e in events],
+            )
 
     def finish(self, allow: Allow, *, success: bool) -> None:
-        """Settle the hold at the counted usage (``success``) or release it. Never raises."""
-        used = self._settlement(allow, success)
-        if used is None:
-            return
-        assert allow.hold is not None
-        try:
-            self.ledger.adjust(allow.hold, used)
-        except Exception:
-            self.stats["ledger_errors"] += 1
-            log.exception("zc_middleware: could not settle the hold of %s", allow.buyer)
+        """Settle the hold at the counted usage (``success``) or release it, and queue batch events. Never raises."""
+        used, events = self._settlement(allow, success)
+        if self._settle(allow, used, events) and used is not None:
+            assert allow.hold is not None
+            try:
+                self.ledger.adjust(allow.hold, used)
+            except Exception:
+                self.stats["ledger_errors"] += 1
+                log.exception("zc_middleware: could not settle the hold of %s", allow.buyer)
+        self._queue(allow, events)
 
     async def afinish(self, allow: Allow, *, success: bool) -> None:
-        used = self._settlement(allow, success)
-        if used is None:
-            return
-        assert allow.hold is not None
-        try:
-            if self.inline:
-                self.ledger.adjust(allow.hold, used)
-            else:
-                await self.ledger.aadjust(allow.hold, used)
-        except Exception:
-            self.stats["ledger_errors"] += 1
-            log.exception("zc_middleware: could not settle the hold of %s", allow.buyer)
+        used, events = self._settlement(allow, success)
+        if self._settle(allow, used, events) and used is not None:
+            assert allow.hold is not None
+            try:
+                if self.inline:
+                    self.ledger.adjust(allow.hold, used)
+                else:
+                    await self.ledger.aadjust(allow.hold, used)
+            except Exception:
+                self.stats["ledger_errors"] += 1
+                log.exception("zc_middleware: could not settle the hold of %s", allow.buyer)
+        self._queue(allow, events)
+
+    def close_reporter(self, timeout: float | None = None) -> bool:
+        """Deliver pending usage within ``timeout`` (default ``shutdown_timeout``) and stop the sender."""
+        return True if self.reporter is None else self.reporter.close(timeout)
 
     def close(self) -> None:
         self.ledger.close()

@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -18,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     field_validator,
     model_validator,
 )
@@ -114,6 +116,25 @@ class ZeroClickSettings(BaseSettings):
     #: what a paid request gets when the ledger cannot answer: ``deny`` (503) or ``allow``
     on_ledger_error: Literal["deny", "allow"] = "deny"
 
+    # -- async reporting (the batch channel) --------------------------------------
+    #: the service API key for ``POST /v1/usage/batch``; never logged, hidden in ``repr``
+    api_key: SecretStr | None = None
+    api_base_url: str = "https://pay.zeroclick.io"
+    #: ``sqlite:///path.db`` or ``memory://``; default: the ledger's SQLite file, else ``memory://``
+    outbox: str | None = None
+    #: the proxy's request id, from which request events' idempotency keys are derived
+    request_id_header: Annotated[str, AfterValidator(_header_name)] = "zc-request-id"
+    #: seconds between sends when fewer than a full batch are waiting
+    flush_interval: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    #: seconds one batch call may take before it is retried
+    request_timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
+    #: at most this long is spent delivering what is left at shutdown (ASGI lifespan, ``atexit``)
+    shutdown_timeout: Annotated[float, Field(ge=0, le=600)] = 5.0
+    batch_size: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=1000)] = 1000
+    #: full-jitter exponential backoff: ``uniform(0, min(max, base * 2**attempt))``
+    retry_backoff: Annotated[float, Field(gt=0, le=600)] = 0.5
+    retry_backoff_max: Annotated[float, Field(gt=0, le=3600)] = 60.0
+
     @field_validator("meters", "plans", "routes", mode="before")
     @classmethod
     def _unique_labels(cls, value: Any) -> Any:
@@ -154,8 +175,43 @@ class ZeroClickSettings(BaseSettings):
             raise ValueError(exc.message) from None
         return value
 
+    @field_validator("api_base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(f"{value!r} is not an http(s) base URL, e.g. 'https://pay.zeroclick.io'")
+        return value.rstrip("/")
+
+    @field_validator("api_key")
+    @classmethod
+    def _key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("api_key is empty; set it to the service API key from the ZeroClick dashboard")
+        return value
+
+    @field_validator("outbox")
+    @classmethod
+    def _outbox_url(cls, value: str | None) -> str | None:
+        from .outbox import check_url as check_outbox
+
+        if value is not None:
+            try:
+                check_outbox(value)
+            except ConfigError as exc:
+                raise ValueError(exc.message) from None
+        return value
+
     @model_validator(mode="after")
     def _references(self) -> ZeroClickSettings:
+        if self.outbox is None:  # resolved once here, so everyone reads the same URL
+            object.__setattr__(self, "outbox", self.ledger if self.ledger.startswith("sqlite:") else "memory://")
+        batch = [name for name, meter in self.meters.items() if meter.channel == "batch"]
+        if batch and self.api_key is None:
+            raise ValueError(
+                f"meters {batch} use the batch channel, which needs the service API key: "
+                "set api_key (or ZEROCLICK_API_KEY)"
+            )
         defaults = [name for name, plan in self.plans.items() if plan.default]
         if len(defaults) > 1:
             raise ValueError(f"plans: only one plan may be the default, got {defaults}")
@@ -170,6 +226,10 @@ class ZeroClickSettings(BaseSettings):
                 if meter not in self.meters:
                     raise ValueError(f"routes.{route}: unknown meter {meter!r}")
         return self
+
+    @property
+    def batch_meters(self) -> frozenset[str]:
+        return frozenset(name for name, meter in self.meters.items() if meter.channel == "batch")
 
     @property
     def default_plan(self) -> str | None:

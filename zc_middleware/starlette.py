@@ -176,7 +176,17 @@ class ZeroClickMiddleware:
                 return first
             return await receive()
 
-        await self.app(scope, replay, send)
+        async def send_after_flush(message: Message) -> None:
+            # Deliver queued usage (bounded by settings.shutdown_timeout) before the server exits;
+            # in a worker thread so the loop keeps serving whatever is still draining.
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                if self.gate.reporter is not None:
+                    import anyio.to_thread
+
+                    await anyio.to_thread.run_sync(self.gate.close_reporter)
+            await send(message)
+
+        await self.app(scope, replay, send_after_flush)
 
     # -- the paid request -----------------------------------------------------------
     async def _paid(self, scope: Scope, receive: Receive, send: Send, charge: Charge) -> None:

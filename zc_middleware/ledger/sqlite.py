@@ -234,12 +234,27 @@ class SQLiteLedger(Ledger):
         )
         return Hold(buyer, tuple((m, amounts[m], r.period_start) for m, r in result.items()))
 
-    def adjust(self, hold: Hold, used: Mapping[str, int]) -> None:
-        changes = [
+    @staticmethod
+    def _changes(hold: Hold, used: Mapping[str, int]) -> list[tuple[int, str, str, float]]:
+        return [
             (used.get(meter, 0) - amount, hold.buyer, meter, start)
             for meter, amount, start in hold.debits
             if used.get(meter, 0) != amount
         ]
+
+    def adjust_with(self, hold: Hold, used: Mapping[str, int], also: Callable[[sqlite3.Connection], T]) -> T:
+        """:meth:`adjust`, and ``also`` in the same transaction (the outbox's events when it shares this file)."""
+        changes = self._changes(hold, used)
+
+        def body(conn: sqlite3.Connection) -> T:
+            if changes:
+                conn.executemany(_ADJUST, changes)
+            return also(conn)
+
+        return self._write(body)
+
+    def adjust(self, hold: Hold, used: Mapping[str, int]) -> None:
+        changes = self._changes(hold, used)
         if len(changes) == 1:
             with self._lock:
                 self._db().execute(_ADJUST, changes[0])

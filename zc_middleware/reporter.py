@@ -1,0 +1,459 @@
+"""The batch sender: moves usage from the outbox to ``POST {base}/v1/usage/batch``.
+
+Shaped like sentry's ``_batcher.py``: one background thread per process,
+started lazily on first use and again in a forked child (gunicorn
+``--preload``), woken early when a full batch is waiting, and
+``flush()``/``close()`` for shutdown within a bounded time.
+
+What each answer means (the contract is at-least-once, deduplicated by the
+server on ``idempotencyKey``, so resending is always safe and losing never is):
+
+* **2xx**: the batch is delivered; only now are its rows marked sent.
+* **timeouts, connection errors, 408, 429, 5xx, other non-4xx**: the rows go
+  back to the queue after a full-jitter exponential backoff, or ``Retry-After``
+  when the API says so.
+* **401/403**: the key is wrong. Every event is kept, an ERROR says so, and the
+  sender backs off to ``retry_backoff_max`` until the key is fixed.
+* **404/405**: the base URL is wrong: treated like a bad key (nothing is dropped).
+* **any other 4xx**: the API rejected the batch as invalid. A batch of one goes
+  to the dead letters with the API's reason; a larger batch is bisected so the
+  one bad event cannot hold back the good ones behind it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+import weakref
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
+
+import httpx
+
+from .errors import ConfigError, ZcError
+from .outbox import Event, Leased, Outbox, make_event, open_outbox
+
+if TYPE_CHECKING:
+    from .settings import ZeroClickSettings
+
+__all__ = ["Reporter", "get_reporter", "report_usage", "reporter_for"]
+
+log = logging.getLogger("zc_middleware")
+
+_RETRY = frozenset({408, 429})
+_MISCONFIGURED = frozenset({401, 403, 404, 405})
+_REASON_FIELDS = ("reason", "message", "error", "detail", "errors")
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` if absent or garbage."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(0.0, seconds), 3600.0)
+
+
+def api_reason(response: httpx.Response) -> str:
+    """The API's own words for a rejection, short enough for a status table."""
+    text = response.text.strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        parts = [f"{k}: {data[k]}" for k in _REASON_FIELDS if data.get(k) not in (None, "")]
+        if parts:
+            text = "; ".join(parts)
+    return f"HTTP {response.status_code}: {' '.join(text.split())[:400] or response.reason_phrase}"
+
+
+class Reporter:
+    """The per-process sender for one outbox and one API key.
+
+    ``counters`` holds what happened: ``queued`` (new events stored), ``sent``,
+    ``retried`` (events put back after a failed call), ``dead``, ``auth_failures``.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        api_key: str,
+        base_url: str = "https://pay.zeroclick.io",
+        known_meters: Iterable[str] | None = None,
+        batch_size: int = 1000,
+        flush_interval: float = 1.0,
+        timeout: float = 10.0,
+        backoff: float = 0.5,
+        backoff_max: float = 60.0,
+        shutdown_timeout: float = 5.0,
+        lease_ttl: float | None = None,
+        retention: float = 7 * 86400.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not 1 <= batch_size <= 1000:
+            raise ConfigError("invalid_batch_size", f"batch_size must be 1 to 1000, got {batch_size}")
+        self.outbox = outbox
+        self.url = base_url.rstrip("/") + "/v1/usage/batch"
+        self.known_meters = None if known_meters is None else frozenset(known_meters)
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.timeout = timeout
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.shutdown_timeout = shutdown_timeout
+        self.lease_ttl = lease_ttl if lease_ttl is not None else max(60.0, 4 * timeout)
+        self.retention = retention
+        self._api_key = api_key
+        self._transport = transport
+        self.counters: Counter[str] = Counter()
+        self._counters_lock = threading.Lock()
+        self._reset()
+        _instances.add(self)
+
+    def _reset(self) -> None:
+        """Forget this process's thread, client and locks (fresh after ``fork``)."""
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._client: httpx.Client | None = None
+        self._stopping = False
+        self._pause_until = 0.0
+        self._failures = 0
+        self._backlog = 0
+        self._next_prune = 0.0
+        self.owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def __repr__(self) -> str:  # the key never appears here
+        return f"<Reporter {self.url} owner={self.owner}>"
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._counters_lock:
+            self.counters[name] += n
+
+    # -- accepting usage ------------------------------------------------------
+    def report(
+        self,
+        *,
+        user_id: str,
+        meter: str,
+        quantity: int,
+        idempotency_key: str,
+        timestamp: datetime | None = None,
+    ) -> bool:
+        """Store one event durably, then wake the sender; ``False`` when the key was already stored."""
+        event = make_event(
+            user_id=user_id,
+            meter=meter,
+            quantity=quantity,
+            idempotency_key=idempotency_key,
+            timestamp=timestamp,
+            known_meters=self.known_meters,
+        )
+        return self.enqueue([event]) == 1
+
+    def enqueue(self, events: Sequence[Event], *, strict: bool = True) -> int:
+        """Store ``events`` (see :meth:`Outbox.add`) and make sure a sender will pick them up."""
+        new = self.outbox.add(events, strict=strict)
+        self.notify(new)
+        return new
+
+    def notify(self, new: int) -> None:
+        """``new`` events were stored (perhaps by someone else's transaction): start or wake the sender."""
+        if new:
+            self._count("queued", new)
+            self._backlog += new
+        self._ensure_thread()
+        if self._backlog >= self.batch_size:
+            self._wake.set()
+
+    # -- the background thread ----------------------------------------------------
+    def start(self) -> None:
+        """Start the sender now (it also starts on the first event); resumes what a previous run left."""
+        self._ensure_thread()
+
+    def _ensure_thread(self) -> None:
+        if self._pid != os.getpid():  # forked without the at-fork hook having run (should not happen)
+            self._reset()
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="zc-usage-sender", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            pause = self._pause_until - time.monotonic()
+            if pause > 0:
+                self._wake.wait(pause)
+                self._wake.clear()
+                continue
+            try:
+                full = self._send_one(self.timeout)
+                self._maybe_prune()
+            except Exception:
+                log.exception("zc_middleware: the usage sender failed; retrying in %.1fs", self.flush_interval)
+                full = False
+            if full and not self._stopping:
+                continue
+            if self._pause_until <= time.monotonic():
+                self._wake.wait(self.flush_interval)
+            self._wake.clear()
+
+    def _maybe_prune(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_prune:
+            self._next_prune = now + 3600
+            self.outbox.prune(time.time() - self.retention)
+
+    # -- one batch ----------------------------------------------------------------
+    def _send_one(self, timeout: float) -> bool:
+        """Lease and deliver one batch; ``True`` when it was full and delivered (more may wait)."""
+        with self._send_lock:
+            rows = self.outbox.lease(self.owner, self.batch_size, self.lease_ttl)
+            if not rows:
+                self._backlog = 0
+                return False
+            self._backlog = max(0, self._backlog - len(rows))
+            delay = self._deliver(rows, timeout)
+        if delay is not None:
+            self._pause_until = time.monotonic() + delay
+            return False
+        return len(rows) == self.batch_size
+
+    def _client_for(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(
+                transport=self._transport,
+                headers={
+                    "authorization": f"Bearer {self._api_key}",
+                    "content-type": "application/json",
+                    "user-agent": "zc-middleware",
+                },
+            )
+        return self._client
+
+    def _backoff(self, hint: float | None) -> float:
+        self._failures += 1
+        delay = random.uniform(0, min(self.backoff_max, self.backoff * 2 ** min(self._failures, 30)))
+        return delay if hint is None else max(delay, hint)
+
+    def _deliver(self, rows: Sequence[Leased], timeout: float) -> float | None:
+        """Send ``rows`` as one batch; returns the pause before the next call after a retryable failure."""
+        ids = [row.id for row in rows]
+        body = ('{"events":[' + ",".join(row.body for row in rows) + "]}").encode()
+        try:
+            response = self._client_for().post(self.url, content=body, timeout=timeout)
+        except httpx.TransportError as exc:  # timeouts, refused, reset: the batch may or may not have landed
+            return self._retry(ids, self._backoff(None), f"{type(exc).__name__}: {exc}")
+        status = response.status_code
+        if 200 <= status < 300:
+            self.outbox.delivered(self.owner, ids)
+            self._failures = 0
+            self._count("sent", len(ids))
+            return None
+        if status in _MISCONFIGURED:
+            self._count("auth_failures")
+            what = "rejected the service API key" if status in (401, 403) else "has no batch endpoint at"
+            log.error(
+                "zc_middleware: ZeroClick %s %s (HTTP %d): check api_key / ZEROCLICK_API_KEY and api_base_url. "
+                "%d usage events are kept in the outbox and will be sent once this is fixed.",
+                what,
+                self.url,
+                status,
+                len(ids),
+            )
+            self.outbox.retry(self.owner, ids, self.backoff_max, count=False)
+            return self.backoff_max
+        if 400 <= status < 500 and status not in _RETRY:
+            return self._rejected(rows, api_reason(response), timeout)
+        hint = retry_after(response.headers.get("retry-after"))
+        return self._retry(ids, self._backoff(hint), f"HTTP {status}")
+
+    def _retry(self, ids: Sequence[int], delay: float, why: str) -> float:
+        log.warning("zc_middleware: usage batch of %d not delivered (%s); retrying in %.2fs", len(ids), why, delay)
+        self.outbox.retry(self.owner, ids, delay)
+        self._count("retried", len(ids))
+        return delay
+
+    def _rejected(self, rows: Sequence[Leased], reason: str, timeout: float) -> float | None:
+        if len(rows) == 1:
+            log.error("zc_middleware: usage event %r rejected, moved to dead letters: %s", rows[0].key, reason)
+            self.outbox.dead(self.owner, [(rows[0].id, reason)])
+            self._count("dead")
+            return None
+        # Bisect: the good events go through, the bad ones end alone in the dead letters.
+        mid = len(rows) // 2
+        halves = [rows[:mid], rows[mid:]]
+        for i, half in enumerate(halves):
+            delay = self._deliver(half, timeout)
+            if delay is not None:
+                rest = [row.id for later in halves[i + 1 :] for row in later]
+                if rest:
+                    self.outbox.retry(self.owner, rest, delay, count=False)
+                return delay
+        return None
+
+    # -- shutdown -------------------------------------------------------------------
+    def flush(self, timeout: float | None = None) -> bool:
+        """Send what is due now, in this thread, for at most ``timeout`` seconds; ``True`` if nothing is pending."""
+        deadline = time.monotonic() + (self.shutdown_timeout if timeout is None else timeout)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            pause = self._pause_until - time.monotonic()
+            if pause > 0:
+                if pause >= left:
+                    break
+                time.sleep(pause)
+                continue
+            try:
+                full = self._send_one(min(self.timeout, left))
+            except Exception:
+                log.exception("zc_middleware: flushing usage failed")
+                break
+            if not full and self._pause_until <= time.monotonic():
+                break
+        return self.outbox.status(dead_limit=0).pending == 0
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop the thread and deliver what is left within ``timeout`` (default ``shutdown_timeout``).
+
+        Undelivered events stay in the outbox for the next run. The reporter may still be used
+        afterwards: the next event starts a new thread.
+        """
+        budget = self.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        self._stopping = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._thread = None
+        try:
+            done = self.flush(max(0.0, deadline - time.monotonic()))
+        except Exception:
+            log.exception("zc_middleware: could not flush usage at shutdown")
+            done = False
+        if not done:
+            log.warning("zc_middleware: usage events are still pending at shutdown; the next run sends them")
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        return done
+
+
+_instances: weakref.WeakSet[Reporter] = weakref.WeakSet()
+_registry: dict[tuple[str, str, str], Reporter] = {}
+_registry_lock = threading.Lock()
+_default: Reporter | None = None
+
+
+def _after_fork() -> None:
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    for reporter in list(_instances):
+        reporter._reset()
+
+
+def _close_all() -> None:
+    for reporter in list(_instances):
+        if reporter._thread is not None:
+            reporter.close()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+atexit.register(_close_all)
+
+
+def reporter_for(settings: ZeroClickSettings) -> Reporter:
+    """The process's reporter for ``settings``' outbox and key (one per outbox URL, key and base URL)."""
+    global _default
+    if settings.api_key is None:
+        raise ConfigError("missing_api_key", "usage reporting needs the service API key: set api_key")
+    key = settings.api_key.get_secret_value()
+    assert settings.outbox is not None  # resolved by the settings validator
+    ident = (settings.outbox, settings.api_base_url, key)
+    with _registry_lock:
+        reporter = _registry.get(ident)
+        if reporter is None:
+            reporter = _registry[ident] = Reporter(
+                open_outbox(settings.outbox),
+                api_key=key,
+                base_url=settings.api_base_url,
+                known_meters=settings.meters,
+                batch_size=settings.batch_size,
+                flush_interval=settings.flush_interval,
+                timeout=settings.request_timeout,
+                backoff=settings.retry_backoff,
+                backoff_max=settings.retry_backoff_max,
+                shutdown_timeout=settings.shutdown_timeout,
+            )
+        _default = reporter
+        return reporter
+
+
+def get_reporter(settings: ZeroClickSettings | None = None) -> Reporter:
+    """The reporter ``report_usage`` uses: the one the middleware set up, else one from ``settings``
+    (default: ``ZeroClickSettings()`` read from ``ZEROCLICK_*`` environment variables)."""
+    if settings is not None:
+        return reporter_for(settings)
+    if _default is not None:
+        return _default
+    from .settings import ZeroClickSettings
+
+    return reporter_for(ZeroClickSettings())
+
+
+def report_usage(
+    *,
+    user_id: str,
+    meter: str,
+    quantity: int,
+    idempotency_key: str,
+    timestamp: datetime | None = None,
+    settings: ZeroClickSettings | None = None,
+) -> bool:
+    """Queue one usage event for the batch API; returns once it is durable in the outbox.
+
+    ``timestamp`` (timezone-aware; default now) is stored with the event and resent
+    unchanged. Re-reporting a key with the same payload is a no-op (returns ``False``);
+    with a different payload it raises :class:`ZcError` ``idempotency_conflict``.
+    """
+    try:
+        reporter = get_reporter(settings)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # pydantic's ValidationError when the environment has no settings
+        raise ZcError("not_configured", f"report_usage() needs ZeroClick settings: {exc}") from None
+    return reporter.report(
+        user_id=user_id, meter=meter, quantity=quantity, idempotency_key=idempotency_key, timestamp=timestamp
+    )
