@@ -88,6 +88,24 @@ def api_reason(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}: {' '.join(text.split())[:400] or response.reason_phrase}"
 
 
+def _owner_gone(owner: str) -> bool:
+    """Whether ``host:pid:nonce`` names a process on this host that no longer exists.
+
+    Only ever ``True`` for this host; a reused pid reads as alive, and that lease simply expires.
+    """
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != os.uname().nodename or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 class Reporter:
     """The per-process sender for one outbox and one API key.
 
@@ -205,6 +223,13 @@ class Reporter:
             if self._thread is not None and self._thread.is_alive():
                 return
             self._stopping = False
+            try:
+                reclaimed = self.outbox.reclaim(_owner_gone)
+            except Exception:
+                log.exception("zc_middleware: could not reclaim leases of dead senders")
+                reclaimed = 0
+            if reclaimed:
+                log.info("zc_middleware: resuming %d usage events a killed sender had in flight", reclaimed)
             self._thread = threading.Thread(target=self._run, name="zc-usage-sender", daemon=True)
             self._thread.start()
 

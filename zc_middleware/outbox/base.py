@@ -176,6 +176,11 @@ class Outbox(ABC):
         """The API rejected these rows for good: keep them, with the reason, out of the queue."""
 
     @abstractmethod
+    def reclaim(self, is_gone: Callable[[str], bool]) -> int:
+        """End the leases of owners ``is_gone`` says are dead (a killed sender on this host), at once
+        rather than at lease expiry; returns how many rows came back."""
+
+    @abstractmethod
     def status(self, *, dead_limit: int = 20) -> OutboxStatus: ...
 
     @abstractmethod

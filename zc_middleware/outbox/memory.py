@@ -6,7 +6,7 @@ Same semantics as the SQLite outbox, but a crash loses what it holds.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +96,13 @@ class MemoryOutbox(Outbox):
                 row.state, row.owner, row.reason, row.done_at = DEAD, None, reasons[row.id], now
                 row.attempts += 1
                 del self._pending[row.id]
+
+    def reclaim(self, is_gone: Callable[[str], bool]) -> int:
+        with self._lock:
+            rows = [r for r in self._pending.values() if r.owner is not None and is_gone(r.owner)]
+            for row in rows:
+                row.owner = None
+            return len(rows)
 
     def status(self, *, dead_limit: int = 20) -> OutboxStatus:
         with self._lock:

@@ -169,6 +169,23 @@ class SQLiteOutbox(Outbox):
             )
         )
 
+    def reclaim(self, is_gone: Callable[[str], bool]) -> int:
+        owners = [
+            o for (o,) in self._exec("SELECT DISTINCT owner FROM zc_outbox WHERE state = 0 AND owner IS NOT NULL", ())
+        ]
+        gone = [o for o in owners if is_gone(o)]
+        if not gone:
+            return 0
+        return self._write(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE zc_outbox SET owner = NULL, lease_until = NULL "
+                    "WHERE state = 0 AND owner IN (SELECT value FROM json_each(?))",
+                    (_json_list(gone),),
+                ).rowcount
+            )
+        )
+
     def status(self, *, dead_limit: int = 20) -> OutboxStatus:
         def read(conn: sqlite3.Connection) -> OutboxStatus:
             counts = dict(conn.execute("SELECT state, COUNT(*) FROM zc_outbox GROUP BY state").fetchall())
