@@ -1,0 +1,181 @@
+"""The ``zc-middleware`` command: operate the usage outbox (and, when installed, the sandbox).
+
+``zc-middleware outbox status``     pending events, oldest pending age, dead letters with reasons
+``zc-middleware outbox flush``      deliver what is due now (needs ``ZEROCLICK_API_KEY``)
+``zc-middleware outbox retry-dead`` put dead letters back in the queue
+
+The outbox is ``--outbox URL``, else ``ZEROCLICK_OUTBOX``, else the SQLite
+ledger in ``ZEROCLICK_LEDGER``, else ``sqlite:///zeroclick.db`` (the defaults
+the middleware uses). The API key is read from the environment only, never
+from the command line, where other users could see it in the process list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import ZcError
+from .outbox import Outbox, OutboxStatus, open_outbox
+
+__all__ = ["build_parser", "main"]
+
+
+def _default_outbox() -> str:
+    url = os.environ.get("ZEROCLICK_OUTBOX")
+    if url:
+        return url
+    ledger = os.environ.get("ZEROCLICK_LEDGER", "sqlite:///zeroclick.db")
+    return ledger if ledger.startswith("sqlite:") else "sqlite:///zeroclick.db"
+
+
+def _open(args: argparse.Namespace) -> Outbox:
+    url: str = args.outbox or _default_outbox()
+    if url.startswith("memory:"):
+        raise ZcError("invalid_outbox", "memory:// lives inside one process; the command needs a sqlite:/// outbox")
+    return open_outbox(url)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}min"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _report(url: str, status: OutboxStatus, as_json: bool) -> str:
+    age = status.oldest_age()
+    if as_json:
+        return json.dumps(
+            {
+                "outbox": url,
+                "pending": status.pending,
+                "oldest_pending_age_s": None if age is None else round(age, 3),
+                "sent": status.sent,
+                "dead": status.dead,
+                "dead_letters": [
+                    {"key": d.key, "reason": d.reason, "event": json.loads(d.body)} for d in status.dead_letters
+                ],
+            },
+            indent=2,
+        )
+    lines = [
+        f"outbox       {url}",
+        f"pending      {status.pending}",
+        f"oldest age   {_age(age)}",
+        f"sent (kept)  {status.sent}",
+        f"dead         {status.dead}",
+    ]
+    if status.dead_letters:
+        width = max(len(d.key) for d in status.dead_letters)
+        lines += ["", "dead letters:", f"  {'key'.ljust(width)}  reason"]
+        lines += [f"  {d.key.ljust(width)}  {d.reason}" for d in status.dead_letters]
+        if status.dead > len(status.dead_letters):
+            lines.append(f"  ... and {status.dead - len(status.dead_letters)} more")
+    return "\n".join(lines)
+
+
+def _status(args: argparse.Namespace) -> int:
+    outbox = _open(args)
+    try:
+        print(_report(args.outbox or _default_outbox(), outbox.status(dead_limit=args.limit), args.json))
+    finally:
+        outbox.close()
+    return 0
+
+
+def _retry_dead(args: argparse.Namespace) -> int:
+    outbox = _open(args)
+    try:
+        count = outbox.retry_dead()
+    finally:
+        outbox.close()
+    print(f"{count} dead letters are pending again; the next flush sends them")
+    return 0
+
+
+def _flush(args: argparse.Namespace) -> int:
+    from .reporter import Reporter
+
+    key = os.environ.get("ZEROCLICK_API_KEY", "").strip()
+    if not key:
+        print("zc-middleware: set ZEROCLICK_API_KEY to the service API key to send usage", file=sys.stderr)
+        return 2
+    base = os.environ.get("ZEROCLICK_API_BASE_URL", "https://pay.zeroclick.io")
+    outbox = _open(args)
+    reporter = Reporter(outbox, api_key=key, base_url=base, timeout=args.request_timeout)
+    started = time.monotonic()
+    try:
+        done = reporter.flush(args.timeout)
+    finally:
+        reporter.close(timeout=0)
+        status = outbox.status(dead_limit=0)
+        outbox.close()
+    c = reporter.counters
+    print(
+        f"sent {c['sent']}, retried {c['retried']}, dead {c['dead']} in {time.monotonic() - started:.1f}s; "
+        f"{status.pending} pending, {status.dead} dead letters"
+    )
+    return 0 if done else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zc-middleware", description="Operate zc_middleware's usage reporting.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    outbox = commands.add_parser("outbox", help="inspect and drive the usage outbox")
+    actions = outbox.add_subparsers(dest="action", required=True)
+
+    def add(name: str, help: str, func: Any) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=help)
+        sub.add_argument("--outbox", help="outbox URL (default: $ZEROCLICK_OUTBOX, else the SQLite ledger)")
+        sub.set_defaults(func=func)
+        return sub
+
+    status = add("status", "pending events, oldest pending age, dead letters with reasons", _status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--limit", type=int, default=20, help="dead letters to list (default: %(default)s)")
+    flush = add("flush", "deliver pending usage now ($ZEROCLICK_API_KEY, $ZEROCLICK_API_BASE_URL)", _flush)
+    flush.add_argument("--timeout", type=float, default=30.0, help="seconds to keep sending (default: %(default)s)")
+    flush.add_argument("--request-timeout", type=float, default=10.0, help="seconds per batch call")
+    add("retry-dead", "put every dead letter back in the queue", _retry_dead)
+
+    # The sandbox lives in its own package (and needs Starlette); add it only when it is there.
+    if importlib.util.find_spec("zc_middleware.sandbox") is not None:
+        try:
+            from .sandbox import add_parser as add_sandbox
+        except ImportError as exc:
+            message = str(exc)  # e.g. the Starlette install hint
+            missing = commands.add_parser("sandbox", help="(unavailable) local ZeroClick stand-in")
+            missing.set_defaults(func=lambda args: _unavailable(message))
+        else:
+            add_sandbox(commands)
+    return parser
+
+
+def _unavailable(message: str) -> int:
+    print(f"zc-middleware: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``zc-middleware`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ZcError as exc:
+        print(f"zc-middleware: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
