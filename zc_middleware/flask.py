@@ -1,0 +1,251 @@
+"""The Flask extension: ``ZeroClick(app)`` or ``ZeroClick()`` + ``init_app(app)``.
+
+Flask has matched the URL before ``before_request`` runs, so the paid check
+happens there, from ``request.endpoint`` and the view Flask will call; a
+``Deny`` is returned as the response and the view never runs. Reporting and
+settling are the pure WSGI core's (:mod:`zc_middleware.wsgi`), wrapped around
+``app.wsgi_app``: the usage header is written when the status goes to the
+server, and the hold is settled when the server closes the body. Not
+``response.call_on_close``: werkzeug skips those hooks for
+``direct_passthrough`` bodies (``send_file``), which would leave a hold
+unsettled for ever.
+
+``record_usage`` works in the view, in everything it calls, in
+``after_request``/``teardown_request`` hooks, and in streamed bodies (with
+or without ``stream_with_context``): the counter is bound from
+``before_request`` until ``app.wsgi_app`` returns, then again around every
+step of the body. Usage recorded while the body streams comes after the
+header went out, exactly as under Starlette.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+try:
+    import click
+    from flask import Flask, Response, current_app, request
+    from flask.cli import AppGroup
+except ImportError:  # pragma: no cover - exercised by tests/flask/test_flask.py
+    raise ImportError("zc_middleware.flask needs Flask: pip install 'zc-middleware[flask]'") from None
+
+from pydantic import ValidationError
+
+from .decision import Deny
+from .errors import ConfigError, ZcError
+from .gate import Charge, Gate, Identify
+from .ledger import Ledger
+from .meters import MeterSpec
+from .settings import ZeroClickSettings
+from .wsgi import Environ, Flow, StartResponse, WSGIApp, header_getter, serve
+
+__all__ = ["ZeroClick", "zeroclick_cli"]
+
+_KEY = "zeroclick"
+_FLOW = "zeroclick.flow"
+_METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
+
+
+def _handler(view: object, method: str) -> object:
+    """A class-based view's handler for ``method`` (``MethodView.get``), else the view itself."""
+    cls = getattr(view, "view_class", None)
+    if cls is None:
+        return view
+    handler = getattr(cls, method.lower(), None)
+    if handler is None and method == "HEAD":
+        handler = getattr(cls, "get", None)
+    return handler if handler is not None else view
+
+
+def _views(view_functions: Mapping[str, Any]) -> Iterator[tuple[object, str | None]]:
+    for endpoint, view in view_functions.items():
+        yield view, endpoint
+        cls = getattr(view, "view_class", None)
+        for method in _METHODS if cls is not None else ():
+            if hasattr(cls, method):
+                yield getattr(cls, method), endpoint
+
+
+class _Settle:
+    """``app.wsgi_app`` wrapped: a :class:`Flow` per request in ``environ``, settled by :func:`serve`."""
+
+    __slots__ = ("gate", "wsgi_app")
+
+    def __init__(self, wsgi_app: WSGIApp, gate: Gate) -> None:
+        self.wsgi_app = wsgi_app
+        self.gate = gate
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        flow = environ[_FLOW] = Flow()
+        return serve(self.gate, self.wsgi_app, environ, start_response, flow)
+
+
+class _State:
+    """What one app's extension holds: ``app.extensions["zeroclick"]``."""
+
+    def __init__(self, app: Flask, gate: Gate) -> None:
+        self.app = app
+        self.gate = gate
+        self.validated = -1
+
+    def validate(self) -> int:
+        """Check every view's meters; returns how many routes are paid. Raises :class:`ConfigError`."""
+        views = self.app.view_functions
+        paid = self.gate.validate_views(_views(views))
+        self.validated = len(views)
+        return paid
+
+    def charge(self) -> Charge | None:
+        endpoint = request.endpoint
+        if endpoint is None:
+            return None  # 404 / 405: Flask answers, no view runs
+        rule = request.url_rule
+        if request.method == "OPTIONS" and getattr(rule, "provide_automatic_options", False):
+            return None  # Flask answers OPTIONS itself without calling the view
+        view = self.app.view_functions.get(endpoint)
+        return self.gate.charge_for(_handler(view, request.method), endpoint)
+
+    def before_request(self) -> Response | None:
+        if len(self.app.view_functions) != self.validated:
+            self.validate()  # routes added after init_app (Flask refuses new ones after the first request)
+        charge = self.charge()
+        if charge is None:
+            return None
+        environ = request.environ
+        flow = environ.get(_FLOW)
+        if not isinstance(flow, Flow):
+            raise ZcError(
+                "not_wrapped",
+                "this request did not go through app.wsgi_app as ZeroClick wrapped it; "
+                "wrap app.wsgi_app in other middleware only after ZeroClick.init_app(app)",
+            )
+        decision = self.gate.check(header_getter(environ), charge)
+        if isinstance(decision, Deny):
+            return self.app.response_class(decision.body, status=decision.status, headers=list(decision.headers))
+        flow.grant(decision)
+        return None
+
+
+class ZeroClick:
+    """The Flask extension. Explicit arguments win over ``app.config["ZEROCLICK"]``, which wins over
+    ``ZEROCLICK_*`` environment variables; the app's config is read, never written."""
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        settings: ZeroClickSettings | Mapping[str, Any] | None = None,
+        ledger: Ledger | None = None,
+        identify: Identify | None = None,
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.identify = identify
+        if app is not None:
+            self.init_app(app)
+
+    def settings_for(self, app: Flask) -> ZeroClickSettings:
+        """The validated settings ``app`` gets, from the explicit ones, its config and the environment."""
+        if isinstance(self.settings, ZeroClickSettings):
+            return self.settings
+        raw = app.config.get("ZEROCLICK", {})
+        if not isinstance(raw, Mapping):
+            raise ConfigError("invalid_settings", f'app.config["ZEROCLICK"] must be a dict, got {type(raw).__name__}')
+        merged = _lower(raw, 'app.config["ZEROCLICK"]')
+        merged.update(_lower(self.settings or {}, "settings"))
+        try:
+            return ZeroClickSettings(**merged)
+        except ValidationError as exc:
+            raise ConfigError("invalid_settings", f'app.config["ZEROCLICK"]: {exc}') from None
+
+    def init_app(self, app: Flask) -> None:
+        """Check every view's meters now (an unknown meter is a :class:`ConfigError`), then hook in."""
+        if _KEY in app.extensions:
+            raise ConfigError("already_initialised", f"ZeroClick is already set up on app {app.name!r}")
+        gate = Gate(self.settings_for(app), ledger=self.ledger, identify=self.identify)
+        state = _State(app, gate)
+        try:
+            state.validate()
+        except Exception:
+            if self.ledger is None:
+                gate.close()
+            raise
+        app.extensions[_KEY] = state
+        # First, like an outermost middleware: nothing else runs for a request the plan does not cover.
+        app.before_request_funcs.setdefault(None, []).insert(0, state.before_request)
+        app.wsgi_app = _Settle(app.wsgi_app, gate)  # type: ignore[method-assign]
+        app.cli.add_command(zeroclick_cli)
+
+    def gate_for(self, app: Flask | None = None) -> Gate:
+        """The :class:`Gate` of ``app`` (default: the current app)."""
+        return _state(app if app is not None else current_app).gate
+
+
+def _lower(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.lower() if isinstance(key, str) else key
+        if name in out:
+            raise ConfigError("invalid_settings", f"{where} gives {name!r} twice (keys are case-insensitive)")
+        out[name] = value
+    return out
+
+
+def _state(app: Flask) -> _State:
+    state = app.extensions.get(_KEY)
+    if not isinstance(state, _State):
+        raise ZcError("not_initialised", f"ZeroClick is not set up on app {app.name!r}: call ZeroClick(app)")
+    return state
+
+
+def _describe(spec: MeterSpec) -> str:
+    return f"{spec.meter}={spec.base}" if spec.base == spec.hold else f"{spec.meter} (estimate {spec.hold})"
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+zeroclick_cli = AppGroup("zeroclick", help="ZeroClick metering: paid routes, buyers' balances and plans.")
+
+
+@zeroclick_cli.command("routes")
+def routes_command() -> None:
+    """List the metered routes and what each costs."""
+    state = _state(current_app)
+    rows: list[tuple[str, ...]] = [("route", "methods", "endpoint", "meters")]
+    for rule in sorted(current_app.url_map.iter_rules(), key=lambda r: (r.rule, r.endpoint)):
+        view = current_app.view_functions.get(rule.endpoint)
+        by_charge: dict[Charge, list[str]] = {}
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            charge = state.gate.charge_for(_handler(view, method), rule.endpoint)
+            if charge is not None:
+                by_charge.setdefault(charge, []).append(method)
+        for charge, methods in by_charge.items():
+            rows.append((rule.rule, ",".join(methods), rule.endpoint, ", ".join(map(_describe, charge))))
+    click.echo(_table(rows) if len(rows) > 1 else "No metered routes.")
+
+
+@zeroclick_cli.command("balance")
+@click.argument("buyer")
+def balance_command(buyer: str) -> None:
+    """Show BUYER's balance: limit, used, remaining, % used and period, per meter."""
+    click.echo(_state(current_app).gate.ledger.balance(buyer).as_table())
+
+
+@zeroclick_cli.command("assign")
+@click.argument("buyer")
+@click.argument("plan")
+def assign_command(buyer: str, plan: str) -> None:
+    """Put BUYER on PLAN with fresh allowances, starting now."""
+    ledger = _state(current_app).gate.ledger
+    try:
+        ledger.assign_plan(buyer, plan)
+    except ZcError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"Assigned plan {plan} to {buyer}.")
+    click.echo(ledger.balance(buyer).as_table())
