@@ -75,6 +75,40 @@ def uvicorn(target: str) -> list[str]:
 ADAPTERS: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "starlette": (("starlette", "uvicorn"), uvicorn("tests.apps.starlette_app:app")),
     "fastapi": (("fastapi", "uvicorn"), uvicorn("tests.apps.fastapi_app:app")),
+    "flask": (  # one gthread worker: /runs counts in process memory
+        ("flask", "gunicorn"),
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-b",
+            "127.0.0.1:{port}",
+            "-w",
+            "1",
+            "--threads",
+            "8",
+            "--log-level",
+            "warning",
+            "tests.apps.flask_app:app",
+        ],
+    ),
+    "wsgi": (  # one gthread worker: /runs counts in process memory
+        ("werkzeug", "gunicorn"),
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-b",
+            "127.0.0.1:{port}",
+            "-w",
+            "1",
+            "--threads",
+            "8",
+            "--log-level",
+            "warning",
+            "tests.apps.wsgi_app:app",
+        ],
+    ),
     "django-wsgi": (  # one gthread worker: /runs counts in process memory
         ("django", "gunicorn"),
         [

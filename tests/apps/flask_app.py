@@ -1,0 +1,82 @@
+"""The scenario app on Flask (run with ``gunicorn tests.apps.flask_app:app``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from flask import Flask, Response, request, stream_with_context
+
+from tests.apps.common import CHUNKS, RUNS, do_work, ran, settings
+from zc_middleware import metered
+from zc_middleware.flask import ZeroClick
+
+app = Flask(__name__)
+
+
+def buyer() -> str | None:
+    return request.headers.get("zc-agent-id")
+
+
+@app.get("/free")
+def free() -> str:
+    return "free"
+
+
+@app.get("/search")
+@metered("api-requests")
+def search() -> dict[str, bool]:
+    ran(buyer(), "search")
+    return {"ok": True}
+
+
+@app.post("/render")
+@metered("compute-seconds", estimate=30)
+def render() -> dict[str, bool]:
+    ran(buyer(), "render")
+    do_work()
+    return {"rendered": True}
+
+
+@app.get("/fail")
+@metered("api-requests")
+def fail() -> str:
+    ran(buyer(), "fail")
+    raise RuntimeError("boom")
+
+
+@app.get("/missing")
+@metered("api-requests")
+def missing() -> tuple[dict[str, str], int]:
+    ran(buyer(), "missing")
+    return {"error": "not here"}, 404
+
+
+@app.get("/stream")
+@metered("api-requests")
+def stream() -> Response:
+    ran(buyer(), "stream")
+
+    def body() -> Iterator[bytes]:
+        yield from CHUNKS
+
+    return Response(stream_with_context(body()), mimetype="text/plain")
+
+
+@app.get("/configured")
+def configured() -> str:
+    ran(buyer(), "configured")
+    return "configured"
+
+
+@app.get("/a/b", endpoint="ab")
+def ab() -> str:
+    ran(buyer(), "ab")
+    return "ab"
+
+
+@app.get("/runs")
+def runs() -> dict[str, int]:
+    return dict(RUNS)
+
+
+ZeroClick(app, settings=settings())
