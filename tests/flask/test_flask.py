@@ -1,0 +1,491 @@
+"""Flask and plain-WSGI specifics beyond the shared scenario suite."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("flask")
+
+from flask import Flask, Response, request, send_file, stream_with_context
+from flask.views import MethodView
+from werkzeug.routing import Map, Rule
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request as WRequest
+from werkzeug.wrappers import Response as WResponse
+
+from tests.servers import ROOT, free_port
+from zc_middleware import ConfigError, ZeroClickSettings, metered, record_usage
+from zc_middleware.flask import ZeroClick
+from zc_middleware.ledger.memory import MemoryLedger
+from zc_middleware.wsgi import ZeroClickWSGI
+
+PLANS = {
+    "starter": {
+        "default": True,
+        "includes": {"api-requests": {"limit": 3}, "compute-seconds": {"limit": 100, "reset": "day"}},
+    },
+    "pro": {"includes": {"api-requests": {"limit": 1000}}},
+}
+CONFIG = {"meters": {"api-requests": {}, "compute-seconds": {}}, "plans": PLANS, "ledger": "memory://"}
+AGENT = {"zc-agent-id": "agent-1"}
+
+
+def used(ledger: MemoryLedger, meter: str = "api-requests", buyer: str = "agent-1") -> int:
+    return ledger.balance(buyer).meter(meter).used
+
+
+def make_app() -> Flask:
+    app = Flask(__name__)
+
+    @app.get("/search")
+    @metered("api-requests")
+    def search() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/free")
+    def free() -> str:
+        return "free"
+
+    return app
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+def test_factory_pattern_keeps_state_per_app() -> None:
+    zc = ZeroClick(settings=ZeroClickSettings(**CONFIG))  # type: ignore[arg-type]
+    first, second = make_app(), make_app()
+    zc.init_app(first)
+    zc.init_app(second)
+    assert zc.gate_for(first) is not zc.gate_for(second)
+    assert first.extensions["zeroclick"].gate is zc.gate_for(first)
+    for app in (first, second):
+        response = app.test_client().get("/search", headers=AGENT, buffered=True)
+        assert response.headers["x-zeroclick-usage"] == "api-requests=1"
+        assert used(zc.gate_for(app).ledger) == 1  # type: ignore[arg-type]
+    with first.app_context():
+        assert zc.gate_for() is zc.gate_for(first)
+
+
+def test_init_app_twice_on_one_app_is_an_error() -> None:
+    app = make_app()
+    ZeroClick(app, settings=CONFIG)
+    with pytest.raises(ConfigError, match="already set up"):
+        ZeroClick(app, settings=CONFIG)
+
+
+def test_config_is_read_in_either_case_and_never_written_back() -> None:
+    app = make_app()
+    app.config["ZEROCLICK"] = {
+        "METERS": {"api-requests": {}, "compute-seconds": {}},
+        "plans": PLANS,
+        "LEDGER": "memory://",
+    }
+    before = copy.deepcopy(dict(app.config))
+    zc = ZeroClick(app)
+    assert app.test_client().get("/search", headers=AGENT, buffered=True).status_code == 200
+    assert dict(app.config) == before
+    assert zc.gate_for(app).settings.identity_header == "zc-agent-id"  # a default, used but not written
+
+
+def test_no_config_key_is_added_when_settings_are_explicit() -> None:
+    app = make_app()
+    ZeroClick(app, settings=ZeroClickSettings(**CONFIG))  # type: ignore[arg-type]
+    assert "ZEROCLICK" not in app.config
+
+
+def test_explicit_settings_win_over_config_which_wins_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZEROCLICK_SERVICE_SLUG", "from-env")
+    monkeypatch.setenv("ZEROCLICK_IDENTITY_HEADER", "x-from-env")
+    app = make_app()
+    app.config["ZEROCLICK"] = {**CONFIG, "service_slug": "from-config", "identity_header": "x-from-config"}
+    gate = ZeroClick(app, settings={"SERVICE_SLUG": "explicit"}).gate_for(app)
+    assert gate.settings.service_slug == "explicit"
+    assert gate.settings.identity_header == "x-from-config"
+
+    bare = make_app()
+    bare.config["ZEROCLICK"] = CONFIG
+    assert ZeroClick(bare).gate_for(bare).settings.service_slug == "from-env"
+
+
+def test_a_whole_settings_object_wins_over_config() -> None:
+    app = make_app()
+    app.config["ZEROCLICK"] = {**CONFIG, "service_slug": "from-config"}
+    gate = ZeroClick(app, settings=ZeroClickSettings(**CONFIG, service_slug="explicit")).gate_for(app)  # type: ignore[arg-type]
+    assert gate.settings.service_slug == "explicit"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("meters=api-requests", "must be a dict"),
+        ({"meters": {"api-requests": {}}, "METERS": {}}, "'meters' twice"),
+        ({"meters": {"api-requests": {}}, "ledger": "mongo://x"}, "unknown ledger URL"),
+        ({"meters": {}, "ledger": "memory://"}, "declare at least one meter"),
+    ],
+)
+def test_malformed_config_is_a_clear_error_at_init_app(config: object, message: str) -> None:
+    app = make_app()
+    app.config["ZEROCLICK"] = config
+    with pytest.raises(ConfigError, match=message) as info:
+        ZeroClick(app)
+    assert "ZEROCLICK" in str(info.value)
+    assert "zeroclick" not in app.extensions
+
+
+# -- start-up validation -------------------------------------------------------------
+
+
+def test_unknown_meter_fails_at_init_app() -> None:
+    app = make_app()
+
+    @app.get("/typo")
+    @metered("api-requets")
+    def typo() -> str:
+        return "x"
+
+    with pytest.raises(ConfigError, match="api-requets"):
+        ZeroClick(app, settings=CONFIG)
+    assert "zeroclick" not in app.extensions
+
+
+def test_unknown_meter_on_a_method_view_fails_at_init_app() -> None:
+    class Item(MethodView):
+        @metered("compute-secs")
+        def post(self) -> str:
+            return "x"
+
+    app = make_app()
+    app.add_url_rule("/item", view_func=Item.as_view("item"))
+    with pytest.raises(ConfigError, match="compute-secs"):
+        ZeroClick(app, settings=CONFIG)
+
+
+def test_route_added_after_init_app_is_validated_before_it_is_served() -> None:
+    app = make_app()
+    ZeroClick(app, settings=CONFIG)
+
+    @app.get("/late")
+    @metered("api-requets")
+    def late() -> str:
+        return "late"
+
+    app.testing = True
+    with pytest.raises(ConfigError, match="api-requets"):
+        app.test_client().get("/free")
+
+
+BAD_APP = """
+from flask import Flask
+from zc_middleware import metered
+from zc_middleware.flask import ZeroClick
+
+app = Flask(__name__)
+
+@app.get("/typo")
+@metered("api-requets")
+def typo():
+    return "x"
+
+app.config["ZEROCLICK"] = {"meters": {"api-requests": {}}, "ledger": "memory://"}
+ZeroClick(app)
+"""
+
+
+def test_unknown_meter_stops_gunicorn_at_startup(tmp_path: Path) -> None:
+    (tmp_path / "bad_app.py").write_text(BAD_APP)
+    argv = [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{free_port()}", "bad_app:app"]
+    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "api-requets" in result.stderr
+
+
+def test_without_flask_the_import_names_the_extra() -> None:
+    code = "import sys\nsys.modules['flask'] = None\nimport zc_middleware.flask\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode != 0
+    assert "pip install 'zc-middleware[flask]'" in result.stderr
+    assert "During handling" not in result.stderr
+
+
+# -- requests ---------------------------------------------------------------------------
+
+
+def paid_app(**config: Any) -> tuple[Flask, MemoryLedger, list[str]]:
+    ledger = MemoryLedger(plans=PLANS)
+    ran: list[str] = []
+    app = Flask(__name__)
+
+    @app.before_request
+    def earlier_hook() -> None:
+        ran.append("hook")
+
+    @app.get("/search")
+    @metered("api-requests")
+    def search() -> Response:
+        ran.append("search")
+        return Response("{}", headers={"X-ZeroClick-Usage": "api-requests=99"}, mimetype="application/json")
+
+    @app.get("/none")
+    @metered("api-requests")
+    def returns_none() -> None:
+        ran.append("none")
+
+    class Item(MethodView):
+        @metered("api-requests", 2)
+        def get(self) -> str:
+            return "item"
+
+        def post(self) -> str:
+            return "free post"
+
+    app.add_url_rule("/item", view_func=Item.as_view("item"))
+    ZeroClick(app, settings={**CONFIG, "service_slug": "acme", **config}, ledger=ledger)
+    return app, ledger, ran
+
+
+def test_deny_is_the_gates_402_and_nothing_of_the_app_runs() -> None:
+    app, ledger, ran = paid_app()
+    ledger.mark_spend_cap_reached("agent-1")
+    response = app.test_client().get("/search", headers=AGENT, buffered=True)
+    assert response.status_code == 402
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["x-zeroclick-reason"] == "spend_cap_reached"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.json == {
+        "error": "payment_required",
+        "reason": "spend_cap_reached",
+        "meter": None,
+        "message": "The plan's spend cap for the current period has been reached.",
+        "extendUrl": "https://acme.pay.zeroclick.io/extend",
+    }
+    assert "x-zeroclick-usage" not in response.headers
+    assert ran == []  # not even a before_request hook registered before init_app
+
+
+def test_the_app_cannot_set_the_usage_header_itself() -> None:
+    app, ledger, _ = paid_app()
+    response = app.test_client().get("/search", headers=AGENT, buffered=True)
+    assert response.headers.getlist("x-zeroclick-usage") == ["api-requests=1"]
+    assert used(ledger) == 1
+
+
+def test_method_view_handlers_are_priced_per_method() -> None:
+    app, ledger, _ = paid_app()
+    client = app.test_client()
+    response = client.get("/item", headers=AGENT, buffered=True)
+    assert response.headers["x-zeroclick-usage"] == "api-requests=2"
+    assert client.post("/item", buffered=True).status_code == 200  # free: no identity needed
+    assert used(ledger) == 2
+
+
+def test_automatic_options_is_free_because_no_view_runs() -> None:
+    app, ledger, _ = paid_app()
+    response = app.test_client().options("/search", headers=AGENT, buffered=True)
+    assert response.status_code == 200
+    assert "x-zeroclick-usage" not in response.headers
+    assert ledger.balance("agent-1").meter("api-requests").used == 0
+
+
+def test_view_returning_a_non_response_is_flasks_clear_500_and_releases() -> None:
+    app, ledger, ran = paid_app()
+    response = app.test_client().get("/none", headers=AGENT, buffered=True)
+    assert response.status_code == 500
+    assert "x-zeroclick-usage" not in response.headers
+    assert ran[-1] == "none"
+    assert used(ledger) == 0
+
+    app.testing = True  # exceptions propagate through the middleware: still released, still Flask's message
+    with pytest.raises(TypeError, match="did not return a valid response"):
+        app.test_client().get("/none", headers=AGENT, buffered=True)
+    assert used(ledger) == 0
+
+
+# -- WSGI bodies iterated late, on another thread -----------------------------------
+
+
+def wsgi_call(app: Any, path: str) -> tuple[list[Any], Any]:
+    started: list[Any] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> Any:
+        started.append((status, headers))
+        return lambda data: None
+
+    environ = EnvironBuilder(path=path, headers=AGENT).get_environ()
+    return started, app(environ, start_response)
+
+
+def drain_on_thread(body: Any) -> list[bytes]:
+    chunks: list[bytes] = []
+    thread = threading.Thread(target=lambda: chunks.extend(body))
+    thread.start()
+    thread.join(10)
+    return chunks
+
+
+def streaming_flask_app(ledger: MemoryLedger) -> Flask:
+    app = Flask(__name__)
+
+    @app.get("/render")
+    @metered("compute-seconds", estimate=30)
+    def render() -> Response:
+        def body() -> Iterator[bytes]:
+            yield b"start\n"
+            record_usage("compute-seconds", 4)  # on the thread that iterates, after the headers
+            yield f"path {request.path}\n".encode()
+
+        return Response(stream_with_context(body()))
+
+    @app.get("/file")
+    @metered("compute-seconds", estimate=30)
+    def file() -> Response:
+        record_usage("compute-seconds", 3)
+        return send_file(Path(__file__), mimetype="text/plain")  # direct_passthrough: no response.close hooks
+
+    ZeroClick(app, settings=CONFIG, ledger=ledger)
+    return app
+
+
+def test_flask_stream_iterated_on_another_thread_settles_only_at_close() -> None:
+    ledger = MemoryLedger(plans=PLANS)
+    app = streaming_flask_app(ledger)
+    started, body = wsgi_call(app, "/render")
+    assert started[0][0] == "200 OK"
+    assert not any(k.lower() == "x-zeroclick-usage" for k, _ in started[0][1])  # nothing recorded yet
+    assert drain_on_thread(body) == [b"start\n", b"path /render\n"]
+    assert used(ledger, "compute-seconds") == 30  # still the hold: the body is not closed
+    body.close()
+    assert used(ledger, "compute-seconds") == 4
+    assert app.extensions["zeroclick"].gate.stats["late_usage"] == 1
+
+
+def test_flask_send_file_settles_at_close() -> None:
+    ledger = MemoryLedger(plans=PLANS)
+    app = streaming_flask_app(ledger)
+    started, body = wsgi_call(app, "/file")
+    assert ("X-ZeroClick-Usage", "compute-seconds=3") in started[0][1]
+    assert b"".join(drain_on_thread(body)) == Path(__file__).read_bytes()
+    assert used(ledger, "compute-seconds") == 30
+    body.close()
+    assert used(ledger, "compute-seconds") == 3
+
+
+def werkzeug_app(ledger: MemoryLedger) -> ZeroClickWSGI:
+    @metered("compute-seconds", estimate=30)
+    def render(request: WRequest) -> WResponse:
+        def body() -> Iterator[bytes]:
+            yield b"a"
+            record_usage("compute-seconds", 5)
+            yield b"b"
+
+        return WResponse(body())
+
+    @metered("api-requests")
+    def broken(request: WRequest) -> None:
+        return None
+
+    views = {"render": render}
+    url_map = Map([Rule("/render", endpoint="render"), Rule("/broken", endpoint=broken)])
+
+    def dispatch(environ: dict[str, Any], start_response: Any) -> Any:
+        endpoint, _ = url_map.bind_to_environ(environ).match()
+        view = views.get(endpoint, endpoint)
+        response = view(WRequest(environ))
+        return response(environ, start_response) if response is not None else None
+
+    return ZeroClickWSGI(dispatch, url_map=url_map, views=views, settings=ZeroClickSettings(**CONFIG), ledger=ledger)  # type: ignore[arg-type]
+
+
+def test_werkzeug_body_iterated_on_another_thread_settles_only_at_close() -> None:
+    ledger = MemoryLedger(plans=PLANS)
+    _, body = wsgi_call(werkzeug_app(ledger), "/render")
+    assert drain_on_thread(body) == [b"a", b"b"]
+    assert used(ledger, "compute-seconds") == 30
+    body.close()
+    assert used(ledger, "compute-seconds") == 5
+
+
+def test_werkzeug_app_returning_no_iterable_is_a_clear_error_and_releases() -> None:
+    ledger = MemoryLedger(plans=PLANS)
+    with pytest.raises(TypeError, match="returned NoneType, not an iterable of bytes"):
+        wsgi_call(werkzeug_app(ledger), "/broken")  # the endpoint is the view itself
+    assert used(ledger) == 0
+
+
+def test_werkzeug_unknown_meter_fails_at_construction() -> None:
+    @metered("api-requets")
+    def typo(request: WRequest) -> WResponse:
+        return WResponse("x")
+
+    with pytest.raises(ConfigError, match="api-requets"):
+        ZeroClickWSGI(
+            lambda e, s: [],
+            url_map=Map([Rule("/typo", endpoint="typo")]),
+            views={"typo": typo},
+            settings=ZeroClickSettings(**CONFIG),  # type: ignore[arg-type]
+        )
+
+
+# -- the CLI ---------------------------------------------------------------------------
+
+
+def test_cli_routes_balance_and_assign() -> None:
+    app, ledger, _ = paid_app()
+
+    @app.post("/render")  # added after init_app: listed too
+    @metered("compute-seconds", estimate=30)
+    def render() -> str:
+        return "r"
+
+    runner = app.test_cli_runner()
+    routes = runner.invoke(args=["zeroclick", "routes"])
+    assert routes.exit_code == 0, routes.output
+    assert routes.output.splitlines() == [
+        "route    methods  endpoint      meters",
+        "-------  -------  ------------  -----------------------------",
+        "/item    GET      item          api-requests=2",
+        "/none    GET      returns_none  api-requests=1",
+        "/render  POST     render        compute-seconds (estimate 30)",
+        "/search  GET      search        api-requests=1",
+    ]
+
+    app.test_client().get("/search", headers=AGENT, buffered=True)
+    balance = runner.invoke(args=["zeroclick", "balance", "agent-1"])
+    assert balance.exit_code == 0, balance.output
+    out = balance.output.splitlines()
+    assert out[:2] == [
+        "buyer agent-1: plan starter (active)",
+        "meter            limit  used  remaining  % used  period start      period end",
+    ]
+    assert out[3].split()[:5] == ["api-requests", "3", "1", "2", "33.33"]
+    assert out[4].split()[:5] == ["compute-seconds", "100", "0", "100", "0"]
+    period = ledger.balance("agent-1").meter("api-requests")
+    assert period.period_end is not None
+    assert out[3].endswith(f"{period.period_start:%Y-%m-%d %H:%M}  {period.period_end:%Y-%m-%d %H:%M}")
+
+    assigned = runner.invoke(args=["zeroclick", "assign", "agent-1", "pro"])
+    assert assigned.exit_code == 0, assigned.output
+    assert assigned.output.startswith("Assigned plan pro to agent-1.\nbuyer agent-1: plan pro (active)\n")
+    assert ledger.balance("agent-1").plan == "pro"
+    assert used(ledger) == 0
+
+    unknown = runner.invoke(args=["zeroclick", "assign", "agent-1", "platinum"])
+    assert unknown.exit_code == 1
+    assert "Error: plan 'platinum' is not declared in settings.plans" in unknown.output
+
+
+def test_cli_routes_without_paid_routes() -> None:
+    app = Flask(__name__)
+    app.add_url_rule("/free", "free", lambda: "free")
+    ZeroClick(app, settings=CONFIG)
+    result = app.test_cli_runner().invoke(args=["zeroclick", "routes"])
+    assert result.output == "No metered routes.\n"
