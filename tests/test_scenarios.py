@@ -7,6 +7,7 @@ A behaviour that differs between adapters is a bug: add the adapter to
 from __future__ import annotations
 
 import itertools
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -32,6 +33,15 @@ def runs(served: Served, buyer: str, what: str) -> int:
 
 def used(served: Served, buyer: str, meter: str) -> int:
     return served.ledger.balance(buyer).meter(meter).used
+
+
+def settled(served: Served, buyer: str, meter: str, expected: int) -> int:
+    """``used``, waiting up to 5 s for ``expected``: servers settle a hold when the body is done
+    (uvicorn after the app returns, WSGI servers in ``close()``), just after the client read its last byte."""
+    deadline = time.monotonic() + 5
+    while (value := used(served, buyer, meter)) != expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return value
 
 
 def test_free_route_needs_no_identity_and_reports_nothing(served: Served) -> None:
@@ -82,7 +92,7 @@ def test_estimate_is_checked_and_recorded_usage_is_billed(served: Served) -> Non
     response = get(served, "/render", buyer, method="POST")
     assert response.status_code == 200, response.text
     assert response.headers["x-zeroclick-usage"] == "compute-seconds=4"
-    assert used(served, buyer, "compute-seconds") == 4
+    assert settled(served, buyer, "compute-seconds", 4) == 4
 
 
 def test_estimate_must_be_covered_before_the_handler_runs(served: Served) -> None:
@@ -93,7 +103,7 @@ def test_estimate_must_be_covered_before_the_handler_runs(served: Served) -> Non
     assert response.status_code == 402
     assert response.json()["meter"] == "compute-seconds"
     assert runs(served, buyer, "render") == 18
-    assert used(served, buyer, "compute-seconds") == 72
+    assert settled(served, buyer, "compute-seconds", 72) == 72
 
 
 def test_exception_releases_the_hold(served: Served) -> None:
@@ -102,7 +112,7 @@ def test_exception_releases_the_hold(served: Served) -> None:
     assert response.status_code == 500
     assert "x-zeroclick-usage" not in response.headers
     assert runs(served, buyer, "fail") == 1
-    assert used(served, buyer, "api-requests") == 0
+    assert settled(served, buyer, "api-requests", 0) == 0
 
 
 def test_error_response_releases_the_hold(served: Served) -> None:
@@ -110,7 +120,7 @@ def test_error_response_releases_the_hold(served: Served) -> None:
     response = get(served, "/missing", buyer)
     assert response.status_code == 404
     assert "x-zeroclick-usage" not in response.headers
-    assert used(served, buyer, "api-requests") == 0
+    assert settled(served, buyer, "api-requests", 0) == 0
 
 
 def test_streaming_keeps_chunks_and_sends_the_header_once(served: Served) -> None:
