@@ -96,23 +96,21 @@ class _State:
         self.validated = len(views)
         return paid
 
-    def charge(self) -> Charge | None:
-        endpoint = request.endpoint
-        if endpoint is None:
-            return None  # 404 / 405: Flask answers, no view runs
-        rule = request.url_rule
-        if request.method == "OPTIONS" and getattr(rule, "provide_automatic_options", False):
-            return None  # Flask answers OPTIONS itself without calling the view
-        view = self.app.view_functions.get(endpoint)
-        return self.gate.charge_for(_handler(view, request.method), endpoint)
-
     def before_request(self) -> Response | None:
-        if len(self.app.view_functions) != self.validated:
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not eight
+        rule = req.url_rule
+        if rule is None:
+            return None  # 404 / 405: Flask answers, no view runs
+        views = self.app.view_functions
+        if len(views) != self.validated:
             self.validate()  # routes added after init_app (Flask refuses new ones after the first request)
-        charge = self.charge()
+        method = req.method
+        if method == "OPTIONS" and rule.provide_automatic_options:
+            return None  # Flask answers OPTIONS itself without calling the view
+        charge = self.gate.charge_for(_handler(views.get(rule.endpoint), method), rule.endpoint)
         if charge is None:
             return None
-        environ = request.environ
+        environ = req.environ
         flow = environ.get(_FLOW)
         if not isinstance(flow, Flow):
             raise ZcError(

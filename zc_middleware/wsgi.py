@@ -44,6 +44,7 @@ StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 _USAGE = "x-zeroclick-usage"
+_CACHE_SIZE = 4096
 _SPECIAL = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 
 
@@ -209,7 +210,7 @@ class ZeroClickWSGI:
         app: WSGIApp,
         *,
         url_map: Map,
-        views: Mapping[str, object] | None = None,
+        views: Mapping[Any, object] | None = None,
         settings: ZeroClickSettings | None = None,
         ledger: Ledger | None = None,
         identify: Identify | None = None,
@@ -217,16 +218,21 @@ class ZeroClickWSGI:
     ) -> None:
         try:
             from werkzeug.exceptions import HTTPException
-        except ImportError:  # pragma: no cover - exercised by tests/flask/test_flask.py
+        except ImportError:  # pragma: no cover - a werkzeug Map comes with werkzeug
             raise ImportError("zc_middleware.wsgi.ZeroClickWSGI needs Werkzeug: pip install werkzeug") from None
         self._no_route = HTTPException
         self.app = app
         self.url_map = url_map
-        self.views: Mapping[object, object] = dict(views or {})
+        self.views: dict[Any, object] = dict(views or {})
         if gate is None:
-            gate = Gate(settings if settings is not None else ZeroClickSettings(), ledger=ledger, identify=identify)
+            env_settings = settings if settings is not None else ZeroClickSettings()  # type: ignore[call-arg]  # from ZEROCLICK_*
+            gate = Gate(env_settings, ledger=ledger, identify=identify)
         self.gate = gate
+        self._cache: dict[tuple[object, object, object], Charge | None] = {}
+        self._rule_count = -1
+        self._by_path = False
         self.validate()
+        self._cacheable()
 
     def _view(self, endpoint: object) -> tuple[object, str | None]:
         view = self.views.get(endpoint)
@@ -239,12 +245,34 @@ class ZeroClickWSGI:
         endpoints = {rule.endpoint for rule in self.url_map.iter_rules()}
         return self.gate.validate_views(self._view(endpoint) for endpoint in endpoints)
 
+    def _cacheable(self) -> bool:
+        """Without host matching or subdomains, method and path alone decide the match."""
+        rules = getattr(self.url_map, "_rules", None)  # werkzeug's own list; absent: never cache
+        if not isinstance(rules, list):
+            return False
+        if len(rules) != self._rule_count:
+            self.validate()  # rules added after construction
+            self._cache.clear()
+            self._rule_count = len(rules)
+            self._by_path = not self.url_map.host_matching and not any(r.subdomain for r in rules)
+        return self._by_path
+
     def _charge(self, environ: Environ) -> Charge | None:
+        key = (environ.get("REQUEST_METHOD"), environ.get("SCRIPT_NAME"), environ.get("PATH_INFO"))
+        cacheable = self._cacheable()
+        if cacheable and key in self._cache:
+            return self._cache[key]
         try:
             endpoint, _ = self.url_map.bind_to_environ(environ).match()
         except self._no_route:
-            return None  # 404, 405, a slash redirect: the app answers, no handler of ours runs
-        return self.gate.charge_for(*self._view(endpoint))
+            charge = None  # 404, 405, a slash redirect: the app answers, no handler of ours runs
+        else:
+            charge = self.gate.charge_for(*self._view(endpoint))
+        if cacheable:
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.clear()
+            self._cache[key] = charge
+        return charge
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         charge = self._charge(environ)

@@ -16,6 +16,7 @@ pytest.importorskip("flask")
 
 from flask import Flask, Response, request, send_file, stream_with_context
 from flask.views import MethodView
+from werkzeug.exceptions import NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request as WRequest
@@ -489,3 +490,28 @@ def test_cli_routes_without_paid_routes() -> None:
     ZeroClick(app, settings=CONFIG)
     result = app.test_cli_runner().invoke(args=["zeroclick", "routes"])
     assert result.output == "No metered routes.\n"
+
+
+def test_werkzeug_rules_added_later_are_matched_and_validated() -> None:
+    ledger = MemoryLedger(plans=PLANS)
+    app = werkzeug_app(ledger)
+    with pytest.raises(NotFound):  # not routed yet: the app itself answers
+        wsgi_call(app, "/later")
+
+    @metered("api-requests", 2)
+    def later(request: WRequest) -> WResponse:
+        return WResponse("later")
+
+    app.url_map.add(Rule("/later", endpoint=later))
+    started, body = wsgi_call(app, "/later")
+    assert ("X-ZeroClick-Usage", "api-requests=2") in started[0][1]
+    body.close()
+    assert used(ledger) == 2
+
+    @metered("api-requets")
+    def typo(request: WRequest) -> WResponse:
+        return WResponse("typo")
+
+    app.url_map.add(Rule("/typo", endpoint=typo))
+    with pytest.raises(ConfigError, match="api-requets"):
+        wsgi_call(app, "/later")
