@@ -1,7 +1,10 @@
 """What a buyer sees: paid calls with their usage headers, the 402, then the balance.
 
 Runs ``examples/starlette_app.py`` under a real uvicorn server on the embedded
-SQLite ledger (a fresh file in a temporary directory) and talks to it over HTTP.
+SQLite ledger (a fresh file in a temporary directory) and talks to it over HTTP,
+then runs ``zc-middleware sandbox`` (a local stand-in for ZeroClick) in front of
+it: calls through the proxy are billed from their usage header, and a finished
+job is reported through the batch API with ``report_usage``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from pathlib import Path
 
 import httpx
 
-from zc_middleware import open_ledger
+from zc_middleware import ZeroClickSettings, open_ledger, report_usage
+from zc_middleware.reporter import get_reporter
 
 ROOT = Path(__file__).resolve().parent.parent
 BUYER = "agent-8f3kz1"
@@ -35,6 +39,70 @@ def show(label: str, response: httpx.Response) -> None:
     if reason:
         line = f"{label:<28} -> {response.status_code}  X-ZeroClick-Reason: {reason}\n{'':<32}{response.text}"
     print(line, flush=True)
+
+
+def wait_for(url: str) -> None:
+    for _ in range(400):
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise SystemExit(f"{url} did not come up")
+
+
+def through_sandbox(base: str, tmp: str) -> None:
+    """Calls through the sandbox proxy, a job reported in a batch, and what ZeroClick recorded."""
+    port = free_port()
+    sandbox = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "zc_middleware.sandbox",
+            "--port",
+            str(port),
+            "--upstream",
+            base,
+            "--buyer",
+            "agent-sandbox",
+            "--api-key",
+            "sk_sandbox",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+    )
+    try:
+        wait_for(sandbox + "/__sandbox/usage")
+        print(f"\nzc-middleware sandbox at {sandbox}, proxying to the app as buyer agent-sandbox\n", flush=True)
+        with httpx.Client(base_url=sandbox, timeout=10) as client:
+            for label, response in (
+                ("GET /search via proxy", client.get("/search", params={"q": "owls"})),
+                ("POST /render via proxy", client.post("/render")),
+            ):
+                print(f"{label:<28} -> {response.status_code}  (usage header read and stripped by the proxy)")
+        settings = ZeroClickSettings(
+            meters={"api-requests": {}, "compute-seconds": {"channel": "batch"}},
+            api_key="sk_sandbox",
+            api_base_url=sandbox,
+            ledger="memory://",
+            outbox=f"sqlite:///{Path(tmp) / 'outbox.db'}",
+        )
+        report_usage(
+            user_id="agent-sandbox",
+            meter="compute-seconds",
+            quantity=42,
+            idempotency_key="job-7841-completed",
+            settings=settings,
+        )
+        get_reporter(settings).flush(timeout=10)
+        print("report_usage(job-7841-completed, compute-seconds=42) -> delivered through the batch API", flush=True)
+        print("\nWhat ZeroClick recorded (the proxy reads and strips X-ZeroClick-Usage):", flush=True)
+        print(httpx.get(sandbox + "/__sandbox/usage.txt", timeout=10).text, flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def main() -> None:
@@ -58,12 +126,7 @@ def main() -> None:
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            for _ in range(200):
-                try:
-                    httpx.get(base + "/health", timeout=1)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.05)
+            wait_for(base + "/health")
             print(f"examples/starlette_app.py under uvicorn at {base}, ledger {ledger_url}\n", flush=True)
             agent = {"zc-agent-id": BUYER}
             with httpx.Client(base_url=base, timeout=10) as client:
@@ -72,6 +135,7 @@ def main() -> None:
                 for i in range(1, 4):
                     show(f"GET /search #{i}", client.get("/search", params={"q": "owls"}, headers=agent))
                 show("GET /search #4", client.get("/search", params={"q": "owls"}, headers=agent))
+            through_sandbox(base, tmp)
         finally:
             server.terminate()
             server.wait(10)

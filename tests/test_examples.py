@@ -19,6 +19,10 @@ def test_demo_shows_usage_headers_the_402_and_the_balance() -> None:
     assert "-> 402  X-ZeroClick-Reason: usage_exhausted" in out
     assert '"extendUrl":"https://acme-search.pay.zeroclick.io/extend"' in out
     assert "api-requests     3      3     0          100" in out
+    # through the sandbox: header usage read by the proxy, the job delivered by the batch API
+    assert "agent-sandbox  api-requests          1      0      1" in out
+    assert "agent-sandbox  compute-seconds       1     42     43" in out
+    assert "events: 1 accepted, 0 duplicates" in out
 
 
 def test_fastapi_example_under_uvicorn(tmp_path) -> None:  # type: ignore[no-untyped-def]
