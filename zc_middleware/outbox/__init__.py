@@ -7,11 +7,9 @@ the batch API". ``memory://`` is for tests (a process crash loses it);
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
-from urllib.parse import urlsplit
 
-from ..errors import ConfigError
+from .._schemes import load, scheme_of
 from .base import Event, Leased, Outbox, OutboxStatus, make_event
 
 __all__ = ["SCHEMES", "Event", "Leased", "Outbox", "OutboxStatus", "check_url", "make_event", "open_outbox"]
@@ -25,20 +23,10 @@ SCHEMES: dict[str, str] = {
 
 def check_url(url: str) -> str:
     """Return the URL's scheme, or raise :class:`ConfigError` naming the known ones."""
-    scheme = urlsplit(url).scheme
-    if scheme not in SCHEMES:
-        known = ", ".join(f"{s}://" for s in SCHEMES)
-        raise ConfigError("unknown_outbox", f"unknown outbox URL {url!r}: expected one of {known}")
-    if scheme == "sqlite":
-        from ..ledger.sqlite import sqlite_path
-
-        sqlite_path(url)
-    return scheme
+    return scheme_of(url, SCHEMES, "outbox")
 
 
 def open_outbox(url: str, **kwargs: Any) -> Outbox:
     """Open the outbox ``url`` points to (``memory://``, ``sqlite:///path.db``)."""
-    module, _, name = SCHEMES[check_url(url)].partition(":")
-    cls = getattr(importlib.import_module(module), name)
-    outbox: Outbox = cls(url, **kwargs)
+    outbox: Outbox = load(SCHEMES, check_url(url))(url, **kwargs)
     return outbox
