@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from ..errors import ConfigError
 from .base import Account, Balance, Hold, Ledger, Refusal, Row, evaluate, make_balance, new_account
 
-__all__ = ["SQLiteLedger", "sqlite_path"]
+__all__ = ["SQLiteLedger", "sqlite_path", "write_transaction"]
 
 log = logging.getLogger("zc_middleware")
 T = TypeVar("T")
@@ -92,6 +92,22 @@ def sqlite_path(url: str) -> str:
     return path
 
 
+def write_transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``body`` in one ``BEGIN IMMEDIATE`` transaction on ``conn``, rolled back if it raises.
+
+    IMMEDIATE takes the write lock up front, so a read inside ``body`` cannot be
+    invalidated by another process before its write (no SQLITE_BUSY upgrade deadlock).
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = body(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
 def _end(value: float) -> float | None:
     return None if value == math.inf else value
 
@@ -149,15 +165,7 @@ class SQLiteLedger(Ledger):
     def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body`` in one ``BEGIN IMMEDIATE`` transaction (rolled back if it raises)."""
         with self._lock:
-            conn = self._db()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = body(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+            return write_transaction(self._db(), body)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         for statement in _SCHEMA.split(";"):

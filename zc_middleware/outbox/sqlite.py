@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from ..ledger.sqlite import sqlite_path
+from ..ledger.sqlite import sqlite_path, write_transaction
 from .base import DeadLetter, Event, Leased, Outbox, OutboxStatus, conflict
 
 __all__ = ["SQLiteOutbox", "ensure_schema", "insert_events"]
@@ -122,15 +122,7 @@ class SQLiteOutbox(Outbox):
 
     def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
         with self._lock:
-            conn = self._db()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = body(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+            return write_transaction(self._db(), body)
 
     def _exec(self, sql: str, params: Sequence[object]) -> list[Any]:
         with self._lock:
