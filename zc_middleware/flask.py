@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - exercised by tests/flask/test_flask.py
 
 from pydantic import ValidationError
 
+from ._text import table
 from .decision import Deny
 from .errors import ConfigError, ZcError
 from .gate import Charge, Gate, Identify
@@ -201,13 +202,6 @@ def _describe(spec: MeterSpec) -> str:
     return f"{spec.meter}={spec.base}" if spec.base == spec.hold else f"{spec.meter} (estimate {spec.hold})"
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 zeroclick_cli = AppGroup("zeroclick", help="ZeroClick metering: paid routes, buyers' balances and plans.")
 
 
@@ -225,7 +219,7 @@ def routes_command() -> None:
                 by_charge.setdefault(charge, []).append(method)
         for charge, methods in by_charge.items():
             rows.append((rule.rule, ",".join(methods), rule.endpoint, ", ".join(map(_describe, charge))))
-    click.echo(_table(rows) if len(rows) > 1 else "No metered routes.")
+    click.echo(table(rows) if len(rows) > 1 else "No metered routes.")
 
 
 @zeroclick_cli.command("balance")

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter
 
+from .._text import table
 from ..errors import ZcError
 from ..periods import period_bounds
 from ..settings import PlanConfig
@@ -117,11 +118,7 @@ class Balance:
             )
             for m in self.meters
         ]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        title = f"buyer {self.buyer}: plan {self.plan or '-'} ({self.status})"
-        return "\n".join([title, *lines])
+        return f"buyer {self.buyer}: plan {self.plan or '-'} ({self.status})\n{table(rows)}"
 
 
 class Plans:

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from ...._text import table
 from ....errors import ConfigError
 from ....gate import Charge
 from ...conf import checking_gate, zeroclick_settings
@@ -43,8 +44,4 @@ class Command(BaseCommand):
         if len(rows) == 1:
             self.stdout.write("No metered routes.")
             return
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        for i, row in enumerate(rows):
-            self.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-            if i == 0:
-                self.stdout.write("  ".join("-" * w for w in widths))
+        self.stdout.write(table(rows))
