@@ -7,7 +7,7 @@ looking inside it; the bytes and headers are built here once.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .ledger.base import Hold, Refusal
 from .meters import UsageCounter
@@ -21,14 +21,31 @@ _MESSAGES = {
 }
 
 
-@dataclass(slots=True)
-class Allow:
-    """Run the handler; ``hold`` (``None`` when failing open) is settled from ``counter``."""
+class Allow(UsageCounter):
+    """Run the handler. The grant is also the request's usage counter: one object per paid request.
 
-    buyer: str
-    counter: UsageCounter
-    hold: Hold | None
-    finished: bool = field(default=False)
+    ``buyer`` is who pays, ``hold`` the ledger's provisional debit (``None`` when failing
+    open), ``charge`` (inherited) what the route costs; the hold is settled from the counted
+    usage. ``request_id`` is the proxy's id for this request, kept for batch events' keys.
+    """
+
+    buyer = ""
+    hold: Hold | None = None
+    request_id: str | None = None
+
+    def __init__(self, known: frozenset[str] = frozenset()) -> None:
+        """An unarmed grant: the gate arms it and fills it in when the plan covers the charge."""
+        super().__init__((), known)
+
+    @property
+    def counter(self) -> UsageCounter:
+        """What adapters bind for :func:`~zc_middleware.record_usage`: the grant itself."""
+        return self
+
+    @property
+    def finished(self) -> bool:
+        """Settled or released already."""
+        return self.closed
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from .decision import Allow, Deny, identity_required, ledger_unavailable, paymen
 from .errors import ConfigError
 from .ledger import Ledger, open_ledger
 from .ledger.base import Hold, Refusal
-from .meters import MeterSpec, UsageCounter, metered_specs
+from .meters import Charge, metered_specs
 from .outbox import Event, make_event
 from .reporter import Reporter, reporter_for
 from .settings import ZeroClickSettings
@@ -44,22 +44,15 @@ HeaderGetter = Callable[[str], "str | None"]
 """Looks up a request header by lower-case name."""
 Identify = Callable[[HeaderGetter], "str | None"]
 """Returns the buyer id of a request, or ``None`` when there is none. One replaceable step."""
-Charge = tuple[MeterSpec, ...]
-
-_BUYER = re.compile(r"^[\x21-\x7e]{1,256}$")
-_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
-
-
-class _Allow(Allow):
-    """An :class:`Allow` that remembers the proxy's request id, for batch events' keys."""
-
-    __slots__ = ("request_id",)
+_BUYER = re.compile(r"[\x21-\x7e]{1,256}")  # fullmatch: printable ASCII, no spaces
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,200}")
+_BUYERS_REMEMBERED = 10_000
 
 
 def _request_key(request_id: str | None) -> str:
     if request_id is None:
         return f"zc-{uuid.uuid4().hex}"
-    if _REQUEST_ID.match(request_id):
+    if _REQUEST_ID.fullmatch(request_id):
         return request_id
     return "sha256-" + hashlib.sha256(request_id.encode("utf-8", "surrogateescape")).hexdigest()
 
@@ -94,15 +87,32 @@ class Gate:
         if self.reporter is not None:
             self.reporter.start()  # resume what a previous run left in the outbox
         self.identify = identify or header_identity(settings.identity_header)
+        #: the lower-case header that names the buyer, or ``None`` with a custom ``identify``:
+        #: adapters that can read one header cheaply pass its value to :meth:`check_buyer`
+        self.identity_header: str | None = None if identify else settings.identity_header.lower()
         self._order = {name: i for i, name in enumerate(settings.meters)}
-        self._known = frozenset(settings.meters)
+        #: every meter settings declare
+        self.known = frozenset(settings.meters)
         self._header_meters = tuple(m for m, c in settings.meters.items() if c.channel == "header")
+        self._header_set = frozenset(self._header_meters)
         self._charges: dict[Any, Charge | None] = {}
         #: True when the ledger does its I/O inline (no async methods of its own): async adapters
         #: then call check()/finish() directly instead of paying for a coroutine per request.
         self.inline = type(self.ledger).areserve is Ledger.areserve and type(self.ledger).aadjust is Ledger.aadjust
-        #: what happened, for operators: allowed, denied_<status>, settled, released, ledger_errors, ...
-        self.stats: Counter[str] = Counter()
+        self._tally: Counter[str] = Counter()
+        self._buyers: set[str | None] = set()  # ids already found valid
+        self._allowed = 0  # the per-request counts are plain ints: cheaper than a Counter's item update
+        self._settled = 0
+
+    @property
+    def stats(self) -> Counter[str]:
+        """What happened so far, for operators: allowed, denied_<status>, settled, released,
+        ledger_errors, over_estimate, late_usage, outbox_errors. A snapshot."""
+        stats = self._tally.copy()
+        for name, count in (("allowed", self._allowed), ("settled", self._settled)):
+            if count:
+                stats[name] = count
+        return stats
 
     def _shares_file(self) -> bool:
         """Ledger and outbox in one SQLite file: a request's events commit with its settle."""
@@ -136,7 +146,7 @@ class Gate:
         if route is not None:
             specs.update((spec.meter, spec) for spec in self.settings.route_specs(route))
         for meter in specs:
-            if meter not in self._known:
+            if meter not in self.known:
                 where = getattr(view, "__qualname__", route)
                 raise ConfigError(
                     "unknown_meter",
@@ -144,85 +154,97 @@ class Gate:
                 )
         if not specs:
             return None
-        return tuple(sorted(specs.values(), key=lambda s: self._order[s.meter]))
+        ordered = sorted(specs.values(), key=lambda s: self._order[s.meter])
+        return Charge.build(ordered, self._header_set, self._batch_meters)
 
     def validate_views(self, views: Iterable[tuple[object, str | None]]) -> int:
         """Check every view's meters at start-up; returns how many routes are paid."""
         return sum(self.charge_for(view, route) is not None for view, route in views)
 
     # -- the check -------------------------------------------------------------
-    def _buyer(self, get_header: HeaderGetter) -> str | Deny:
-        buyer = self.identify(get_header)
-        if buyer is None or buyer == "":
-            return identity_required(self.settings.identity_header)
-        if not _BUYER.match(buyer):
-            return identity_required(self.settings.identity_header, invalid=True)
-        return buyer
+    def _valid_buyer(self, buyer: str | None) -> bool:
+        """Printable ASCII without spaces, 1 to 256 characters; valid ids are remembered (bounded)."""
+        if buyer is None or not _BUYER.fullmatch(buyer):
+            return False
+        if len(self._buyers) >= _BUYERS_REMEMBERED:
+            self._buyers.clear()
+        self._buyers.add(buyer)
+        return True
 
-    def _interpret(
-        self, buyer: str, charge: Charge, result: Hold | Refusal | BaseException, counter: UsageCounter | None
+    def _no_buyer(self, buyer: str | None) -> Deny:
+        return self._deny(identity_required(self.settings.identity_header, invalid=bool(buyer)))
+
+    def _decide(
+        self,
+        buyer: str,
+        charge: Charge,
+        result: Hold | Refusal | BaseException,
+        counter: Allow | None,
+        get_header: HeaderGetter,
     ) -> Allow | Deny:
-        if isinstance(result, BaseException):
-            self.stats["ledger_errors"] += 1
-            log.error("zc_middleware: ledger unavailable (%s: %s)", type(result).__name__, result)
-            if self.settings.on_ledger_error == "allow":
-                return self._allow(buyer, charge, None, counter)
-            return self._deny(ledger_unavailable())
-        if isinstance(result, Refusal):
+        if isinstance(result, Hold):
+            hold: Hold | None = result
+        elif isinstance(result, Refusal):
             return self._deny(payment_required(result, self.settings.extend_url))
-        return self._allow(buyer, charge, result, counter)
+        else:
+            self._tally["ledger_errors"] += 1
+            log.error("zc_middleware: ledger unavailable (%s: %s)", type(result).__name__, result)
+            if self.settings.on_ledger_error != "allow":
+                return self._deny(ledger_unavailable())
+            hold = None
+        self._allowed += 1
+        allow = counter if counter is not None else Allow(self.known)
+        allow.arm(charge)
+        allow.buyer = buyer
+        allow.hold = hold
+        if self.reporter is not None:
+            allow.request_id = get_header(self.settings.request_id_header)
+        return allow
 
-    def new_counter(self) -> UsageCounter:
-        """An unarmed counter, for adapters that bind it before the route is known."""
-        return UsageCounter((), self._known)
-
-    def _allow(self, buyer: str, charge: Charge, hold: Hold | None, counter: UsageCounter | None) -> Allow:
-        self.stats["allowed"] += 1
-        if counter is None:
-            return _Allow(buyer, UsageCounter(charge, self._known), hold)
-        counter.arm(charge)
-        return _Allow(buyer, counter, hold)
+    def new_counter(self) -> Allow:
+        """An unarmed grant-to-be, for adapters that bind the request's counter before the route
+        is known: pass it to :meth:`check` as ``counter`` and, if allowed, it is the ``Allow``."""
+        return Allow(self.known)
 
     def _deny(self, deny: Deny) -> Deny:
-        self.stats[f"denied_{deny.status}"] += 1
+        self._tally[f"denied_{deny.status}"] += 1
         return deny
 
-    def check(self, get_header: HeaderGetter, charge: Charge, *, counter: UsageCounter | None = None) -> Allow | Deny:
+    def check(self, get_header: HeaderGetter, charge: Charge, *, counter: Allow | None = None) -> Allow | Deny:
         """Identify the buyer and atomically check-and-hold ``charge``.
 
         ``counter``, when given, is armed with the charge and becomes ``Allow.counter``.
         """
-        buyer = self._buyer(get_header)
-        if isinstance(buyer, Deny):
-            return self._deny(buyer)
-        result: Hold | Refusal | BaseException
-        try:
-            result = self.ledger.reserve(buyer, {spec.meter: spec.hold for spec in charge})
-        except Exception as exc:
-            result = exc
-        return self._request_id(self._interpret(buyer, charge, result, counter), get_header)
+        return self.check_buyer(self.identify(get_header), get_header, charge, counter)
 
-    async def acheck(
-        self, get_header: HeaderGetter, charge: Charge, *, counter: UsageCounter | None = None
+    def check_buyer(
+        self, buyer: str | None, get_header: HeaderGetter, charge: Charge, counter: Allow | None = None
     ) -> Allow | Deny:
-        buyer = self._buyer(get_header)
-        if isinstance(buyer, Deny):
-            return self._deny(buyer)
-        result: Hold | Refusal | BaseException
+        """:meth:`check` for an adapter that read the buyer itself (see :attr:`identity_header`)."""
+        if buyer not in self._buyers and not self._valid_buyer(buyer):
+            return self._no_buyer(buyer)
         try:
-            amounts = {spec.meter: spec.hold for spec in charge}
-            if self.inline:  # embedded ledgers answer in microseconds: no coroutine, no thread hop
-                result = self.ledger.reserve(buyer, amounts)
-            else:
-                result = await self.ledger.areserve(buyer, amounts)
+            result: Hold | Refusal | BaseException = self.ledger.reserve(buyer, charge.amounts)
         except Exception as exc:
             result = exc
-        return self._request_id(self._interpret(buyer, charge, result, counter), get_header)
+        return self._decide(buyer, charge, result, counter, get_header)
 
-    def _request_id(self, decision: Allow | Deny, get_header: HeaderGetter) -> Allow | Deny:
-        if isinstance(decision, _Allow):
-            decision.request_id = get_header(self.settings.request_id_header) if self.reporter else None
-        return decision
+    async def acheck(self, get_header: HeaderGetter, charge: Charge, *, counter: Allow | None = None) -> Allow | Deny:
+        return await self.acheck_buyer(self.identify(get_header), get_header, charge, counter)
+
+    async def acheck_buyer(
+        self, buyer: str | None, get_header: HeaderGetter, charge: Charge, counter: Allow | None = None
+    ) -> Allow | Deny:
+        if buyer not in self._buyers and not self._valid_buyer(buyer):
+            return self._no_buyer(buyer)
+        try:
+            if self.inline:  # embedded ledgers answer in microseconds: no coroutine, no thread hop
+                result: Hold | Refusal | BaseException = self.ledger.reserve(buyer, charge.amounts)
+            else:
+                result = await self.ledger.areserve(buyer, charge.amounts)
+        except Exception as exc:
+            result = exc
+        return self._decide(buyer, charge, result, counter, get_header)
 
     # -- reporting -------------------------------------------------------------
     def usage_header(self, allow: Allow) -> str | None:
@@ -231,38 +253,40 @@ class Gate:
         Declaration order, ``meter=integer`` joined by ``", "``, zero quantities
         omitted; ``None`` when there is nothing to report.
         """
-        values = allow.counter.values
-        allow.counter.reported = reported = {m: values[m] for m in self._header_meters if m in values}
+        if not allow.touched:  # nothing recorded: the route's own header, worked out once
+            allow.reported = allow.charge.reported
+            return allow.charge.header
+        values = allow.values
+        allow.reported = reported = {m: values[m] for m in self._header_meters if m in values}
         parts = [f"{m}={q}" for m, q in reported.items() if q]
         return ", ".join(parts) if parts else None
 
     def _settlement(self, allow: Allow, success: bool) -> tuple[Mapping[str, int] | None, list[Event]]:
         """What to debit (``{}`` releases; ``None``: nothing) and the batch events to queue."""
-        if allow.finished:
+        if allow.closed:
             return None, []
-        allow.finished = True
-        counter = allow.counter
-        counter.closed = True
+        allow.closed = True
         if not success:
-            self.stats["released"] += 1
+            self._tally["released"] += 1
             return ({} if allow.hold is not None else None), []
-        self.stats["settled"] += 1
-        used = dict(counter.values)
+        self._settled += 1
+        used = dict(allow.values)
+        holds = allow.holds
         for meter, value in used.items():
-            if value > counter.holds[meter]:
-                self.stats["over_estimate"] += 1
+            if value > holds[meter]:
+                self._tally["over_estimate"] += 1
                 log.warning(
                     "zc_middleware: %s used %d of %r, more than the %d checked beforehand",
                     allow.buyer,
                     value,
                     meter,
-                    counter.holds[meter],
+                    holds[meter],
                 )
         batch = {m: q for m, q in used.items() if m in self._batch_meters and q}
-        if counter.reported is not None:
-            late = {m: used[m] - q for m, q in counter.reported.items() if used[m] > q}
+        if allow.reported is not None:
+            late = {m: used[m] - q for m, q in allow.reported.items() if used[m] > q}
             if late:
-                self.stats["late_usage"] += 1
+                self._tally["late_usage"] += 1
                 if self.reporter is None:
                     log.warning(
                         "zc_middleware: usage recorded after the response headers were sent cannot be reported "
@@ -276,7 +300,7 @@ class Gate:
         return (used if allow.hold is not None else None), events
 
     def _events(self, allow: Allow, batch: Mapping[str, int]) -> list[Event]:
-        request = _request_key(getattr(allow, "request_id", None))
+        request = _request_key(allow.request_id)
         now = time.time()
         return [
             make_event(user_id=allow.buyer, meter=m, quantity=q, idempotency_key=f"{request}:{m}", clock=lambda: now)
@@ -313,7 +337,7 @@ class Gate:
         try:
             self.reporter.enqueue(events, strict=False)
         except Exception:
-            self.stats["outbox_errors"] += 1
+            self._tally["outbox_errors"] += 1
             log.exception(
                 "zc_middleware: could not queue usage of %s; the events were: %s",
                 allow.buyer,
@@ -322,17 +346,25 @@ class Gate:
 
     def finish(self, allow: Allow, *, success: bool) -> None:
         """Settle the hold at the counted usage (``success``) or release it, and queue batch events. Never raises."""
+        if success and not allow.touched and allow.charge.exact and not allow.closed:
+            allow.closed = True  # nothing recorded on an exact charge: the hold already is the bill
+            self._settled += 1
+            return
         used, events = self._settlement(allow, success)
         if self._settle(allow, used, events) and used is not None:
             assert allow.hold is not None
             try:
                 self.ledger.adjust(allow.hold, used)
             except Exception:
-                self.stats["ledger_errors"] += 1
+                self._tally["ledger_errors"] += 1
                 log.exception("zc_middleware: could not settle the hold of %s", allow.buyer)
         self._queue(allow, events)
 
     async def afinish(self, allow: Allow, *, success: bool) -> None:
+        if success and not allow.touched and allow.charge.exact and not allow.closed:
+            allow.closed = True  # nothing recorded on an exact charge: the hold already is the bill
+            self._settled += 1
+            return
         used, events = self._settlement(allow, success)
         if self._settle(allow, used, events) and used is not None:
             assert allow.hold is not None
@@ -342,7 +374,7 @@ class Gate:
                 else:
                     await self.ledger.aadjust(allow.hold, used)
             except Exception:
-                self.stats["ledger_errors"] += 1
+                self._tally["ledger_errors"] += 1
                 log.exception("zc_middleware: could not settle the hold of %s", allow.buyer)
         self._queue(allow, events)
 

@@ -13,8 +13,8 @@ thread pools copy the context forward but never back.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -22,6 +22,7 @@ from .errors import ConfigError, ZcError
 
 __all__ = [
     "MAX_QUANTITY",
+    "Charge",
     "MeterSpec",
     "UsageCounter",
     "current_counter",
@@ -140,36 +141,100 @@ def metered_specs(view: object) -> tuple[MeterSpec, ...]:
     return ()
 
 
+class Charge(tuple[MeterSpec, ...]):
+    """What one route costs: its :class:`MeterSpec` s in declaration order (a tuple), plus
+    what every request of the route would otherwise recompute, worked out once per route."""
+
+    amounts: dict[str, int]
+    """``{meter: hold}``, the reservation handed to the ledger. Read-only."""
+    base: dict[str, int]
+    """``{meter: base quantity}``, what a request bills before it records anything. Read-only."""
+    exact: bool
+    """No meter is an estimate and none is on the batch channel: a request whose handler records
+    nothing settles at exactly its hold, which leaves the ledger untouched."""
+    header: str | None
+    """The usage header when the handler records nothing (the base quantities)."""
+    header_bytes: bytes
+    """``header`` encoded (``b""`` when there is none)."""
+    reported: dict[str, int]
+    """What ``header`` reports, meter by meter. Read-only."""
+
+    @classmethod
+    def build(
+        cls,
+        specs: Iterable[MeterSpec],
+        header_meters: frozenset[str] | None = None,
+        batch_meters: frozenset[str] = frozenset(),
+    ) -> Charge:
+        """``header_meters``: the meters reported in the usage header (``None``: all but the batch ones)."""
+        charge = cls(specs)
+        charge.amounts = {spec.meter: spec.hold for spec in charge}
+        charge.base = {spec.meter: spec.base for spec in charge}
+        charge.exact = all(spec.base == spec.hold and spec.meter not in batch_meters for spec in charge)
+        charge.reported = {
+            spec.meter: spec.base
+            for spec in charge
+            if (spec.meter in header_meters if header_meters is not None else spec.meter not in batch_meters)
+        }
+        parts = [f"{meter}={quantity}" for meter, quantity in charge.reported.items() if quantity]
+        charge.header = ", ".join(parts) if parts else None
+        charge.header_bytes = (charge.header or "").encode("latin-1")
+        return charge
+
+
+_UNARMED = Charge.build(())
+
+
 class UsageCounter:
-    """The usage of one request, meter by meter, in the order settings declare."""
+    """The usage of one request, meter by meter, in the order settings declare.
 
-    __slots__ = ("closed", "holds", "known", "reported", "values")
+    ``values`` is the route's shared ``charge.base`` until the first :meth:`add`
+    copies it (``touched``): most requests record nothing, and pay for no copy.
+    """
 
-    def __init__(self, specs: Iterable[MeterSpec], known: frozenset[str]) -> None:
+    # Class-level defaults (no ``__slots__``): a new counter pays only for what it changes.
+    #: what the route costs; empty until :meth:`arm`
+    charge: Charge = _UNARMED
+    values: dict[str, int] = _UNARMED.base
+    #: what the usage header said, once it has gone out (``None`` before)
+    reported: Mapping[str, int] | None = None
+    #: settled or released: recording more is an error
+    closed = False
+    #: ``record_usage`` was called: ``values`` is this request's own copy
+    touched = False
+
+    def __init__(self, specs: Iterable[MeterSpec] = (), known: frozenset[str] = frozenset()) -> None:
         self.known = known
-        self.values: dict[str, int] = {}
-        self.holds: dict[str, int] = {}
-        #: what the usage header said, once it has gone out (``None`` before)
-        self.reported: dict[str, int] | None = None
-        self.closed = False
-        self.arm(specs)
+        if specs:
+            self.arm(specs)
+
+    @property
+    def holds(self) -> Mapping[str, int]:
+        """``{meter: units checked beforehand}``."""
+        return self.charge.amounts
 
     def arm(self, specs: Iterable[MeterSpec]) -> None:
-        """Start counting ``specs``. Adapters that must bind the counter before routing
-        (Django binds in ``__call__``, resolves in ``process_view``) create it empty and arm it later."""
-        for spec in specs:
-            self.values[spec.meter] = spec.base
-            self.holds[spec.meter] = spec.hold
+        """Start counting ``specs`` (a :class:`Charge`, or specs to build one from). Adapters that must
+        bind the counter before routing (Django binds in ``__call__``, resolves in ``process_view``)
+        create it empty and arm it later."""
+        charge = specs if isinstance(specs, Charge) else Charge.build(specs)
+        self.charge = charge
+        self.values = charge.base
+        self.touched = False
 
     def add(self, meter: str, quantity: object) -> None:
         qty = check_quantity(quantity)
         if self.closed:
             raise ZcError("request_finished", "this request's usage was already settled")
-        name = meter if meter in self.values else self._resolve(meter)
-        total = self.values[name] + qty
+        values = self.values
+        name = meter if meter in values else self._resolve(meter)
+        total = values[name] + qty
         if total > MAX_QUANTITY:
             raise ZcError("invalid_quantity", f"usage of {name!r} would exceed {MAX_QUANTITY}")
-        self.values[name] = total
+        if not self.touched:
+            self.values = values = dict(values)
+            self.touched = True
+        values[name] = total
 
     def _resolve(self, meter: str) -> str:
         name = normalize_meter_name(meter)
@@ -208,10 +273,7 @@ def record_usage(meter: str, quantity: int) -> None:
     counter.add(meter, quantity)
 
 
-def bind_counter(counter: UsageCounter | None) -> object:
-    """Make ``counter`` the current request's counter; returns the token for :func:`unbind_counter`."""
-    return _current.set(counter)
-
-
-def unbind_counter(token: object) -> None:
-    _current.reset(token)  # type: ignore[arg-type]
+#: Make a counter the current request's counter; returns the token for :func:`unbind_counter`.
+#: (The ContextVar's own methods: adapters call them on every paid request.)
+bind_counter: Callable[[UsageCounter | None], Token[UsageCounter | None]] = _current.set
+unbind_counter: Callable[[Token[UsageCounter | None]], None] = _current.reset

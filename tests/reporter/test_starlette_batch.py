@@ -10,7 +10,7 @@ import pytest
 
 from tests.reporter.helpers import KEY, BatchAPI
 from tests.servers import serve, uvicorn
-from zc_middleware import ZeroClickSettings, open_ledger
+from zc_middleware import ZeroClickSettings, metered, open_ledger
 from zc_middleware.gate import Gate
 from zc_middleware.outbox import open_outbox
 from zc_middleware.reporter import Reporter
@@ -75,9 +75,8 @@ def test_shared_file_settles_and_queues_in_one_transaction(api: BatchAPI, tmp_pa
     gate = Gate(settings, reporter=reporter)
     try:
         assert gate._shared_file
-        from zc_middleware.meters import MeterSpec
-
-        charge = (MeterSpec.make("compute-seconds", estimate=30),)
+        charge = gate.charge_for(metered("compute-seconds", estimate=30)(lambda: None))
+        assert charge is not None
         allow = gate.check({"zc-agent-id": "b", "zc-request-id": "r1"}.get, charge)
         allow.counter.add("compute-seconds", 7)  # type: ignore[union-attr]
         gate.finish(allow, success=True)  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from django.http.response import HttpResponseBase
 from ..decision import Allow, Deny
 from ..errors import ConfigError
 from ..gate import Charge, Gate
-from ..meters import UsageCounter, bind_counter, unbind_counter
+from ..meters import bind_counter, unbind_counter
 from .conf import get_gate
 from .routing import endpoints, route_name, view_for
 from .streaming import settle_at_close
@@ -45,7 +45,7 @@ class _Flow:
 
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
-        self.counter: UsageCounter = gate.new_counter()
+        self.counter: Allow = gate.new_counter()
         self.allow: Allow | None = None
 
 
