@@ -37,7 +37,6 @@ __all__ = ["ZeroClickMiddleware"]
 log = logging.getLogger("zc_middleware")
 _USAGE = b"x-zeroclick-usage"
 _CACHE_SIZE = 4096
-_MISSING = object()
 View = tuple[object, "str | None"]
 
 
@@ -96,14 +95,6 @@ def _walk(routes: Iterable[Any], prefix: str | None = None) -> Iterator[View]:
             yield endpoint, _join(prefix, name)
 
 
-class _Flow:
-    __slots__ = ("disconnected_early", "status")
-
-    def __init__(self) -> None:
-        self.status: int | None = None
-        self.disconnected_early = False
-
-
 class ZeroClickMiddleware:
     """``app.add_middleware(ZeroClickMiddleware, settings=ZeroClickSettings(...))``."""
 
@@ -120,25 +111,58 @@ class ZeroClickMiddleware:
         if gate is None:
             gate = Gate(settings if settings is not None else ZeroClickSettings(), ledger=ledger, identify=identify)
         self.gate = gate
+        self._identity = gate.identity_header.encode("latin-1") if gate.identity_header else None
         self._cache: dict[tuple[str, str, str], Charge | None] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            charge = self._charge(scope)
-            if charge is not None:
-                await self._paid(scope, receive, send, charge)
-                return
-        elif scope["type"] == "lifespan":
-            await self._lifespan(scope, receive, send)
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        key = (scope["method"], scope["path"], scope.get("root_path", ""))
+        try:
+            charge = self._cache[key]
+        except KeyError:
+            charge = self._charge(scope, key)
+        if charge is None:
+            await self.app(scope, receive, send)
+            return
+        # A paid request, written out in one coroutine: this is the per-request cost of the middleware.
+        gate = self.gate
+        exchange = _Exchange(gate, scope["headers"], receive, send)
+        if self._identity is not None:  # the default identity: one header, read straight from the scope
+            buyer = None
+            for key, value in exchange.headers:
+                if key == self._identity:
+                    buyer = value.decode("latin-1")
+                    break
+        else:
+            buyer = gate.identify(exchange.header)
+        if gate.inline:
+            decision = gate.check_buyer(buyer, exchange.header, charge, exchange)
+        else:
+            decision = await gate.acheck_buyer(buyer, exchange.header, charge, exchange)
+        if isinstance(decision, Deny):
+            await _send_deny(send, decision)
+            return
+        token = bind_counter(exchange)
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        finally:
+            unbind_counter(token)
+            # Once a usage header went out the proxy bills it, so the ledger keeps it
+            # even if the body later fails; before that, any failure releases the hold.
+            status = exchange.status
+            success = status is not None and status < 400 and not exchange.disconnected_early
+            if gate.inline:
+                gate.finish(exchange, success=success)
+            else:
+                await gate.afinish(exchange, success=success)
 
     # -- routing -----------------------------------------------------------------
-    def _charge(self, scope: Scope) -> Charge | None:
-        key = (scope["method"], scope["path"], scope.get("root_path", ""))
-        charge = self._cache.get(key, _MISSING)
-        if charge is not _MISSING:
-            return charge  # type: ignore[return-value]
+    def _charge(self, scope: Scope, key: tuple[str, str, str]) -> Charge | None:
         router = getattr(scope.get("app"), "router", None)
         if router is None:
             return None
@@ -188,60 +212,59 @@ class ZeroClickMiddleware:
 
         await self.app(scope, replay, send_after_flush)
 
-    # -- the paid request -----------------------------------------------------------
-    async def _paid(self, scope: Scope, receive: Receive, send: Send, charge: Charge) -> None:
-        headers = scope["headers"]
 
-        def get_header(name: str) -> str | None:
-            raw = name.encode("latin-1")
-            for key, value in headers:
-                if key == raw or key.lower() == raw:
-                    return value.decode("latin-1")
-            return None
+class _Exchange(Allow):
+    """One paid request: the grant the gate fills in (and so the usage counter), and the
+    ``receive``/``send`` pair that adds the usage header and notes status and early disconnects."""
 
-        gate = self.gate
-        decision = gate.check(get_header, charge) if gate.inline else await gate.acheck(get_header, charge)
-        if isinstance(decision, Deny):
-            await _send_deny(send, decision)
-            return
-        await self._run(scope, receive, send, decision)
+    #: the status of the ``http.response.start`` that really went out
+    status: int | None = None
+    disconnected_early = False
 
-    async def _run(self, scope: Scope, receive: Receive, send: Send, allow: Allow) -> None:
-        gate = self.gate
-        flow = _Flow()
+    def __init__(self, gate: Gate, headers: Iterable[tuple[bytes, bytes]], receive: Receive, send: Send) -> None:
+        # One frame, no super().__init__(): every other field of the grant starts at its class default.
+        self.known = gate.known
+        self.gate = gate
+        self.headers = headers
+        self._receive = receive
+        self._send = send
 
-        async def send_usage(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if status < 400 and not flow.disconnected_early:
-                    value = gate.usage_header(allow)
-                    raw = [(k, v) for k, v in message.get("headers", ()) if k.lower() != _USAGE]
+    def header(self, name: str) -> str | None:
+        """A request header by lower-case name (ASGI servers send header names lower-cased)."""
+        raw = name.encode("latin-1")
+        for key, value in self.headers:
+            if key == raw:
+                return value.decode("latin-1")
+        return None
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            if status < 400 and not self.disconnected_early:
+                raw = list(message.get("headers", ()))
+                for key, _ in raw:
+                    if key == _USAGE:  # the app's own usage header never goes out (ASGI names are lower-case)
+                        raw = [item for item in raw if item[0] != _USAGE]
+                        break
+                if not self.touched:  # nothing recorded yet: the route's header, encoded once
+                    self.reported = self.charge.reported
+                    if self.charge.header is not None:
+                        raw.append((_USAGE, self.charge.header_bytes))
+                else:
+                    value = self.gate.usage_header(self)
                     if value:
                         raw.append((_USAGE, value.encode("latin-1")))
-                    message = {**message, "headers": raw}
-                await send(message)
-                flow.status = status  # only once the start really went out
-                return
-            await send(message)
+                message["headers"] = raw  # a new list: the app's own (maybe shared) list is left alone
+            await self._send(message)
+            self.status = status  # only once the start really went out
+            return
+        await self._send(message)
 
-        async def watch_disconnect() -> Message:
-            message = await receive()
-            if message["type"] == "http.disconnect" and flow.status is None:
-                flow.disconnected_early = True
-            return message
-
-        token = bind_counter(allow.counter)
-        try:
-            await self.app(scope, watch_disconnect, send_usage)
-        finally:
-            unbind_counter(token)
-            # Once a usage header went out the proxy bills it, so the ledger keeps it
-            # even if the body later fails; before that, any failure releases the hold.
-            success = flow.status is not None and flow.status < 400 and not flow.disconnected_early
-            if gate.inline:
-                gate.finish(allow, success=success)
-            else:
-                await gate.afinish(allow, success=success)
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.disconnect" and self.status is None:
+            self.disconnected_early = True
+        return message
 
 
 async def _send_deny(send: Send, deny: Deny) -> None:
