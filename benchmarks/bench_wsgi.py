@@ -1,0 +1,277 @@
+"""Per-request cost of zc_middleware in Flask and Django (WSGI), against bare apps in the same run.
+
+Calls each WSGI application in process (no sockets, no server): a fresh environ,
+a no-op ``start_response``, the body read to the end and ``close()`` called, as
+a WSGI server would. Variants alternate inside each round; medians over rounds.
+The peers are Flask-Limiter and django-ratelimit with a limit never reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_requests import PLANS, RawDebit  # noqa: E402
+
+from zc_middleware import metered  # noqa: E402
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+ENVIRON = {
+    "REQUEST_METHOD": "GET",
+    "SCRIPT_NAME": "",
+    "QUERY_STRING": "",
+    "SERVER_NAME": "bench",
+    "SERVER_PORT": "80",
+    "SERVER_PROTOCOL": "HTTP/1.1",
+    "REMOTE_ADDR": "127.0.0.1",
+    "HTTP_HOST": "bench",
+    "HTTP_USER_AGENT": "bench",
+    "HTTP_ZC_AGENT_ID": "agent-bench",
+    "wsgi.version": (1, 0),
+    "wsgi.url_scheme": "http",
+    "wsgi.errors": sys.stderr,
+    "wsgi.multithread": False,
+    "wsgi.multiprocess": False,
+    "wsgi.run_once": False,
+}
+
+
+def _start_response(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> Callable[[bytes], None]:
+    if not status.startswith("200"):
+        raise RuntimeError(f"unexpected status {status}")
+    return lambda data: None
+
+
+def call(app: WSGIApp, path: str) -> None:
+    environ = dict(ENVIRON, PATH_INFO=path)
+    environ["wsgi.input"] = io.BytesIO(b"")
+    body = app(environ, _start_response)
+    try:
+        for _ in body:
+            pass
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+
+def run_wsgi(app: WSGIApp, path: str, n: int) -> float:
+    for _ in range(50):
+        call(app, path)
+    start = time.perf_counter()
+    for _ in range(n):
+        call(app, path)
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def ledger_url(kind: str, tmp: Path) -> str:
+    return "memory://" if kind == "memory" else f"sqlite:///{tmp / 'bench.db'}"
+
+
+# -- Flask --------------------------------------------------------------------------------
+def flask_app(kind: str | None, tmp: Path, raw: RawDebit | None = None) -> WSGIApp:
+    from flask import Flask
+
+    app = Flask(f"bench_{kind}")
+
+    @app.get("/free")
+    def free() -> str:
+        return "hello"
+
+    @app.get("/paid")
+    @metered("api-requests")
+    def paid() -> str:
+        if raw is not None:
+            raw.once()
+        return "hello"
+
+    if kind is not None:
+        from zc_middleware.flask import ZeroClick
+
+        app.config["ZEROCLICK"] = {"meters": {"api-requests": {}}, "plans": PLANS, "ledger": ledger_url(kind, tmp)}
+        ZeroClick(app)
+    return app
+
+
+def flask_limiter_app() -> WSGIApp:
+    from flask import Flask
+    from flask_limiter import Limiter
+    from flask_limiter.util import get_remote_address
+
+    app = Flask("bench_limiter")
+    limiter = Limiter(get_remote_address, app=app, storage_uri="memory://")
+
+    @app.get("/paid")
+    @limiter.limit("1000000000/minute")
+    def limited() -> str:
+        return "hello"
+
+    return app
+
+
+# -- Django -------------------------------------------------------------------------------
+class DjangoBench:
+    """One configured Django: a bare handler, a handler with the middleware, and the process's
+    Gate swapped between ``memory://`` and ``sqlite://`` before each variant is timed."""
+
+    def __init__(self, tmp: Path, raw: RawDebit) -> None:
+        import django
+        from django.conf import settings
+        from django.http import HttpRequest, HttpResponse
+        from django.urls import path
+
+        def free(request: HttpRequest) -> HttpResponse:
+            return HttpResponse("hello")
+
+        @metered("api-requests")
+        def paid(request: HttpRequest) -> HttpResponse:
+            return HttpResponse("hello")
+
+        def with_raw_debit(request: HttpRequest) -> HttpResponse:
+            raw.once()
+            return HttpResponse("hello")
+
+        urls = type(sys)("bench_django_urls")
+        urls.urlpatterns = [  # type: ignore[attr-defined]
+            path("free", free),
+            path("paid", paid),
+            path("raw", with_raw_debit),
+        ]
+        try:
+            from django_ratelimit.decorators import ratelimit
+
+            urls.urlpatterns.append(  # type: ignore[attr-defined]
+                path("limited", ratelimit(key="ip", rate="1000000000/m")(free))
+            )
+            self.has_peer = True
+        except ImportError:
+            self.has_peer = False
+        sys.modules["bench_django_urls"] = urls
+        settings.configure(
+            DEBUG=False,
+            ALLOWED_HOSTS=["*"],
+            ROOT_URLCONF="bench_django_urls",
+            MIDDLEWARE=[],
+            INSTALLED_APPS=[],
+            DATABASES={},
+            ZEROCLICK={"METERS": {"api-requests": {}}, "PLANS": PLANS, "LEDGER": "memory://"},
+        )
+        django.setup()
+        from django.core.handlers.wsgi import WSGIHandler
+        from django.test.utils import override_settings
+
+        from zc_middleware.django import conf
+        from zc_middleware.gate import Gate
+        from zc_middleware.settings import ZeroClickSettings
+
+        self.bare = WSGIHandler()
+        with override_settings(MIDDLEWARE=["zc_middleware.django.ZeroClickMiddleware"]):
+            self.zc = WSGIHandler()
+        self._conf = conf
+        self.gates = {
+            kind: Gate(ZeroClickSettings(meters={"api-requests": {}}, plans=PLANS, ledger=ledger_url(kind, tmp)))
+            for kind in ("memory", "sqlite")
+        }
+
+    def with_gate(self, kind: str) -> WSGIApp:
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            self._conf._gate = self.gates[kind]
+            return self.zc(environ, start_response)
+
+        return app
+
+
+# -- running ------------------------------------------------------------------------------
+def measure(title: str, variants: dict[str, tuple[WSGIApp, str]], raw: RawDebit, rounds: int, n: int) -> None:
+    samples: dict[str, list[float]] = {name: [] for name in [*variants, "raw SQLite debit"]}
+    for r in range(rounds):
+        order = list(samples) if r % 2 == 0 else list(reversed(samples))
+        for name in order:
+            if name == "raw SQLite debit":
+                samples[name].append(raw.run(n))
+            else:
+                app, path = variants[name]
+                samples[name].append(run_wsgi(app, path, n))
+    raw_med = statistics.median(samples.pop("raw SQLite debit"))
+    bare = statistics.median(samples["bare"])
+    print(f"\n{title}, in process: {rounds} rounds x {n} requests, medians (µs per request)\n")
+    print(f"{'variant':<20}{'µs/req':>10}{'x bare':>9}{'+µs':>9}")
+    for name, values in samples.items():
+        med = statistics.median(values)
+        print(f"{name:<20}{med:>10.1f}{med / bare:>9.3f}{med - bare:>+9.1f}")
+    print(f"{'raw SQLite debit':<20}{raw_med:>10.1f}")
+    spread = abs(statistics.median(samples["bare-2"]) - bare)
+    paid_memory = statistics.median(samples["paid memory://"]) - bare
+    paid_sqlite = statistics.median(samples["paid sqlite://"]) - bare
+    in_request = statistics.median(samples["bare + raw debit"]) - bare
+    print(f"\nbare-vs-bare noise: {spread:.1f} µs")
+    print(f"paid memory:// adds {paid_memory:.1f} µs (target: <= +10 µs)")
+    print(
+        f"paid sqlite:// adds {paid_sqlite:.1f} µs = one raw debit inside a request ({in_request:.1f} µs) "
+        f"{paid_sqlite - in_request:+.1f} µs (target: <= +10 µs); "
+        f"a raw debit in a tight loop takes {raw_med:.1f} µs"
+    )
+
+
+def bench_flask(rounds: int, n: int) -> None:
+    tmp = Path(tempfile.mkdtemp())
+    raw = RawDebit(tmp / "bench.db")  # the ledger opens the same file
+    variants: dict[str, tuple[WSGIApp, str]] = {
+        "bare": (flask_app(None, tmp), "/free"),
+        "bare-2": (flask_app(None, tmp), "/free"),
+        "free route + zc": (flask_app("memory", tmp), "/free"),
+        "paid memory://": (flask_app("memory", tmp), "/paid"),
+        "paid sqlite://": (flask_app("sqlite", tmp), "/paid"),
+        "bare + raw debit": (flask_app(None, tmp, raw), "/paid"),
+    }
+    try:
+        variants["Flask-Limiter"] = (flask_limiter_app(), "/paid")
+    except ImportError:
+        print("(Flask-Limiter not installed: pip install -e '.[bench]')")
+    measure("Flask", variants, raw, rounds, n)
+
+
+def bench_django(rounds: int, n: int) -> None:
+    tmp = Path(tempfile.mkdtemp())
+    raw = RawDebit(tmp / "bench.db")  # the ledgers open the same file
+    dj = DjangoBench(tmp, raw)
+    variants: dict[str, tuple[WSGIApp, str]] = {
+        "bare": (dj.bare, "/free"),
+        "bare-2": (dj.bare, "/free"),
+        "free route + zc": (dj.with_gate("memory"), "/free"),
+        "paid memory://": (dj.with_gate("memory"), "/paid"),
+        "paid sqlite://": (dj.with_gate("sqlite"), "/paid"),
+        "bare + raw debit": (dj.bare, "/raw"),
+    }
+    if dj.has_peer:
+        variants["django-ratelimit"] = (dj.bare, "/limited")
+    else:
+        print("(django-ratelimit not installed: pip install -e '.[bench]')")
+    measure("Django (WSGI)", variants, raw, rounds, n)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("-n", type=int, default=1000, help="requests per variant per round")
+    parser.add_argument("--only", choices=["flask", "django"], help="run one framework")
+    args = parser.parse_args()
+    if args.only in (None, "flask"):
+        bench_flask(args.rounds, args.n)
+    if args.only in (None, "django"):
+        bench_django(args.rounds, args.n)
+
+
+if __name__ == "__main__":
+    main()
