@@ -161,20 +161,25 @@ def bench_inprocess(rounds: int, n: int) -> None:
     loop.run_until_complete(run_asgi(variants["paid sqlite://"][0], "/paid", 1))  # creates the ledger file
     raw_debit = RawDebit(tmp / "bench.db")
     variants["bare + raw debit"] = (raw_debit_app(raw_debit), "/paid")
-    samples: dict[str, list[float]] = {name: [] for name in [*variants, "raw SQLite debit"]}
-    for r in range(rounds):
-        order = list(samples) if r % 2 == 0 else list(reversed(samples))
-        for name in order:
-            if name == "raw SQLite debit":
-                samples[name].append(raw_debit.run(n))
-            else:
-                app, path = variants[name]
-                samples[name].append(loop.run_until_complete(run_asgi(app, path, n)))
+    timers: dict[str, Callable[[int], float]] = {
+        name: (lambda n, app=app, path=path: loop.run_until_complete(run_asgi(app, path, n)))
+        for name, (app, path) in variants.items()
+    }
+    measure("Starlette", timers, raw_debit, rounds, n)
     loop.close()
-    raw = samples.pop("raw SQLite debit")
+
+
+def measure(title: str, timers: dict[str, Callable[[int], float]], raw: RawDebit, rounds: int, n: int) -> None:
+    """Time every variant (``n`` requests -> µs per request) and the raw debit, alternating the
+    order each round, and print medians against ``bare`` with the targets."""
+    samples: dict[str, list[float]] = {name: [] for name in [*timers, "raw SQLite debit"]}
+    timers = {**timers, "raw SQLite debit": raw.run}
+    for r in range(rounds):
+        for name in list(samples) if r % 2 == 0 else list(reversed(samples)):
+            samples[name].append(timers[name](n))
+    raw_med = statistics.median(samples.pop("raw SQLite debit"))
     bare = statistics.median(samples["bare"])
-    raw_med = statistics.median(raw)
-    print(f"\nStarlette, in process: {rounds} rounds x {n} requests, medians (µs per request)\n")
+    print(f"\n{title}, in process: {rounds} rounds x {n} requests, medians (µs per request)\n")
     print(f"{'variant':<20}{'µs/req':>10}{'x bare':>9}{'+µs':>9}")
     for name, values in samples.items():
         med = statistics.median(values)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import statistics
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_requests import PLANS, RawDebit  # noqa: E402
+from bench_requests import PLANS, RawDebit, measure  # noqa: E402
 
 from zc_middleware import metered  # noqa: E402
 
@@ -193,35 +192,8 @@ class DjangoBench:
 
 
 # -- running ------------------------------------------------------------------------------
-def measure(title: str, variants: dict[str, tuple[WSGIApp, str]], raw: RawDebit, rounds: int, n: int) -> None:
-    samples: dict[str, list[float]] = {name: [] for name in [*variants, "raw SQLite debit"]}
-    for r in range(rounds):
-        order = list(samples) if r % 2 == 0 else list(reversed(samples))
-        for name in order:
-            if name == "raw SQLite debit":
-                samples[name].append(raw.run(n))
-            else:
-                app, path = variants[name]
-                samples[name].append(run_wsgi(app, path, n))
-    raw_med = statistics.median(samples.pop("raw SQLite debit"))
-    bare = statistics.median(samples["bare"])
-    print(f"\n{title}, in process: {rounds} rounds x {n} requests, medians (µs per request)\n")
-    print(f"{'variant':<20}{'µs/req':>10}{'x bare':>9}{'+µs':>9}")
-    for name, values in samples.items():
-        med = statistics.median(values)
-        print(f"{name:<20}{med:>10.1f}{med / bare:>9.3f}{med - bare:>+9.1f}")
-    print(f"{'raw SQLite debit':<20}{raw_med:>10.1f}")
-    spread = abs(statistics.median(samples["bare-2"]) - bare)
-    paid_memory = statistics.median(samples["paid memory://"]) - bare
-    paid_sqlite = statistics.median(samples["paid sqlite://"]) - bare
-    in_request = statistics.median(samples["bare + raw debit"]) - bare
-    print(f"\nbare-vs-bare noise: {spread:.1f} µs")
-    print(f"paid memory:// adds {paid_memory:.1f} µs (target: <= +10 µs)")
-    print(
-        f"paid sqlite:// adds {paid_sqlite:.1f} µs = one raw debit inside a request ({in_request:.1f} µs) "
-        f"{paid_sqlite - in_request:+.1f} µs (target: <= +10 µs); "
-        f"a raw debit in a tight loop takes {raw_med:.1f} µs"
-    )
+def timers(variants: dict[str, tuple[WSGIApp, str]]) -> dict[str, Callable[[int], float]]:
+    return {name: (lambda n, app=app, path=path: run_wsgi(app, path, n)) for name, (app, path) in variants.items()}
 
 
 def bench_flask(rounds: int, n: int) -> None:
@@ -239,7 +211,7 @@ def bench_flask(rounds: int, n: int) -> None:
         variants["Flask-Limiter"] = (flask_limiter_app(), "/paid")
     except ImportError:
         print("(Flask-Limiter not installed: pip install -e '.[bench]')")
-    measure("Flask", variants, raw, rounds, n)
+    measure("Flask", timers(variants), raw, rounds, n)
 
 
 def bench_django(rounds: int, n: int) -> None:
@@ -258,7 +230,7 @@ def bench_django(rounds: int, n: int) -> None:
         variants["django-ratelimit"] = (dj.bare, "/limited")
     else:
         print("(django-ratelimit not installed: pip install -e '.[bench]')")
-    measure("Django (WSGI)", variants, raw, rounds, n)
+    measure("Django (WSGI)", timers(variants), raw, rounds, n)
 
 
 def main() -> None:
