@@ -243,8 +243,8 @@ class _Exchange(Allow):
             if status < 400 and not self.disconnected_early:
                 raw = list(message.get("headers", ()))
                 for key, _ in raw:
-                    if key == _USAGE:  # the app's own usage header never goes out (ASGI names are lower-case)
-                        raw = [item for item in raw if item[0] != _USAGE]
+                    if key.lower() == _USAGE:  # the app's own usage header never goes out, whatever its case
+                        raw = [item for item in raw if item[0].lower() != _USAGE]
                         break
                 if not self.touched:  # nothing recorded yet: the route's header, encoded once
                     self.reported = self.charge.reported
@@ -254,7 +254,7 @@ class _Exchange(Allow):
                     value = self.gate.usage_header(self)
                     if value:
                         raw.append((_USAGE, value.encode("latin-1")))
-                message["headers"] = raw  # a new list: the app's own (maybe shared) list is left alone
+                message = {**message, "headers": raw}  # the app's message and header list stay untouched
             await self._send(message)
             self.status = status  # only once the start really went out
             return

@@ -126,6 +126,29 @@ def test_the_app_cannot_set_the_usage_header_itself(ledger: Ledger) -> None:
     assert response.headers.get_list("x-zeroclick-usage") == ["api-requests=1"]
 
 
+SHARED = Response("cached")
+SHARED.raw_headers.append((b"X-ZeroClick-Usage", b"api-requests=99"))  # not lower-cased, as a raw app might send
+
+
+def test_a_reused_response_with_its_own_usage_header_is_neither_trusted_nor_changed(ledger: Ledger) -> None:
+    async def cached(request: Request) -> Response:
+        return SHARED
+
+    app = Starlette(routes=[Route("/cached", metered("api-requests")(cached))])
+    config = ZeroClickSettings(meters={"api-requests": {}}, plans=PLANS, ledger="memory://")
+    app.add_middleware(ZeroClickMiddleware, settings=config, ledger=ledger)
+    before = list(SHARED.raw_headers)
+
+    async def go() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            return [await client.get("/cached", headers={"zc-agent-id": "b"}) for _ in range(2)]
+
+    for response in asyncio.run(go()):
+        assert response.headers.get_list("x-zeroclick-usage") == ["api-requests=1"]
+    assert SHARED.raw_headers == before
+    assert ledger.balance("b").meter("api-requests").used == 2
+
+
 class BrokenLedger(MemoryLedger):
     def reserve(self, buyer: str, amounts: Mapping[str, int]) -> Hold | Refusal:
         raise OSError("disk on fire")
