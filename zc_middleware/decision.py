@@ -1,4 +1,4 @@
-"""Decisions are values: :class:`Allow` lets the handler run, :class:`Deny` carries the response.
+"""Decisions: :class:`Allow` lets the handler run (and counts its usage), :class:`Deny` carries the response.
 
 Adapters render a ``Deny`` in their framework's own response type without
 looking inside it; the bytes and headers are built here once.
