@@ -270,6 +270,8 @@ class Gate:
             self._tally["released"] += 1
             return ({} if allow.hold is not None else None), []
         self._settled += 1
+        if not allow.touched and allow.charge.exact:
+            return None, []  # nothing recorded on an exact charge: the hold already is the bill
         used = dict(allow.values)
         holds = allow.holds
         for meter, value in used.items():
@@ -347,7 +349,7 @@ class Gate:
     def finish(self, allow: Allow, *, success: bool) -> None:
         """Settle the hold at the counted usage (``success``) or release it, and queue batch events. Never raises."""
         if success and not allow.touched and allow.charge.exact and not allow.closed:
-            allow.closed = True  # nothing recorded on an exact charge: the hold already is the bill
+            allow.closed = True  # the common case of _settlement, without its calls: nothing to write
             self._settled += 1
             return
         used, events = self._settlement(allow, success)
@@ -361,18 +363,14 @@ class Gate:
         self._queue(allow, events)
 
     async def afinish(self, allow: Allow, *, success: bool) -> None:
-        if success and not allow.touched and allow.charge.exact and not allow.closed:
-            allow.closed = True  # nothing recorded on an exact charge: the hold already is the bill
-            self._settled += 1
+        if self.inline:  # embedded ledgers: the sync path, with its no-write fast path
+            self.finish(allow, success=success)
             return
         used, events = self._settlement(allow, success)
         if self._settle(allow, used, events) and used is not None:
             assert allow.hold is not None
             try:
-                if self.inline:
-                    self.ledger.adjust(allow.hold, used)
-                else:
-                    await self.ledger.aadjust(allow.hold, used)
+                await self.ledger.aadjust(allow.hold, used)
             except Exception:
                 self._tally["ledger_errors"] += 1
                 log.exception("zc_middleware: could not settle the hold of %s", allow.buyer)
