@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ PLANS = {
 }
 CONFIG = {"meters": {"api-requests": {}, "compute-seconds": {}}, "plans": PLANS, "ledger": "memory://"}
 AGENT = {"zc-agent-id": "agent-1"}
+FLASK_30 = version("flask").startswith("3.0.")
 
 
 def used(ledger: MemoryLedger, meter: str = "api-requests", buyer: str = "agent-1") -> int:
@@ -356,6 +358,9 @@ def streaming_flask_app(ledger: MemoryLedger) -> Flask:
     return app
 
 
+@pytest.mark.skipif(
+    FLASK_30, reason="Flask 3.0's stream_with_context cannot be iterated on another thread, even without ZeroClick"
+)
 def test_flask_stream_iterated_on_another_thread_settles_only_at_close() -> None:
     ledger = MemoryLedger(plans=PLANS)
     app = streaming_flask_app(ledger)
