@@ -139,6 +139,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(10)
+        sys.path.insert(0, str(ROOT))  # examples/ is not part of the installed package
         from examples.starlette_app import settings
 
         ledger = open_ledger(ledger_url, plans=settings.plans)
