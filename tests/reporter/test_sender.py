@@ -44,7 +44,12 @@ def make_reporter(outbox_url: str, api: BatchAPI) -> Iterator[object]:
             "shutdown_timeout": 5.0,
             **kw,
         }
-        reporter = Reporter(open_outbox(str(options.pop("url", outbox_url))), **options)  # type: ignore[arg-type]
+        outbox = open_outbox(str(options.pop("url", outbox_url)))
+        try:
+            reporter = Reporter(outbox, **options)  # type: ignore[arg-type]
+        except Exception:
+            outbox.close()  # a refused configuration: the reporter never owned it
+            raise
         made.append(reporter)
         return reporter
 
