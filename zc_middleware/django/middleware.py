@@ -27,6 +27,8 @@ from ..decision import Allow, Deny
 from ..errors import ConfigError
 from ..gate import Charge, Gate
 from ..meters import bind_counter, unbind_counter
+from ..wsgi import environ_key, header_getter
+from . import conf
 from .conf import get_gate
 from .routing import endpoints, route_name, view_for
 from .streaming import settle_at_close
@@ -35,18 +37,57 @@ __all__ = ["ZeroClickMiddleware"]
 
 _USAGE = "X-ZeroClick-Usage"
 _STATE = "_zeroclick"
+_CACHE_SIZE = 4096
 GetResponse = Callable[[HttpRequest], Any]
+RouteKey = tuple[object, str | None, str | None, str | None]
 
 
-class _Flow:
-    """One request's state: the Gate it started with, its counter, and the hold once granted."""
+class _Exchange(Allow):
+    """One request through the middleware: the usage counter, bound before Django resolves the
+    view; the Gate arms it and fills it in (it becomes the ``Allow``) when the view is paid."""
 
-    __slots__ = ("allow", "counter", "gate")
+    #: the Gate allowed the view: settle or release when the response is done
+    granted = False
+
+    def __init__(self, gate: Gate) -> None:
+        # One frame, no super().__init__(): every other field starts at its class default.
+        self.known = gate.known
+        self.gate = gate
+
+
+class _Routing:
+    """What one Gate prices each resolved view at, and where its buyer header sits in ``META``."""
+
+    __slots__ = ("charges", "gate", "meta_key")
 
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
-        self.counter: Allow = gate.new_counter()
-        self.allow: Allow | None = None
+        self.charges: dict[RouteKey, Charge | None] = {}
+        #: ``HTTP_ZC_AGENT_ID`` for the default identity; ``None`` with a custom ``identify``
+        self.meta_key = environ_key(gate.identity_header) if gate.identity_header else None
+
+    def charge(self, request: HttpRequest, view_func: object) -> Charge | None:
+        match = request.resolver_match
+        method = request.method
+        url_name, view_name = (match.url_name, match.view_name) if match is not None else (None, None)
+        key = (view_func, method, url_name, view_name)
+        try:
+            return self.charges[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable view: priced on every request
+            return self._price(view_func, method, url_name, view_name)
+        charge = self._price(view_func, method, url_name, view_name)
+        if len(self.charges) >= _CACHE_SIZE:
+            self.charges.clear()
+        self.charges[key] = charge
+        return charge
+
+    def _price(
+        self, view_func: object, method: str | None, url_name: str | None, view_name: str | None
+    ) -> Charge | None:
+        route = route_name(self.gate.settings.routes, url_name, view_name)
+        return self.gate.charge_for(view_for(view_func, method), route)
 
 
 class ZeroClickMiddleware:
@@ -64,90 +105,94 @@ class ZeroClickMiddleware:
             # async, so an async process_view is called inline instead of through the single
             # thread-sensitive executor on every request.
             self.process_view = self._aprocess_view  # type: ignore[method-assign]
-        _validate_urlconf()
+        self._routing = _Routing(_validate_urlconf())
 
     # -- the request around the view ---------------------------------------------
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        flow = _start(request)
-        token = bind_counter(flow.counter)
+        exchange = request._zeroclick = _Exchange(conf._gate or get_gate())  # type: ignore[attr-defined]
+        token = bind_counter(exchange)
         try:
             response = self.get_response(request)
         except BaseException:
-            if flow.allow is not None:
-                flow.gate.finish(flow.allow, success=False)
+            if exchange.granted:
+                exchange.gate.finish(exchange, success=False)
             raise
         finally:
             unbind_counter(token)
-        success = _respond(flow, response)
-        if success is not None and flow.allow is not None:
-            flow.gate.finish(flow.allow, success=success)
+        if exchange.granted:
+            success = _respond(exchange, response)
+            if success is not None:
+                exchange.gate.finish(exchange, success=success)
         return response
 
     async def __acall__(self, request: HttpRequest) -> Any:
-        flow = _start(request)
-        token = bind_counter(flow.counter)
+        exchange = request._zeroclick = _Exchange(conf._gate or get_gate())  # type: ignore[attr-defined]
+        token = bind_counter(exchange)
         try:
             response = await self.get_response(request)
         except BaseException:  # CancelledError included: Django cancels the view when the client leaves
-            if flow.allow is not None:
-                await _afinish(flow.gate, flow.allow, success=False)
+            if exchange.granted:
+                await _afinish(exchange.gate, exchange, success=False)
             raise
         finally:
             unbind_counter(token)
-        success = _respond(flow, response)
-        if success is not None and flow.allow is not None:
-            await _afinish(flow.gate, flow.allow, success=success)
+        if exchange.granted:
+            success = _respond(exchange, response)
+            if success is not None:
+                await _afinish(exchange.gate, exchange, success=success)
         return response
 
     # -- the decision, once Django has resolved the view ---------------------------
+    def _charge(self, request: HttpRequest, view_func: object) -> tuple[_Exchange, Charge] | None:
+        exchange = getattr(request, _STATE, None)
+        if not isinstance(exchange, _Exchange):
+            return None  # process_view without __call__: not a request this middleware saw
+        routing = self._routing
+        if routing.gate is not exchange.gate:  # ZEROCLICK changed (tests): price with the new Gate
+            routing = self._routing = _Routing(exchange.gate)
+        charge = routing.charge(request, view_func)
+        return None if charge is None else (exchange, charge)
+
+    def _buyer(self, request: HttpRequest, gate: Gate) -> str | None:
+        meta_key = self._routing.meta_key
+        if meta_key is None:
+            return gate.identify(header_getter(request.META))
+        buyer = request.META.get(meta_key)
+        return buyer if isinstance(buyer, str) else None
+
     def process_view(
         self, request: HttpRequest, view_func: object, view_args: tuple[Any, ...], view_kwargs: dict[str, Any]
     ) -> HttpResponse | None:
-        found = _charge(request, view_func)
+        found = self._charge(request, view_func)
         if found is None:
             return None
-        flow, charge = found
-        return _decided(flow, flow.gate.check(request.headers.get, charge, counter=flow.counter))
+        exchange, charge = found
+        gate = exchange.gate
+        decision = gate.check_buyer(self._buyer(request, gate), header_getter(request.META), charge, exchange)
+        return _decided(exchange, decision)
 
     async def _aprocess_view(
         self, request: HttpRequest, view_func: object, view_args: tuple[Any, ...], view_kwargs: dict[str, Any]
     ) -> HttpResponse | None:
-        found = _charge(request, view_func)
+        found = self._charge(request, view_func)
         if found is None:
             return None
-        flow, charge = found
-        gate = flow.gate
+        exchange, charge = found
+        gate = exchange.gate
+        buyer = self._buyer(request, gate)
         if gate.inline:  # embedded ledgers answer in microseconds: no coroutine, no thread hop
-            decision = gate.check(request.headers.get, charge, counter=flow.counter)
+            decision = gate.check_buyer(buyer, header_getter(request.META), charge, exchange)
         else:
-            decision = await gate.acheck(request.headers.get, charge, counter=flow.counter)
-        return _decided(flow, decision)
+            decision = await gate.acheck_buyer(buyer, header_getter(request.META), charge, exchange)
+        return _decided(exchange, decision)
 
 
-def _start(request: HttpRequest) -> _Flow:
-    flow = _Flow(get_gate())
-    setattr(request, _STATE, flow)
-    return flow
-
-
-def _charge(request: HttpRequest, view_func: object) -> tuple[_Flow, Charge] | None:
-    flow: _Flow | None = getattr(request, _STATE, None)
-    if flow is None:
-        return None  # process_view without __call__: not a request this middleware saw
-    match = request.resolver_match
-    route = None
-    if match is not None:
-        route = route_name(flow.gate.settings.routes, match.url_name, match.view_name)
-    charge = flow.gate.charge_for(view_for(view_func, request.method), route)
-    return None if charge is None else (flow, charge)
-
-
-def _decided(flow: _Flow, decision: Allow | Deny) -> HttpResponse | None:
+def _decided(exchange: _Exchange, decision: Allow | Deny) -> HttpResponse | None:
     if isinstance(decision, Deny):
         return _deny_response(decision)  # returned from process_view: the view never runs
-    flow.allow = decision
+    exchange.granted = True
     return None
 
 
@@ -159,21 +204,18 @@ def _deny_response(deny: Deny) -> HttpResponse:
     return response
 
 
-def _respond(flow: _Flow, response: HttpResponseBase) -> bool | None:
-    """Add the usage header; returns how to settle now, or ``None`` (free, denied, or settled at close)."""
-    allow = flow.allow
-    if allow is None:
-        return None
-    gate = flow.gate
+def _respond(exchange: _Exchange, response: HttpResponseBase) -> bool | None:
+    """Add the usage header; returns how to settle now, or ``None`` when the body settles at close."""
+    gate = exchange.gate
     success: bool = response.status_code < 400
     if success:
-        value = gate.usage_header(allow)
-        if _USAGE in response:
-            del response[_USAGE]  # the proxy trusts this header: only the gate writes it
+        value = gate.usage_header(exchange)
+        headers = response.headers
+        headers.pop(_USAGE, None)  # the proxy trusts this header: only the gate writes it
         if value:
-            response[_USAGE] = value
+            headers[_USAGE] = value
     if response.streaming:
-        settle_at_close(response, allow.counter, lambda: gate.finish(allow, success=success))
+        settle_at_close(response, exchange, lambda: gate.finish(exchange, success=success))
         return None
     return success
 
@@ -185,13 +227,13 @@ async def _afinish(gate: Gate, allow: Allow, *, success: bool) -> None:
         await gate.afinish(allow, success=success)
 
 
-def _validate_urlconf() -> None:
+def _validate_urlconf() -> Gate:
     """Fail at start-up, not on a request: bad settings, an unopenable ledger, a view metered on
     a meter settings do not declare. Django builds the middleware when the WSGI/ASGI application is
     created, so gunicorn and uvicorn refuse to start instead of answering 500s."""
     gate = get_gate()
     if not getattr(settings, "ROOT_URLCONF", None):
-        return
+        return gate
     try:
         gate.validate_views(
             (view, route_name(gate.settings.routes, e.url_name, e.view_name))
@@ -200,3 +242,4 @@ def _validate_urlconf() -> None:
         )
     except ConfigError as exc:
         raise ImproperlyConfigured(f"zc_middleware: {exc.message}") from exc
+    return gate
