@@ -27,6 +27,7 @@ try:
     import click
     from flask import Flask, Response, current_app, request
     from flask.cli import AppGroup
+    from werkzeug.routing import Rule
 except ImportError:  # pragma: no cover - exercised by tests/flask/test_flask.py
     raise ImportError("zc_middleware.flask needs Flask: pip install 'zc-middleware[flask]'") from None
 
@@ -39,12 +40,12 @@ from .gate import Charge, Gate, Identify
 from .ledger import Ledger
 from .meters import MeterSpec
 from .settings import ZeroClickSettings
-from .wsgi import Environ, Flow, StartResponse, WSGIApp, header_getter, serve
+from .wsgi import Environ, Exchange, StartResponse, WSGIApp, buyer_key, buyer_of, header_getter
 
 __all__ = ["ZeroClick", "zeroclick_cli"]
 
 _KEY = "zeroclick"
-_FLOW = "zeroclick.flow"
+_EXCHANGE = "zeroclick.exchange"
 _METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
 
 
@@ -69,7 +70,8 @@ def _views(view_functions: Mapping[str, Any]) -> Iterator[tuple[object, str | No
 
 
 class _Settle:
-    """``app.wsgi_app`` wrapped: a :class:`Flow` per request in ``environ``, settled by :func:`serve`."""
+    """``app.wsgi_app`` wrapped: an :class:`Exchange` per request in ``environ``, granted by
+    ``before_request`` when the route is paid, which then reports and settles."""
 
     __slots__ = ("gate", "wsgi_app")
 
@@ -78,8 +80,8 @@ class _Settle:
         self.gate = gate
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        flow = environ[_FLOW] = Flow()
-        return serve(self.gate, self.wsgi_app, environ, start_response, flow)
+        exchange = environ[_EXCHANGE] = Exchange(self.gate, start_response)
+        return exchange.serve(self.wsgi_app, environ)
 
 
 class _State:
@@ -89,6 +91,9 @@ class _State:
         self.app = app
         self.gate = gate
         self.validated = -1
+        self._buyer_key = buyer_key(gate)
+        #: ``(view, endpoint, method)`` -> what it costs (``None``: free)
+        self._charges: dict[tuple[object, str, str], Charge | None] = {}
 
     def validate(self) -> int:
         """Check every view's meters; returns how many routes are paid. Raises :class:`ConfigError`."""
@@ -96,6 +101,11 @@ class _State:
         paid = self.gate.validate_views(_views(views))
         self.validated = len(views)
         return paid
+
+    def _price(self, rule: Rule, view: object, method: str) -> Charge | None:
+        if method == "OPTIONS" and rule.provide_automatic_options:
+            return None  # Flask answers OPTIONS itself without calling the view
+        return self.gate.charge_for(_handler(view, method), rule.endpoint)
 
     def before_request(self) -> Response | None:
         req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not eight
@@ -106,23 +116,30 @@ class _State:
         if len(views) != self.validated:
             self.validate()  # routes added after init_app (Flask refuses new ones after the first request)
         method = req.method
-        if method == "OPTIONS" and rule.provide_automatic_options:
-            return None  # Flask answers OPTIONS itself without calling the view
-        charge = self.gate.charge_for(_handler(views.get(rule.endpoint), method), rule.endpoint)
+        endpoint = rule.endpoint
+        key = (views.get(endpoint), endpoint, method)
+        try:
+            charge = self._charges[key]
+        except KeyError:
+            charge = self._charges[key] = self._price(rule, key[0], method)
+        except TypeError:  # an unhashable view: priced on every request
+            charge = self._price(rule, key[0], method)
         if charge is None:
             return None
         environ = req.environ
-        flow = environ.get(_FLOW)
-        if not isinstance(flow, Flow):
+        exchange = environ.get(_EXCHANGE)
+        if not isinstance(exchange, Exchange):
             raise ZcError(
                 "not_wrapped",
                 "this request did not go through app.wsgi_app as ZeroClick wrapped it; "
                 "wrap app.wsgi_app in other middleware only after ZeroClick.init_app(app)",
             )
-        decision = self.gate.check(header_getter(environ), charge)
+        gate = self.gate
+        buyer = buyer_of(gate, environ, self._buyer_key)
+        decision = gate.check_buyer(buyer, header_getter(environ), charge, exchange)
         if isinstance(decision, Deny):
             return self.app.response_class(decision.body, status=decision.status, headers=list(decision.headers))
-        flow.grant(decision)
+        exchange.grant()
         return None
 
 

@@ -1,7 +1,7 @@
 """Pure WSGI: hold, report and settle a paid request around any WSGI app; ``ZeroClickWSGI`` for werkzeug apps.
 
-The shared core (:class:`Flow`, :func:`serve`, :func:`deny_body`) knows no
-framework; the Flask extension uses it too. A WSGI body may be iterated after
+The shared core (:class:`Exchange`, :func:`deny_body`) knows no framework;
+the Flask extension uses it too. A WSGI body may be iterated after
 the app returned, and on another thread (gunicorn's gthread worker iterates
 on the thread that called the app, other servers do not promise it), so:
 
@@ -23,6 +23,7 @@ map sees exactly the ``PATH_INFO`` the app's own ``bind_to_environ`` sees.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import Token
 from http import HTTPStatus
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -30,13 +31,24 @@ from typing import TYPE_CHECKING, Any
 from .decision import Allow, Deny
 from .gate import Charge, Gate, HeaderGetter, Identify
 from .ledger import Ledger
-from .meters import bind_counter, unbind_counter
+from .meters import UsageCounter, bind_counter, unbind_counter
 from .settings import ZeroClickSettings
 
 if TYPE_CHECKING:
     from werkzeug.routing import Map
 
-__all__ = ["Environ", "Flow", "StartResponse", "WSGIApp", "ZeroClickWSGI", "deny_body", "header_getter", "serve"]
+__all__ = [
+    "Environ",
+    "Exchange",
+    "StartResponse",
+    "WSGIApp",
+    "ZeroClickWSGI",
+    "buyer_key",
+    "buyer_of",
+    "deny_body",
+    "environ_key",
+    "header_getter",
+]
 
 Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
@@ -48,15 +60,34 @@ _CACHE_SIZE = 4096
 _SPECIAL = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 
 
+def environ_key(name: str) -> str:
+    """Where PEP 3333 (and Django's ``request.META``) keeps request header ``name``: ``zc-agent-id``
+    is ``HTTP_ZC_AGENT_ID``."""
+    name = name.lower()
+    return _SPECIAL.get(name) or "HTTP_" + name.upper().replace("-", "_")
+
+
 def header_getter(environ: Environ) -> HeaderGetter:
-    """Look request headers up in ``environ`` (``zc-agent-id`` is ``HTTP_ZC_AGENT_ID``)."""
+    """Look request headers up in ``environ`` by lower-case name."""
 
     def get_header(name: str) -> str | None:
-        key = _SPECIAL.get(name) or "HTTP_" + name.upper().replace("-", "_")
-        value = environ.get(key)
+        value = environ.get(environ_key(name))
         return value if isinstance(value, str) else None
 
     return get_header
+
+
+def buyer_key(gate: Gate) -> str | None:
+    """The ``environ`` key of the Gate's identity header; ``None`` when a custom ``identify`` decides."""
+    return environ_key(gate.identity_header) if gate.identity_header else None
+
+
+def buyer_of(gate: Gate, environ: Environ, key: str | None) -> str | None:
+    """The buyer id of a request: ``environ[key]`` for the default identity, else ``gate.identify``."""
+    if key is None:
+        return gate.identify(header_getter(environ))
+    buyer = environ.get(key)
+    return buyer if isinstance(buyer, str) else None
 
 
 def deny_body(deny: Deny, start_response: StartResponse) -> list[bytes]:
@@ -66,134 +97,129 @@ def deny_body(deny: Deny, start_response: StartResponse) -> list[bytes]:
     return [deny.body]
 
 
-class Flow:
-    """One request's state: the ``Allow`` once granted, the status sent, whether the body failed first."""
+class Exchange(Allow):
+    """One request: the grant-to-be (and so the usage counter), ``start_response`` with the usage
+    header added, and, once granted, the response body that settles the hold when it is closed.
 
-    __slots__ = ("allow", "failed", "started", "status", "token")
-
-    def __init__(self) -> None:
-        self.allow: Allow | None = None
-        self.token: object | None = None
-        self.status: int | None = None
-        #: the body produced a chunk: the server has sent (or is sending) the headers
-        self.started = False
-        #: the body raised before producing anything: the server answers 500 instead
-        self.failed = False
-
-    def grant(self, allow: Allow) -> None:
-        """Run the handler under ``allow``: its counter is bound until :func:`serve` returns."""
-        self.allow = allow
-        self.token = bind_counter(allow.counter)
-
-    def unbind(self) -> None:
-        if self.token is not None:
-            token, self.token = self.token, None
-            unbind_counter(token)
-
-    def finish(self, gate: Gate) -> None:
-        # Once a usage header went out the proxy bills it, so the ledger keeps it even if
-        # the body later fails; before that, any failure releases the hold (as in starlette.py).
-        allow = self.allow
-        if allow is not None:
-            success = self.status is not None and self.status < 400 and not self.failed
-            gate.finish(allow, success=success)
-
-
-def _with_usage(gate: Gate, allow: Allow, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    value = gate.usage_header(allow)
-    edited = [(k, v) for k, v in headers if k.lower() != _USAGE]
-    if value:
-        edited.append(("X-ZeroClick-Usage", value))
-    return edited
-
-
-def serve(gate: Gate, app: WSGIApp, environ: Environ, start_response: StartResponse, flow: Flow) -> Iterable[bytes]:
-    """Call ``app``; if ``flow`` is granted (before or during the call), report and settle at close.
-
-    A request still ungranted when ``app`` returns is free: its body is passed on untouched.
+    Free requests only pay for creating it and for the ``start_response`` hop.
     """
 
-    def start(
-        status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    #: the Gate allowed the request: report and settle
+    granted = False
+    #: the counter binding made by :meth:`grant`, undone when the app returns
+    token: Token[UsageCounter | None] | None = None
+    #: the status handed to the server
+    status: int | None = None
+    #: the body produced a chunk: the server has sent (or is sending) the headers
+    started = False
+    #: the body raised before producing anything: the server answers 500 instead
+    failed = False
+    _inner: Iterable[bytes] = ()
+    _iterator: Iterator[bytes]
+
+    def __init__(self, gate: Gate, start_response: StartResponse) -> None:
+        # One frame, no super().__init__(): every other field starts at its class default.
+        self.known = gate.known
+        self.gate = gate
+        self._start_response = start_response
+
+    def grant(self) -> None:
+        """The Gate allowed it: the handler runs with this counter bound until the app returns."""
+        self.granted = True
+        self.token = bind_counter(self)
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
     ) -> Callable[[bytes], object]:
-        allow = flow.allow
-        if allow is not None:
+        if self.granted:
             code = int(status[:3])
-            flow.status = code
+            self.status = code
             if code < 400:
-                headers = _with_usage(gate, allow, headers)
+                headers = self._with_usage(headers)
         if exc_info is None:
-            return start_response(status, headers)
-        return start_response(status, headers, exc_info)
+            return self._start_response(status, headers)
+        return self._start_response(status, headers, exc_info)
 
-    try:
-        result = app(environ, start)
-    except BaseException:
-        flow.unbind()
-        flow.failed = True
-        flow.finish(gate)
-        raise
-    flow.unbind()
-    if flow.allow is None:
-        return result
-    try:
-        iterator = iter(result)
-    except TypeError:
-        flow.failed = True
-        flow.finish(gate)
-        raise TypeError(
-            f"the WSGI application returned {type(result).__name__}, not an iterable of bytes "
-            "(a view must return a response)"
-        ) from None
-    return _SettlingBody(gate, flow, result, iterator)
+    def _with_usage(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        for key, _ in headers:
+            if key.lower() == _USAGE:  # the app's own usage header never goes out, whatever its case
+                headers = [item for item in headers if item[0].lower() != _USAGE]
+                break
+        if not self.touched:  # nothing recorded yet: the route's header, worked out once
+            self.reported = self.charge.reported
+            value = self.charge.header
+        else:
+            value = self.gate.usage_header(self)
+        return [*headers, ("X-ZeroClick-Usage", value)] if value else list(headers)
 
-
-class _SettlingBody:
-    """The app's body, with the counter bound around each step; settles the hold in ``close()``.
-
-    Wrapping means a paid route's ``wsgi.file_wrapper`` body loses the server's
-    sendfile path; free routes' bodies are never wrapped.
-    """
-
-    __slots__ = ("_flow", "_gate", "_inner", "_iterator")
-
-    def __init__(self, gate: Gate, flow: Flow, inner: Iterable[bytes], iterator: Iterator[bytes]) -> None:
-        self._gate = gate
-        self._flow = flow
-        self._inner = inner
-        self._iterator = iterator
-
-    def __iter__(self) -> Iterator[bytes]:
+    def serve(self, app: WSGIApp, environ: Environ) -> Iterable[bytes]:
+        """Call ``app``. Still ungranted when it returns: a free request, its body passed on untouched;
+        granted (before or during the call): this exchange is the body, and settles at close."""
+        try:
+            result = app(environ, self.start_response)
+        except BaseException:
+            self._unbind()
+            if self.granted:
+                self.failed = True
+                self._finish()
+            raise
+        if self.token is not None:
+            self._unbind()
+        if not self.granted:
+            return result
+        try:
+            self._iterator = iter(result)
+        except TypeError:
+            self.failed = True
+            self._finish()
+            raise TypeError(
+                f"the WSGI application returned {type(result).__name__}, not an iterable of bytes "
+                "(a view must return a response)"
+            ) from None
+        self._inner = result
         return self
 
-    def __next__(self) -> bytes:
-        flow = self._flow
-        assert flow.allow is not None
-        token = bind_counter(flow.allow.counter)  # bound only around next(): never across a yield to the server
-        try:
-            chunk = next(self._iterator)
-        except StopIteration:
-            raise
-        except BaseException:
-            if not flow.started:
-                flow.failed = True
-            raise
-        finally:
+    def _unbind(self) -> None:
+        token = self.token
+        if token is not None:
+            self.token = None
             unbind_counter(token)
-        flow.started = True
-        return chunk
+
+    def _finish(self) -> None:
+        # Once a usage header went out the proxy bills it, so the ledger keeps it even if
+        # the body later fails; before that, any failure releases the hold (as in starlette.py).
+        status = self.status
+        self.gate.finish(self, success=status is not None and status < 400 and not self.failed)
+
+    # -- the body: the counter bound around each step, the hold settled in close() -----------------
+    # Being the body means a paid route's ``wsgi.file_wrapper`` body loses the server's sendfile
+    # path; free routes' bodies are never wrapped.
+    def __iter__(self) -> Iterator[bytes]:
+        iterator = self._iterator
+        while True:
+            token = bind_counter(self)  # bound only around next(): never across a yield to the server
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                return
+            except BaseException:
+                if not self.started:
+                    self.failed = True
+                raise
+            finally:
+                unbind_counter(token)
+            self.started = True
+            yield chunk
 
     def close(self) -> None:
-        flow = self._flow
-        assert flow.allow is not None
-        token = bind_counter(flow.allow.counter)  # a generator's ``finally`` may still record usage
+        token = bind_counter(self)  # a generator's ``finally`` may still record usage
         try:
             close = getattr(self._inner, "close", None)
             if close is not None:
                 close()
         finally:
             unbind_counter(token)
-            flow.finish(self._gate)
+            self._finish()
 
 
 class ZeroClickWSGI:
@@ -228,6 +254,7 @@ class ZeroClickWSGI:
             env_settings = settings if settings is not None else ZeroClickSettings()  # type: ignore[call-arg]  # from ZEROCLICK_*
             gate = Gate(env_settings, ledger=ledger, identify=identify)
         self.gate = gate
+        self._buyer_key = buyer_key(gate)
         self._cache: dict[tuple[object, object, object], Charge | None] = {}
         self._rule_count = -1
         self._by_path = False
@@ -278,9 +305,11 @@ class ZeroClickWSGI:
         charge = self._charge(environ)
         if charge is None:
             return self.app(environ, start_response)
-        decision = self.gate.check(header_getter(environ), charge)
+        gate = self.gate
+        exchange = Exchange(gate, start_response)
+        buyer = buyer_of(gate, environ, self._buyer_key)
+        decision = gate.check_buyer(buyer, header_getter(environ), charge, exchange)
         if isinstance(decision, Deny):
             return deny_body(decision, start_response)
-        flow = Flow()
-        flow.grant(decision)
-        return serve(self.gate, self.app, environ, start_response, flow)
+        exchange.grant()
+        return exchange.serve(self.app, environ)
