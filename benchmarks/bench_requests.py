@@ -81,6 +81,22 @@ def starlette_app(middleware: str | None, tmp: Path) -> Starlette:
     return app
 
 
+class PassThrough:
+    """The least any pure ASGI middleware adds: it awaits the app. The floor for a free route."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        await self.app(scope, receive, send)
+
+
+def pass_through_app(tmp: Path) -> Starlette:
+    app = starlette_app(None, tmp)
+    app.add_middleware(PassThrough)
+    return app
+
+
 def raw_debit_app(debit: RawDebit) -> Starlette:
     """A bare app whose handler does one raw debit: the cost of that debit inside a request."""
 
@@ -149,6 +165,7 @@ def bench_inprocess(rounds: int, n: int) -> None:
     variants: dict[str, tuple[Callable, str]] = {
         "bare": (starlette_app(None, tmp), "/free"),
         "bare-2": (starlette_app(None, tmp), "/free"),
+        "no-op middleware": (pass_through_app(tmp), "/free"),
         "free route + zc": (starlette_app("memory", tmp), "/free"),
         "paid memory://": (starlette_app("memory", tmp), "/paid"),
         "paid sqlite://": (starlette_app("sqlite", tmp), "/paid"),
@@ -190,6 +207,9 @@ def measure(title: str, timers: dict[str, Callable[[int], float]], raw: RawDebit
     paid_sqlite = statistics.median(samples["paid sqlite://"]) - bare
     in_request = statistics.median(samples["bare + raw debit"]) - bare
     print(f"\nbare-vs-bare noise: {spread:.1f} µs")
+    free = statistics.median(samples["free route + zc"]) - bare
+    floor = statistics.median(samples["no-op middleware"]) - bare
+    print(f"free route adds {free:.1f} µs; a no-op middleware of the same shape adds {floor:.1f} µs")
     print(f"paid memory:// adds {paid_memory:.1f} µs (target: <= +10 µs)")
     print(
         f"paid sqlite:// adds {paid_sqlite:.1f} µs = one raw debit inside a request ({in_request:.1f} µs) "

@@ -103,6 +103,16 @@ def flask_app(kind: str | None, tmp: Path, raw: RawDebit | None = None) -> WSGIA
     return app
 
 
+def flask_no_op_app(tmp: Path) -> WSGIApp:
+    """What any extension that decides before the view and sees the response adds at the least:
+    a ``before_request`` hook and a ``wsgi_app`` wrapper that do nothing."""
+    app = flask_app(None, tmp)
+    app.before_request_funcs.setdefault(None, []).insert(0, lambda: None)
+    inner = app.wsgi_app
+    app.wsgi_app = lambda environ, start_response: inner(environ, start_response)  # type: ignore[method-assign]
+    return app
+
+
 def flask_limiter_app() -> WSGIApp:
     from flask import Flask
     from flask_limiter import Limiter
@@ -120,6 +130,19 @@ def flask_limiter_app() -> WSGIApp:
 
 
 # -- Django -------------------------------------------------------------------------------
+class NoOpMiddleware:
+    """The least a Django middleware that decides in ``process_view`` adds: it does nothing."""
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: Any) -> Any:
+        return self.get_response(request)
+
+    def process_view(self, request: Any, view_func: object, view_args: object, view_kwargs: object) -> None:
+        return None
+
+
 class DjangoBench:
     """One configured Django: a bare handler, a handler with the middleware, and the process's
     Gate swapped between ``memory://`` and ``sqlite://`` before each variant is timed."""
@@ -175,6 +198,8 @@ class DjangoBench:
         from zc_middleware.settings import ZeroClickSettings
 
         self.bare = WSGIHandler()
+        with override_settings(MIDDLEWARE=["bench_wsgi.NoOpMiddleware"]):
+            self.no_op = WSGIHandler()
         with override_settings(MIDDLEWARE=["zc_middleware.django.ZeroClickMiddleware"]):
             self.zc = WSGIHandler()
         self._conf = conf
@@ -202,6 +227,7 @@ def bench_flask(rounds: int, n: int) -> None:
     variants: dict[str, tuple[WSGIApp, str]] = {
         "bare": (flask_app(None, tmp), "/free"),
         "bare-2": (flask_app(None, tmp), "/free"),
+        "no-op middleware": (flask_no_op_app(tmp), "/free"),
         "free route + zc": (flask_app("memory", tmp), "/free"),
         "paid memory://": (flask_app("memory", tmp), "/paid"),
         "paid sqlite://": (flask_app("sqlite", tmp), "/paid"),
@@ -221,6 +247,7 @@ def bench_django(rounds: int, n: int) -> None:
     variants: dict[str, tuple[WSGIApp, str]] = {
         "bare": (dj.bare, "/free"),
         "bare-2": (dj.bare, "/free"),
+        "no-op middleware": (dj.no_op, "/free"),
         "free route + zc": (dj.with_gate("memory"), "/free"),
         "paid memory://": (dj.with_gate("memory"), "/paid"),
         "paid sqlite://": (dj.with_gate("sqlite"), "/paid"),
