@@ -163,8 +163,10 @@ class Exchange(Allow):
                 self.failed = True
                 self._finish()
             raise
-        if self.token is not None:
-            self._unbind()
+        token = self.token
+        if token is not None:
+            self.token = None
+            unbind_counter(token)
         if not self.granted:
             return result
         try:
