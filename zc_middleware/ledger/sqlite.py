@@ -49,12 +49,14 @@ CREATE TABLE IF NOT EXISTS zc_balances (
     PRIMARY KEY (buyer, meter)
 ) WITHOUT ROWID;
 """
+# Plain ``?`` placeholders, each value given once per use: Python 3.12.0-3.12.3 warn that numbered
+# ``?NNN`` placeholders bound from a sequence are deprecated (they are not; the warning was withdrawn).
 _FAST = """
-UPDATE zc_balances SET used = used + ?1
-WHERE buyer = ?2 AND meter = ?3 AND live = 1
-  AND period_start <= ?4 AND (period_end IS NULL OR period_end > ?4)
-  AND (lim IS NULL OR used + ?1 <= lim)
-  AND (expires_at IS NULL OR expires_at > ?4)
+UPDATE zc_balances SET used = used + ?
+WHERE buyer = ? AND meter = ? AND live = 1
+  AND period_start <= ? AND (period_end IS NULL OR period_end > ?)
+  AND (lim IS NULL OR used + ? <= lim)
+  AND (expires_at IS NULL OR expires_at > ?)
 RETURNING period_start
 """
 _ADJUST = "UPDATE zc_balances SET used = MAX(0, used + ?) WHERE buyer = ? AND meter = ? AND period_start = ?"
@@ -206,7 +208,8 @@ class SQLiteLedger(Ledger):
                 lock.acquire()  # acquire/release rather than ``with``: measurably cheaper on this hot path
                 try:
                     conn = self._conn if self._conn is not None else self._db()
-                    rows = conn.execute(_FAST, (amount, buyer, meter, now)).fetchall()  # all: completes the commit
+                    params = (amount, buyer, meter, now, now, amount, now)
+                    rows = conn.execute(_FAST, params).fetchall()  # all: completes the commit
                 finally:
                     lock.release()
                 if rows:

@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ..ledger.sqlite import sqlite_path, write_transaction
@@ -46,11 +46,11 @@ _INSERT = (
     "ON CONFLICT (key) DO NOTHING"
 )
 _LEASE = """
-UPDATE zc_outbox SET owner = ?1, lease_until = ?2 + ?3
+UPDATE zc_outbox SET owner = :owner, lease_until = :now + :ttl
 WHERE id IN (
     SELECT id FROM zc_outbox
-    WHERE state = 0 AND next_at <= ?2 AND (lease_until IS NULL OR lease_until <= ?2)
-    ORDER BY id LIMIT ?4
+    WHERE state = 0 AND next_at <= :now AND (lease_until IS NULL OR lease_until <= :now)
+    ORDER BY id LIMIT :limit
 )
 RETURNING id, key, body, attempts
 """
@@ -124,7 +124,7 @@ class SQLiteOutbox(Outbox):
         with self._lock:
             return write_transaction(self._db(), body)
 
-    def _exec(self, sql: str, params: Sequence[object]) -> list[Any]:
+    def _exec(self, sql: str, params: Sequence[object] | Mapping[str, object]) -> list[Any]:
         with self._lock:
             return self._db().execute(sql, params).fetchall()
 
@@ -135,7 +135,7 @@ class SQLiteOutbox(Outbox):
         return self._write(lambda conn: insert_events(conn, events, now, strict=strict))
 
     def lease(self, owner: str, limit: int, ttl: float) -> list[Leased]:
-        rows = self._exec(_LEASE, (owner, self.clock(), ttl, limit))
+        rows = self._exec(_LEASE, {"owner": owner, "now": self.clock(), "ttl": ttl, "limit": limit})
         return sorted((Leased(*row) for row in rows), key=lambda r: r.id)
 
     def delivered(self, owner: str, ids: Sequence[int]) -> None:
