@@ -27,7 +27,6 @@ try:
     import click
     from flask import Flask, Response, current_app, request
     from flask.cli import AppGroup
-    from werkzeug.routing import Rule
 except ImportError:  # pragma: no cover - exercised by tests/flask/test_flask.py
     raise ImportError("zc_middleware.flask needs Flask: pip install 'zc-middleware[flask]'") from None
 
@@ -102,10 +101,8 @@ class _State:
         self.validated = len(views)
         return paid
 
-    def _price(self, rule: Rule, view: object, method: str) -> Charge | None:
-        if method == "OPTIONS" and rule.provide_automatic_options:
-            return None  # Flask answers OPTIONS itself without calling the view
-        return self.gate.charge_for(_handler(view, method), rule.endpoint)
+    def _price(self, view: object, endpoint: str, method: str) -> Charge | None:
+        return self.gate.charge_for(_handler(view, method), endpoint)
 
     def before_request(self) -> Response | None:
         req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not eight
@@ -116,14 +113,16 @@ class _State:
         if len(views) != self.validated:
             self.validate()  # routes added after init_app (Flask refuses new ones after the first request)
         method = req.method
+        if method == "OPTIONS" and rule.provide_automatic_options:
+            return None  # Flask answers OPTIONS itself without calling the view (a property of the rule)
         endpoint = rule.endpoint
         key = (views.get(endpoint), endpoint, method)
         try:
             charge = self._charges[key]
         except KeyError:
-            charge = self._charges[key] = self._price(rule, key[0], method)
+            charge = self._charges[key] = self._price(key[0], endpoint, method)
         except TypeError:  # an unhashable view: priced on every request
-            charge = self._price(rule, key[0], method)
+            charge = self._price(key[0], endpoint, method)
         if charge is None:
             return None
         environ = req.environ

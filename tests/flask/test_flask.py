@@ -520,3 +520,61 @@ def test_werkzeug_rules_added_later_are_matched_and_validated() -> None:
     app.url_map.add(Rule("/typo", endpoint=typo))
     with pytest.raises(ConfigError, match="api-requets"):
         wsgi_call(app, "/later")
+
+
+@pytest.mark.parametrize("first", ["/auto", "/own"])
+def test_options_is_priced_per_rule_when_two_rules_share_a_view(first: str) -> None:
+    app = Flask(__name__)
+    ran: list[str] = []
+
+    @metered("api-requests")
+    def shared() -> str:
+        ran.append(request.method)
+        return "ok"
+
+    app.add_url_rule("/auto", "shared", shared, methods=["GET"])  # Flask answers OPTIONS itself
+    app.add_url_rule("/own", "shared", shared, methods=["GET", "OPTIONS"])  # the view answers OPTIONS
+    ledger = MemoryLedger(plans=PLANS)
+    ZeroClick(app, settings=CONFIG, ledger=ledger)
+    client = app.test_client()
+    for path in (first, "/own" if first == "/auto" else "/auto"):
+        response = client.options(path, headers=AGENT)
+        assert response.status_code == 200
+        paid = path == "/own"
+        assert response.headers.get("X-ZeroClick-Usage") == ("api-requests=1" if paid else None), path
+    assert ran == ["OPTIONS"]  # only the view that answers OPTIONS ran, and only it was billed
+    assert used(ledger) == 1
+
+
+def test_wsgi_late_error_start_response_keeps_the_bill_that_went_out() -> None:
+    ledger = MemoryLedger(plans=PLANS)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"partial"
+        try:
+            raise RuntimeError("failed after the headers went out")
+        except RuntimeError:
+            start_response("500 Internal Server Error", [], sys.exc_info())  # the server re-raises
+
+    @metered("api-requests")
+    def view() -> None: ...
+
+    wrapped = ZeroClickWSGI(
+        app, url_map=Map([Rule("/x", endpoint=view)]), settings=ZeroClickSettings(**CONFIG), ledger=ledger
+    )
+    sent: list[str] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if exc_info is not None and sent:
+            raise exc_info[1].with_traceback(exc_info[2])  # PEP 3333: headers already sent
+        sent.append(status)
+        return lambda data: None
+
+    body = wrapped(EnvironBuilder(path="/x", headers=AGENT).get_environ(), start_response)
+    with pytest.raises(RuntimeError):
+        for _ in body:
+            pass
+    body.close()
+    assert sent == ["200 OK"]
+    assert used(ledger) == 1  # the usage header went out with the 200: the hold is kept
