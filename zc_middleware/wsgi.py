@@ -110,7 +110,7 @@ class Exchange(Allow):
     token: Token[UsageCounter | None] | None = None
     #: the status handed to the server
     status: int | None = None
-    #: the body produced a chunk: the server has sent (or is sending) the headers
+    #: the body produced a non-empty chunk: the server has sent (or is sending) the headers
     started = False
     #: the body raised before producing anything: the server answers 500 instead
     failed = False
@@ -131,11 +131,20 @@ class Exchange(Allow):
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
     ) -> Callable[[bytes], object]:
-        if self.granted:
-            code = int(status[:3])
-            self.status = code
-            if code < 400:
-                headers = self._with_usage(headers)
+        if not self.granted:
+            return self._forward(status, headers, exc_info)
+        code = int(status[:3])
+        if code < 400:
+            headers = self._with_usage(headers)
+        # A late error start_response (exc_info, headers already out) raises here: the status that
+        # settles the hold stays the one that really went out, as in starlette.py.
+        write = self._forward(status, headers, exc_info)
+        self.status = code
+        return write
+
+    def _forward(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None
+    ) -> Callable[[bytes], object]:
         if exc_info is None:
             return self._start_response(status, headers)
         return self._start_response(status, headers, exc_info)
@@ -210,7 +219,8 @@ class Exchange(Allow):
                 raise
             finally:
                 unbind_counter(token)
-            self.started = True
+            if chunk:
+                self.started = True  # servers send the headers with the first non-empty chunk
             yield chunk
 
     def close(self) -> None:
