@@ -27,7 +27,7 @@ from ..decision import Allow, Deny
 from ..errors import ConfigError
 from ..gate import Charge, Gate
 from ..meters import bind_counter, unbind_counter
-from ..wsgi import environ_key, header_getter
+from ..wsgi import buyer_key, buyer_of, header_getter
 from . import conf
 from .conf import get_gate
 from .routing import endpoints, route_name, view_for
@@ -65,7 +65,7 @@ class _Routing:
         self.gate = gate
         self.charges: dict[RouteKey, Charge | None] = {}
         #: ``HTTP_ZC_AGENT_ID`` for the default identity; ``None`` with a custom ``identify``
-        self.meta_key = environ_key(gate.identity_header) if gate.identity_header else None
+        self.meta_key = buyer_key(gate)
 
     def charge(self, request: HttpRequest, view_func: object) -> Charge | None:
         match = request.resolver_match
@@ -146,22 +146,19 @@ class ZeroClickMiddleware:
         return response
 
     # -- the decision, once Django has resolved the view ---------------------------
-    def _charge(self, request: HttpRequest, view_func: object) -> tuple[_Exchange, Charge] | None:
+    def _charge(self, request: HttpRequest, view_func: object) -> tuple[_Exchange, Charge, str | None] | None:
+        """The request's exchange, what its view costs and the buyer, or ``None`` for a free view."""
         exchange = getattr(request, _STATE, None)
         if not isinstance(exchange, _Exchange):
             return None  # process_view without __call__: not a request this middleware saw
+        gate = exchange.gate
         routing = self._routing
-        if routing.gate is not exchange.gate:  # ZEROCLICK changed (tests): price with the new Gate
-            routing = self._routing = _Routing(exchange.gate)
+        if routing.gate is not gate:  # ZEROCLICK changed (tests): price with the request's own Gate
+            routing = self._routing = _Routing(gate)
         charge = routing.charge(request, view_func)
-        return None if charge is None else (exchange, charge)
-
-    def _buyer(self, request: HttpRequest, gate: Gate) -> str | None:
-        meta_key = self._routing.meta_key
-        if meta_key is None:
-            return gate.identify(header_getter(request.META))
-        buyer = request.META.get(meta_key)
-        return buyer if isinstance(buyer, str) else None
+        if charge is None:
+            return None
+        return exchange, charge, buyer_of(gate, request.META, routing.meta_key)
 
     def process_view(
         self, request: HttpRequest, view_func: object, view_args: tuple[Any, ...], view_kwargs: dict[str, Any]
@@ -169,9 +166,8 @@ class ZeroClickMiddleware:
         found = self._charge(request, view_func)
         if found is None:
             return None
-        exchange, charge = found
-        gate = exchange.gate
-        decision = gate.check_buyer(self._buyer(request, gate), header_getter(request.META), charge, exchange)
+        exchange, charge, buyer = found
+        decision = exchange.gate.check_buyer(buyer, header_getter(request.META), charge, exchange)
         return _decided(exchange, decision)
 
     async def _aprocess_view(
@@ -180,9 +176,8 @@ class ZeroClickMiddleware:
         found = self._charge(request, view_func)
         if found is None:
             return None
-        exchange, charge = found
+        exchange, charge, buyer = found
         gate = exchange.gate
-        buyer = self._buyer(request, gate)
         if gate.inline:  # embedded ledgers answer in microseconds: no coroutine, no thread hop
             decision = gate.check_buyer(buyer, header_getter(request.META), charge, exchange)
         else:
