@@ -214,9 +214,9 @@ class UsageCounter:
         return self.charge.amounts
 
     def arm(self, specs: Iterable[MeterSpec]) -> None:
-        """Start counting ``specs`` (a :class:`Charge`, or specs to build one from). Adapters that must
-        bind the counter before routing (Django binds in ``__call__``, resolves in ``process_view``)
-        create it empty and arm it later."""
+        """Start counting ``specs`` (a :class:`Charge`, or specs to build one from). A counter bound
+        before routing (Django binds in ``__call__``, resolves in ``process_view``) is created empty;
+        the Gate arms it when it grants the request."""
         charge = specs if isinstance(specs, Charge) else Charge.build(specs)
         self.charge = charge
         self.values = charge.base

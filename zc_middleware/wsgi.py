@@ -101,7 +101,9 @@ class Exchange(Allow):
     """One request: the grant-to-be (and so the usage counter), ``start_response`` with the usage
     header added, and, once granted, the response body that settles the hold when it is closed.
 
-    Free requests only pay for creating it and for the ``start_response`` hop.
+    The Flask extension creates one for every request (it learns whether the route is paid only in
+    ``before_request``); a free request pays for creating it and for the ``start_response`` hop.
+    ``ZeroClickWSGI`` routes first and creates one for paid requests only.
     """
 
     #: the Gate allowed the request: report and settle
