@@ -134,12 +134,7 @@ class _State:
                 "wrap app.wsgi_app in other middleware only after ZeroClick.init_app(app)",
             )
         gate = self.gate
-        if self._buyer_key is None:
-            buyer = buyer_of(gate, environ, None)
-        else:  # the default identity, read here: this runs on every paid request
-            buyer = environ.get(self._buyer_key)
-            if not isinstance(buyer, str):
-                buyer = None
+        buyer = buyer_of(gate, environ, self._buyer_key)
         decision = gate.check_buyer(buyer, header_getter(environ), charge, exchange)
         if isinstance(decision, Deny):
             return self.app.response_class(decision.body, status=decision.status, headers=list(decision.headers))

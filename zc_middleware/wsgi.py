@@ -174,10 +174,7 @@ class Exchange(Allow):
                 self.failed = True
                 self._finish()
             raise
-        token = self.token
-        if token is not None:
-            self.token = None
-            unbind_counter(token)
+        self._unbind()
         if not self.granted:
             return result
         try:
