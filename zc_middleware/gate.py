@@ -164,7 +164,7 @@ class Gate:
     # -- the check -------------------------------------------------------------
     def _valid_buyer(self, buyer: str | None) -> bool:
         """Printable ASCII without spaces, 1 to 256 characters; valid ids are remembered (bounded)."""
-        if buyer is None or not _BUYER.fullmatch(buyer):
+        if not isinstance(buyer, str) or not _BUYER.fullmatch(buyer):
             return False
         if len(self._buyers) >= _BUYERS_REMEMBERED:
             self._buyers.clear()

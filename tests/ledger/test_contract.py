@@ -158,6 +158,7 @@ def test_assign_expire_and_spend_cap(ledger: Ledger, clock: Clock) -> None:
     refusal = ledger.reserve("b", {"api-requests": 1})
     assert isinstance(refusal, Refusal) and refusal.reason == "plan_expired"
     ledger.assign_plan("b", "starter")
+    hold(ledger.reserve("b", {"api-requests": 1}))  # a balance the next reservation could reuse
     ledger.mark_spend_cap_reached("b")
     refusal = ledger.reserve("b", {"api-requests": 1})
     assert isinstance(refusal, Refusal) and refusal.reason == "spend_cap_reached"

@@ -1,17 +1,19 @@
 """``memory://``: plan state in this process, guarded by one lock. For tests and single processes.
 
 Each buyer-meter balance is one mutable :class:`_Cell` that also remembers the
-plan's limit (fixed until the plan is reassigned, which drops the cells) and
-the last hold it granted. The common reservation (an active buyer, one meter,
-inside its period, within its limit) is then a few comparisons and one
-addition under the lock, handing back that same immutable hold; anything else
-is decided by the shared :func:`~zc_middleware.ledger.base.evaluate`.
+plan's limit (fixed until the plan is reassigned, which drops the cells), until
+when it may be debited without asking the account again, and the last hold it
+granted. The common reservation (an active buyer, one meter, inside its period,
+within its limit) is then a few comparisons and one addition under the lock,
+handing back that same immutable hold; anything else is decided by the shared
+:func:`~zc_middleware.ledger.base.evaluate`.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from math import inf
 from typing import Any
 
 from .base import Account, Balance, Hold, Ledger, Refusal, Row, evaluate, make_balance, new_account
@@ -22,15 +24,20 @@ __all__ = ["MemoryLedger"]
 class _Cell:
     """One buyer's balance on one meter for the current period."""
 
-    __slots__ = ("end", "hold", "limit", "start", "used")
+    __slots__ = ("end", "held", "hold", "limit", "start", "until", "used")
 
     def __init__(self, start: float, end: float, used: int, limit: float) -> None:
         self.start = start
         self.end = end
         self.used = used
         self.limit = limit
+        #: the end of the period, or of the plan if sooner; ``-inf`` once the account changed or the
+        #: cell was dropped: the next reservation asks the account again
+        self.until = -inf
         #: the last single-meter hold granted on this cell (same amount and period: the same value)
         self.hold: Hold | None = None
+        #: the amount ``hold`` debits
+        self.held = 0
 
     def row(self) -> Row:
         return Row(self.start, self.end, self.used)
@@ -45,26 +52,20 @@ class MemoryLedger(Ledger):
 
     def reserve(self, buyer: str, amounts: Mapping[str, int]) -> Hold | Refusal:
         now = self.clock()
-        if len(amounts) == 1:
-            for meter, amount in amounts.items():
+        cells = self._cells.get(buyer)
+        if cells is not None and len(amounts) == 1:
+            [(meter, amount)] = amounts.items()
+            cell = cells.get(meter)
+            if cell is not None:
                 lock = self._lock
                 lock.acquire()  # acquire/release rather than ``with``: measurably cheaper on this hot path
                 try:
-                    account = self._accounts.get(buyer)
-                    cells = self._cells.get(buyer)
-                    cell = cells.get(meter) if cells is not None else None
-                    if (
-                        cell is not None
-                        and account is not None
-                        and account.status == "active"
-                        and (account.expires_at is None or now < account.expires_at)
-                        and cell.start <= now < cell.end
-                        and cell.used + amount <= cell.limit
-                    ):
+                    if cell.start <= now < cell.until and cell.used + amount <= cell.limit:
                         cell.used += amount
                         hold = cell.hold
-                        if hold is None or hold.debits[0][1] != amount:
+                        if hold is None or cell.held != amount:
                             hold = cell.hold = Hold(buyer, ((meter, amount, cell.start),))
+                            cell.held = amount
                         return hold
                 finally:
                     lock.release()
@@ -82,13 +83,16 @@ class MemoryLedger(Ledger):
             assert account is not None
             self._accounts.setdefault(buyer, account)
             cells = self._cells.setdefault(buyer, {})
+            until = -inf
+            if account.status == "active":
+                until = inf if account.expires_at is None else account.expires_at
             for meter, row in result.items():
                 cell = cells.get(meter)
-                if cell is not None and cell.start == row.period_start:
-                    cell.used = row.used
-                else:
+                if cell is None or cell.start != row.period_start:
                     limit = self.plans.allowance(account.plan, meter)[0]
-                    cells[meter] = _Cell(row.period_start, row.period_end, row.used, limit)
+                    cell = cells[meter] = _Cell(row.period_start, row.period_end, row.used, limit)
+                cell.used = row.used
+                cell.until = min(cell.end, until)
         return Hold(buyer, tuple((m, amounts[m], r.period_start) for m, r in result.items()))
 
     def adjust(self, hold: Hold, used: Mapping[str, int]) -> None:
@@ -106,8 +110,9 @@ class MemoryLedger(Ledger):
     def _store_account(self, buyer: str, account: Account, *, reset: bool) -> None:
         with self._lock:
             self._accounts[buyer] = account
-            if reset:
-                self._cells.pop(buyer, None)
+            cells = self._cells.pop(buyer, {}) if reset else self._cells.get(buyer, {})
+            for cell in cells.values():
+                cell.until = -inf  # a reservation already past the dict lookup re-checks the account
 
     def balance(self, buyer: str) -> Balance:
         with self._lock:
