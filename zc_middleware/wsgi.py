@@ -133,35 +133,33 @@ class Exchange(Allow):
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
     ) -> Callable[[bytes], object]:
-        if not self.granted:
-            return self._forward(status, headers, exc_info)
-        code = int(status[:3])
-        if code < 400:
-            headers = self._with_usage(headers)
-        # A late error start_response (exc_info, headers already out) raises here: the status that
-        # settles the hold stays the one that really went out, as in starlette.py.
-        write = self._forward(status, headers, exc_info)
-        self.status = code
-        return write
-
-    def _forward(
-        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None
-    ) -> Callable[[bytes], object]:
+        if self.granted:
+            code = int(status[:3])
+            if code < 400:
+                for key, _ in headers:
+                    if key.lower() == _USAGE:  # the app's own usage header never goes out, whatever its case
+                        headers = [item for item in headers if item[0].lower() != _USAGE]
+                        break
+                if self.touched:
+                    value = self.gate.usage_header(self)
+                else:  # nothing recorded yet: the route's header, worked out once
+                    charge = self.charge
+                    self.reported = charge.reported
+                    value = charge.header
+                if value:
+                    headers = [*headers, ("X-ZeroClick-Usage", value)]
+            # A late error start_response (exc_info, headers already out) raises here: the status that
+            # settles the hold stays the one that really went out, as in starlette.py.
+            write = (
+                self._start_response(status, headers)
+                if exc_info is None
+                else self._start_response(status, headers, exc_info)
+            )
+            self.status = code
+            return write
         if exc_info is None:
             return self._start_response(status, headers)
         return self._start_response(status, headers, exc_info)
-
-    def _with_usage(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        for key, _ in headers:
-            if key.lower() == _USAGE:  # the app's own usage header never goes out, whatever its case
-                headers = [item for item in headers if item[0].lower() != _USAGE]
-                break
-        if not self.touched:  # nothing recorded yet: the route's header, worked out once
-            self.reported = self.charge.reported
-            value = self.charge.header
-        else:
-            value = self.gate.usage_header(self)
-        return [*headers, ("X-ZeroClick-Usage", value)] if value else list(headers)
 
     def serve(self, app: WSGIApp, environ: Environ) -> Iterable[bytes]:
         """Call ``app``. Still ungranted when it returns: a free request, its body passed on untouched;
@@ -169,14 +167,14 @@ class Exchange(Allow):
         try:
             result = app(environ, self.start_response)
         except BaseException:
-            self._unbind()
             if self.granted:
+                self._unbind()
                 self.failed = True
                 self._finish()
             raise
-        self._unbind()
         if not self.granted:
             return result
+        self._unbind()
         try:
             self._iterator = iter(result)
         except TypeError:
@@ -223,11 +221,13 @@ class Exchange(Allow):
             yield chunk
 
     def close(self) -> None:
+        close = getattr(self._inner, "close", None)
+        if close is None:
+            self._finish()
+            return
         token = bind_counter(self)  # a generator's ``finally`` may still record usage
         try:
-            close = getattr(self._inner, "close", None)
-            if close is not None:
-                close()
+            close()
         finally:
             unbind_counter(token)
             self._finish()
