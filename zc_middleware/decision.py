@@ -106,3 +106,12 @@ def ledger_unavailable() -> Deny:
         {"error": "ledger_unavailable", "message": "Plan state cannot be checked right now; retry shortly."},
         ("retry-after", "1"),
     )
+
+
+def route_repriced() -> Deny:
+    """A request was let through as free and reached a paid view (routes changed at run time)."""
+    return _json(
+        503,
+        {"error": "route_repriced", "message": "This route became paid while the request was routed; retry."},
+        ("retry-after", "0"),
+    )

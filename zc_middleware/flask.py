@@ -20,7 +20,8 @@ header went out, exactly as under Starlette.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 try:
@@ -33,19 +34,24 @@ except ImportError:  # pragma: no cover - exercised by tests/flask/test_flask.py
 from pydantic import ValidationError
 
 from ._text import table
-from .decision import Deny
+from .decision import Deny, route_repriced
 from .errors import ConfigError, ZcError
 from .gate import Charge, Gate, Identify
 from .ledger import Ledger
 from .meters import MeterSpec
 from .settings import ZeroClickSettings
-from .wsgi import Environ, Exchange, StartResponse, WSGIApp, buyer_key, buyer_of, header_getter
+from .wsgi import Environ, Exchange, StartResponse, WSGIApp, buyer_key, header_getter
 
 __all__ = ["ZeroClick", "zeroclick_cli"]
 
+log = logging.getLogger("zc_middleware")
+
 _KEY = "zeroclick"
 _EXCHANGE = "zeroclick.exchange"
+_UNWRAPPED: Any = object()
 _METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
+_CACHE_SIZE = 4096
+_PathKey = tuple[object, object, object]
 
 
 def _handler(view: object, method: str) -> object:
@@ -70,15 +76,24 @@ def _views(view_functions: Mapping[str, Any]) -> Iterator[tuple[object, str | No
 
 class _Settle:
     """``app.wsgi_app`` wrapped: an :class:`Exchange` per request in ``environ``, granted by
-    ``before_request`` when the route is paid, which then reports and settles."""
+    ``before_request`` when the route is paid, which then reports and settles.
 
-    __slots__ = ("gate", "wsgi_app")
+    A request whose method and path were already routed to a free view goes straight through,
+    with no exchange: ``before_request`` still prices it from Flask's own match, and answers it
+    if that is no longer free (see :meth:`_State.before_request`).
+    """
 
-    def __init__(self, wsgi_app: WSGIApp, gate: Gate) -> None:
+    __slots__ = ("free", "gate", "wsgi_app")
+
+    def __init__(self, wsgi_app: WSGIApp, gate: Gate, free: set[_PathKey]) -> None:
         self.wsgi_app = wsgi_app
         self.gate = gate
+        self.free = free
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if (environ.get("REQUEST_METHOD"), environ.get("SCRIPT_NAME"), environ.get("PATH_INFO")) in self.free:
+            environ[_EXCHANGE] = None
+            return self.wsgi_app(environ, start_response)
         exchange = environ[_EXCHANGE] = Exchange(self.gate, start_response)
         return exchange.serve(self.wsgi_app, environ)
 
@@ -93,6 +108,12 @@ class _State:
         self._buyer_key = buyer_key(gate)
         #: ``(view, endpoint, method)`` -> what it costs (``None``: free)
         self._charges: dict[tuple[object, str, str], Charge | None] = {}
+        #: ``(REQUEST_METHOD, SCRIPT_NAME, PATH_INFO)`` of requests Flask routed to a free view
+        self.free: set[_PathKey] = set()
+        #: keys that stopped being free while remembered as free: never remembered again
+        self._volatile: set[_PathKey] = set()
+        self._rule_count = -1
+        self._by_path = False
 
     def validate(self) -> int:
         """Check every view's meters; returns how many routes are paid. Raises :class:`ConfigError`."""
@@ -104,42 +125,90 @@ class _State:
     def _price(self, view: object, endpoint: str, method: str) -> Charge | None:
         return self.gate.charge_for(_handler(view, method), endpoint)
 
-    def before_request(self) -> Response | None:
-        req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not eight
-        rule = req.url_rule
-        if rule is None:
-            return None  # 404 / 405: Flask answers, no view runs
-        views = self.app.view_functions
-        if len(views) != self.validated:
-            self.validate()  # routes added after init_app (Flask refuses new ones after the first request)
-        method = req.method
-        if method == "OPTIONS" and rule.provide_automatic_options:
-            return None  # Flask answers OPTIONS itself without calling the view (a property of the rule)
-        endpoint = rule.endpoint
-        key = (views.get(endpoint), endpoint, method)
-        try:
-            charge = self._charges[key]
-        except KeyError:
-            charge = self._charges[key] = self._price(key[0], endpoint, method)
-        except TypeError:  # an unhashable view: priced on every request
-            charge = self._price(key[0], endpoint, method)
-        if charge is None:
-            return None
-        environ = req.environ
-        exchange = environ.get(_EXCHANGE)
-        if not isinstance(exchange, Exchange):
-            raise ZcError(
-                "not_wrapped",
-                "this request did not go through app.wsgi_app as ZeroClick wrapped it; "
-                "wrap app.wsgi_app in other middleware only after ZeroClick.init_app(app)",
-            )
+    def _paths_decide(self) -> bool:
+        """Without host matching, subdomains or websocket rules, method and path alone pick the rule."""
+        url_map = self.app.url_map
+        rules = getattr(url_map, "_rules", None)  # werkzeug's own list; absent: never remember
+        if not isinstance(rules, list):
+            return False
+        if len(rules) != self._rule_count:
+            self.free.clear()
+            self._rule_count = len(rules)
+            self._by_path = not url_map.host_matching and not any(r.subdomain or r.websocket for r in rules)
+        return self._by_path
+
+    def _remember_free(self, environ: Environ) -> None:
+        key = (environ.get("REQUEST_METHOD"), environ.get("SCRIPT_NAME"), environ.get("PATH_INFO"))
+        if key in self._volatile or not self._paths_decide():
+            return
+        if len(self.free) >= _CACHE_SIZE:
+            self.free.clear()
+        self.free.add(key)
+
+    def _no_longer_free(self, environ: Environ) -> Response:
+        """A request sent straight through as free reached a paid view: a view was swapped in
+        ``app.view_functions`` or a converter changed its mind. Nothing ran; the client retries."""
+        key = (environ.get("REQUEST_METHOD"), environ.get("SCRIPT_NAME"), environ.get("PATH_INFO"))
+        self.free.clear()
+        self._volatile.add(key)
+        log.warning("zc_middleware: %s %s was routed to a free view before and now to a paid one", key[0], key[2])
+        return self._respond(route_repriced())
+
+    def _respond(self, deny: Deny) -> Response:
+        return self.app.response_class(deny.body, status=deny.status, headers=list(deny.headers))
+
+    def hook(self) -> Callable[[], Response | None]:
+        """The ``before_request`` function: price the view Flask matched; for a paid one, ask the
+        Gate and either grant the request's exchange or answer with the Gate's response."""
+        app = self.app
         gate = self.gate
-        buyer = buyer_of(gate, environ, self._buyer_key)
-        decision = gate.check_buyer(buyer, header_getter(environ), charge, exchange)
-        if isinstance(decision, Deny):
-            return self.app.response_class(decision.body, status=decision.status, headers=list(decision.headers))
-        exchange.grant()
-        return None
+        charges = self._charges
+        buyer_header = self._buyer_key
+        current_request = request._get_current_object  # type: ignore[attr-defined]  # one proxy lookup, not eight
+
+        def before_request() -> Response | None:
+            req = current_request()
+            rule = req.url_rule
+            if rule is None:
+                return None  # 404 / 405: Flask answers, no view runs
+            views = app.view_functions
+            if len(views) != self.validated:
+                self.validate()  # routes added after init_app (Flask refuses new ones after the first request)
+            method = req.method
+            if method == "OPTIONS" and rule.provide_automatic_options:
+                charge = None  # Flask answers OPTIONS itself without calling the view (a property of the rule)
+            else:
+                endpoint = rule.endpoint
+                key = (views.get(endpoint), endpoint, method)
+                try:
+                    charge = charges[key]
+                except KeyError:
+                    charge = charges[key] = self._price(key[0], endpoint, method)
+                except TypeError:  # an unhashable view: priced on every request
+                    charge = self._price(key[0], endpoint, method)
+            environ = req.environ
+            exchange = environ.get(_EXCHANGE, _UNWRAPPED)
+            if charge is None:
+                if exchange is not None and exchange is not _UNWRAPPED:
+                    self._remember_free(environ)  # the next request to this path skips the exchange
+                return None
+            if exchange.__class__ is not Exchange:
+                if exchange is None:
+                    return self._no_longer_free(environ)
+                raise ZcError(
+                    "not_wrapped",
+                    "this request did not go through app.wsgi_app as ZeroClick wrapped it; "
+                    "wrap app.wsgi_app in other middleware only after ZeroClick.init_app(app)",
+                )
+            get_header = header_getter(environ)
+            buyer = environ.get(buyer_header) if buyer_header is not None else gate.identify(get_header)
+            decision = gate.check_buyer(buyer, get_header, charge, exchange)
+            if decision.__class__ is Deny:
+                return self._respond(decision)  # type: ignore[arg-type]
+            exchange.grant()
+            return None
+
+        return before_request
 
 
 class ZeroClick:
@@ -188,8 +257,8 @@ class ZeroClick:
             raise
         app.extensions[_KEY] = state
         # First, like an outermost middleware: nothing else runs for a request the plan does not cover.
-        app.before_request_funcs.setdefault(None, []).insert(0, state.before_request)
-        app.wsgi_app = _Settle(app.wsgi_app, gate)  # type: ignore[method-assign]
+        app.before_request_funcs.setdefault(None, []).insert(0, state.hook())
+        app.wsgi_app = _Settle(app.wsgi_app, gate, state.free)  # type: ignore[method-assign]
         app.cli.add_command(zeroclick_cli)
 
     def gate_for(self, app: Flask | None = None) -> Gate:

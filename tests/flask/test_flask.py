@@ -578,3 +578,48 @@ def test_wsgi_late_error_start_response_keeps_the_bill_that_went_out() -> None:
     body.close()
     assert sent == ["200 OK"]
     assert used(ledger) == 1  # the usage header went out with the 200: the hold is kept
+
+
+def test_a_free_route_swapped_for_a_paid_view_is_never_served_unbilled() -> None:
+    app = make_app()
+    ledger = MemoryLedger(plans=PLANS)
+    ZeroClick(app, settings=CONFIG, ledger=ledger)
+    client = app.test_client()
+    assert client.get("/free").text == "free"
+    assert client.get("/free").text == "free"  # now known free: no exchange is prepared for it
+    ran: list[str] = []
+
+    @metered("api-requests", 2)
+    def paid_now() -> str:
+        ran.append("paid_now")
+        return "paid now"
+
+    app.view_functions["free"] = paid_now  # behind Flask's back, after requests were served
+    refused = client.get("/free", headers=AGENT)
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "0"
+    assert refused.json == {
+        "error": "route_repriced",
+        "message": "This route became paid while the request was routed; retry.",
+    }
+    assert ran == [] and used(ledger) == 0  # nothing ran, nothing billed
+    retried = client.get("/free", headers=AGENT, buffered=True)
+    assert retried.text == "paid now"
+    assert retried.headers["X-ZeroClick-Usage"] == "api-requests=2"
+    assert used(ledger) == 2
+    assert client.get("/free").status_code == 401  # checked on every request from now on
+
+
+def test_with_host_matching_a_free_host_never_lets_a_paid_host_through() -> None:
+    app = Flask(__name__, host_matching=True, static_host="static.test")
+    app.add_url_rule("/x", "free_x", lambda: "free", host="free.test")
+    app.add_url_rule("/x", "paid_x", metered("api-requests")(lambda: "paid"), host="paid.test")
+    ledger = MemoryLedger(plans=PLANS)
+    ZeroClick(app, settings=CONFIG, ledger=ledger)
+    client = app.test_client()
+    for _ in range(2):
+        assert client.get("/x", base_url="http://free.test").text == "free"
+        paid = client.get("/x", base_url="http://paid.test", headers=AGENT, buffered=True)
+        assert (paid.status_code, paid.text) == (200, "paid")
+        assert paid.headers["X-ZeroClick-Usage"] == "api-requests=1"
+    assert used(ledger) == 2
