@@ -27,7 +27,7 @@ from ..decision import Allow, Deny
 from ..errors import ConfigError
 from ..gate import Charge, Gate
 from ..meters import bind_counter, unbind_counter
-from ..wsgi import buyer_key, buyer_of, header_getter
+from ..wsgi import buyer_key, header_getter
 from . import conf
 from .conf import get_gate
 from .routing import endpoints, route_name, view_for
@@ -59,15 +59,18 @@ class _Exchange(Allow):
 class _Routing:
     """What one Gate prices each resolved view at, and where its buyer header sits in ``META``."""
 
-    __slots__ = ("charges", "gate", "meta_key")
+    __slots__ = ("by_view", "charges", "gate", "meta_key")
 
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
         self.charges: dict[RouteKey, Charge | None] = {}
+        #: function views' prices, when settings ``ROUTES`` is empty and so the view alone decides
+        self.by_view: dict[object, Charge | None] = {}
         #: ``HTTP_ZC_AGENT_ID`` for the default identity; ``None`` with a custom ``identify``
         self.meta_key = buyer_key(gate)
 
     def charge(self, request: HttpRequest, view_func: object) -> Charge | None:
+        """What ``view_func`` costs for this request (:attr:`by_view` is looked up first, inline)."""
         match = request.resolver_match
         method = request.method
         url_name, view_name = (match.url_name, match.view_name) if match is not None else (None, None)
@@ -82,6 +85,10 @@ class _Routing:
         if len(self.charges) >= _CACHE_SIZE:
             self.charges.clear()
         self.charges[key] = charge
+        if not self.gate.settings.routes and getattr(view_func, "view_class", None) is None:
+            if len(self.by_view) >= _CACHE_SIZE:
+                self.by_view.clear()
+            self.by_view[view_func] = charge  # neither the method nor the URL name changes its price
         return charge
 
     def _price(
@@ -146,19 +153,23 @@ class ZeroClickMiddleware:
         return response
 
     # -- the decision, once Django has resolved the view ---------------------------
-    def _charge(self, request: HttpRequest, view_func: object) -> tuple[_Exchange, Charge, str | None] | None:
-        """The request's exchange, what its view costs and the buyer, or ``None`` for a free view."""
+    def _charge(self, request: HttpRequest, view_func: object) -> tuple[_Exchange, Charge] | None:
+        """The request's exchange and what its view costs, or ``None`` for a free view."""
         exchange = getattr(request, _STATE, None)
-        if not isinstance(exchange, _Exchange):
+        if exchange.__class__ is not _Exchange:
             return None  # process_view without __call__: not a request this middleware saw
-        gate = exchange.gate
         routing = self._routing
-        if routing.gate is not gate:  # ZEROCLICK changed (tests): price with the request's own Gate
-            routing = self._routing = _Routing(gate)
-        charge = routing.charge(request, view_func)
-        if charge is None:
-            return None
-        return exchange, charge, buyer_of(gate, request.META, routing.meta_key)
+        if routing.gate is not exchange.gate:  # ZEROCLICK changed (tests): price with the request's own Gate
+            routing = self._routing = _Routing(exchange.gate)
+        try:
+            charge = routing.by_view[view_func]
+        except (KeyError, TypeError):
+            charge = routing.charge(request, view_func)
+        return None if charge is None else (exchange, charge)
+
+    def _buyer(self, meta: dict[str, Any], gate: Gate) -> str | None:
+        key = self._routing.meta_key
+        return meta.get(key) if key is not None else gate.identify(header_getter(meta))
 
     def process_view(
         self, request: HttpRequest, view_func: object, view_args: tuple[Any, ...], view_kwargs: dict[str, Any]
@@ -166,9 +177,14 @@ class ZeroClickMiddleware:
         found = self._charge(request, view_func)
         if found is None:
             return None
-        exchange, charge, buyer = found
-        decision = exchange.gate.check_buyer(buyer, header_getter(request.META), charge, exchange)
-        return _decided(exchange, decision)
+        exchange, charge = found
+        gate = exchange.gate
+        meta = request.META
+        decision = gate.check_buyer(self._buyer(meta, gate), header_getter(meta), charge, exchange)
+        if decision.__class__ is Deny:
+            return _deny_response(decision)  # type: ignore[arg-type]  # the view never runs
+        exchange.granted = True
+        return None
 
     async def _aprocess_view(
         self, request: HttpRequest, view_func: object, view_args: tuple[Any, ...], view_kwargs: dict[str, Any]
@@ -176,20 +192,17 @@ class ZeroClickMiddleware:
         found = self._charge(request, view_func)
         if found is None:
             return None
-        exchange, charge, buyer = found
+        exchange, charge = found
         gate = exchange.gate
+        meta = request.META
         if gate.inline:  # embedded ledgers answer in microseconds: no coroutine, no thread hop
-            decision = gate.check_buyer(buyer, header_getter(request.META), charge, exchange)
+            decision = gate.check_buyer(self._buyer(meta, gate), header_getter(meta), charge, exchange)
         else:
-            decision = await gate.acheck_buyer(buyer, header_getter(request.META), charge, exchange)
-        return _decided(exchange, decision)
-
-
-def _decided(exchange: _Exchange, decision: Allow | Deny) -> HttpResponse | None:
-    if isinstance(decision, Deny):
-        return _deny_response(decision)  # returned from process_view: the view never runs
-    exchange.granted = True
-    return None
+            decision = await gate.acheck_buyer(self._buyer(meta, gate), header_getter(meta), charge, exchange)
+        if decision.__class__ is Deny:
+            return _deny_response(decision)  # type: ignore[arg-type]  # the view never runs
+        exchange.granted = True
+        return None
 
 
 def _deny_response(deny: Deny) -> HttpResponse:
@@ -202,11 +215,17 @@ def _deny_response(deny: Deny) -> HttpResponse:
 
 def _respond(exchange: _Exchange, response: HttpResponseBase) -> bool | None:
     """Add the usage header; returns how to settle now, or ``None`` when the body settles at close."""
-    gate = exchange.gate
     success: bool = response.status_code < 400
     if success:
-        _set_usage(response.headers, gate.usage_header(exchange))
+        if exchange.touched:
+            value = exchange.gate.usage_header(exchange)
+        else:  # nothing recorded yet: the route's header, worked out once
+            charge = exchange.charge
+            exchange.reported = charge.reported
+            value = charge.header
+        _set_usage(response.headers, value)
     if response.streaming:
+        gate = exchange.gate
         settle_at_close(response, exchange, lambda: gate.finish(exchange, success=success))
         return None
     return success
@@ -215,13 +234,14 @@ def _respond(exchange: _Exchange, response: HttpResponseBase) -> bool | None:
 def _set_usage(headers: Any, value: str | None) -> None:
     """Replace any usage header the view set (the proxy trusts it: only the gate writes it)."""
     store = getattr(headers, "_store", None)
-    if type(store) is dict:
+    if store.__class__ is dict:
         # Django's ResponseHeaders keeps ``{lower-case name: (name, value)}`` (4.2 to 6.1). Its
         # ``__setitem__`` re-validates the value, which costs about 1 µs a request; ours is built from
         # validated meter names and integers, plain ASCII without line breaks.
-        store.pop(_USAGE_KEY, None)
         if value:
             store[_USAGE_KEY] = (_USAGE, value)
+        else:
+            store.pop(_USAGE_KEY, None)
         return
     headers.pop(_USAGE, None)
     if value:
