@@ -52,6 +52,8 @@ _UNWRAPPED: Any = object()
 _METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
 _CACHE_SIZE = 4096
 _PathKey = tuple[object, object, object]
+#: the rule Flask matched and the view it called, for a request sent straight through as free
+_FreeRoute = tuple[object, object]
 
 
 def _handler(view: object, method: str) -> object:
@@ -79,20 +81,21 @@ class _Settle:
     ``before_request`` when the route is paid, which then reports and settles.
 
     A request whose method and path were already routed to a free view goes straight through,
-    with no exchange: ``before_request`` still prices it from Flask's own match, and answers it
-    if that is no longer free (see :meth:`_State.before_request`).
+    with no exchange: ``before_request`` checks that Flask matched the same rule and view, and
+    prices it again when not (see :meth:`_State.hook`).
     """
 
     __slots__ = ("free", "gate", "wsgi_app")
 
-    def __init__(self, wsgi_app: WSGIApp, gate: Gate, free: set[_PathKey]) -> None:
+    def __init__(self, wsgi_app: WSGIApp, gate: Gate, free: dict[_PathKey, _FreeRoute]) -> None:
         self.wsgi_app = wsgi_app
         self.gate = gate
         self.free = free
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        if (environ.get("REQUEST_METHOD"), environ.get("SCRIPT_NAME"), environ.get("PATH_INFO")) in self.free:
-            environ[_EXCHANGE] = None
+        free = self.free.get((environ.get("REQUEST_METHOD"), environ.get("SCRIPT_NAME"), environ.get("PATH_INFO")))
+        if free is not None:
+            environ[_EXCHANGE] = free
             return self.wsgi_app(environ, start_response)
         exchange = environ[_EXCHANGE] = Exchange(self.gate, start_response)
         return exchange.serve(self.wsgi_app, environ)
@@ -108,8 +111,8 @@ class _State:
         self._buyer_key = buyer_key(gate)
         #: ``(view, endpoint, method)`` -> what it costs (``None``: free)
         self._charges: dict[tuple[object, str, str], Charge | None] = {}
-        #: ``(REQUEST_METHOD, SCRIPT_NAME, PATH_INFO)`` of requests Flask routed to a free view
-        self.free: set[_PathKey] = set()
+        #: ``(REQUEST_METHOD, SCRIPT_NAME, PATH_INFO)`` -> the rule and the free view Flask routed it to
+        self.free: dict[_PathKey, _FreeRoute] = {}
         #: keys that stopped being free while remembered as free: never remembered again
         self._volatile: set[_PathKey] = set()
         self._rule_count = -1
@@ -137,13 +140,13 @@ class _State:
             self._by_path = not url_map.host_matching and not any(r.subdomain or r.websocket for r in rules)
         return self._by_path
 
-    def _remember_free(self, environ: Environ) -> None:
+    def _remember_free(self, environ: Environ, rule: object, view: object) -> None:
         key = (environ.get("REQUEST_METHOD"), environ.get("SCRIPT_NAME"), environ.get("PATH_INFO"))
         if key in self._volatile or not self._paths_decide():
             return
         if len(self.free) >= _CACHE_SIZE:
             self.free.clear()
-        self.free.add(key)
+        self.free[key] = (rule, view)
 
     def _no_longer_free(self, environ: Environ) -> Response:
         """A request sent straight through as free reached a paid view: a view was swapped in
@@ -171,7 +174,11 @@ class _State:
             rule = req.url_rule
             if rule is None:
                 return None  # 404 / 405: Flask answers, no view runs
+            environ = req.environ
+            exchange = environ.get(_EXCHANGE, _UNWRAPPED)
             views = app.view_functions
+            if exchange.__class__ is tuple and exchange[0] is rule and views.get(rule.endpoint) is exchange[1]:
+                return None  # sent straight through as free, and Flask matched the same free rule and view
             if len(views) != self.validated:
                 self.validate()  # routes added after init_app (Flask refuses new ones after the first request)
             method = req.method
@@ -186,20 +193,21 @@ class _State:
                     charge = charges[key] = self._price(key[0], endpoint, method)
                 except TypeError:  # an unhashable view: priced on every request
                     charge = self._price(key[0], endpoint, method)
-            environ = req.environ
-            exchange = environ.get(_EXCHANGE, _UNWRAPPED)
-            if charge is None:
-                if exchange is not None and exchange is not _UNWRAPPED:
-                    self._remember_free(environ)  # the next request to this path skips the exchange
-                return None
             if exchange.__class__ is not Exchange:
-                if exchange is None:
+                if exchange is _UNWRAPPED:
+                    if charge is None:
+                        return None
+                    raise ZcError(
+                        "not_wrapped",
+                        "this request did not go through app.wsgi_app as ZeroClick wrapped it; "
+                        "wrap app.wsgi_app in other middleware only after ZeroClick.init_app(app)",
+                    )
+                if charge is not None:
                     return self._no_longer_free(environ)
-                raise ZcError(
-                    "not_wrapped",
-                    "this request did not go through app.wsgi_app as ZeroClick wrapped it; "
-                    "wrap app.wsgi_app in other middleware only after ZeroClick.init_app(app)",
-                )
+                exchange = None  # sent straight through and still free, by another rule or view now
+            if charge is None:
+                self._remember_free(environ, rule, views.get(rule.endpoint))  # later requests skip the exchange
+                return None
             get_header = header_getter(environ)
             buyer = environ.get(buyer_header) if buyer_header is not None else gate.identify(get_header)
             decision = gate.check_buyer(buyer, get_header, charge, exchange)
