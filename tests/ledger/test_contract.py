@@ -128,6 +128,17 @@ def test_daily_meter_resets_after_a_day(ledger: Ledger, clock: Clock) -> None:
     hold(ledger.reserve("b", {"compute-seconds": 100}))
 
 
+def test_a_reservation_timed_just_before_a_reset_keeps_the_new_periods_usage(ledger: Ledger, clock: Clock) -> None:
+    hold(ledger.reserve("b", {"compute-seconds": 100}))
+    clock.advance(days=1)
+    hold(ledger.reserve("b", {"compute-seconds": 60}))  # the new day's period
+    clock.advance(seconds=-2)  # a clock read before another thread rolled the period over, or stepped back
+    hold(ledger.reserve("b", {"compute-seconds": 30}))
+    clock.advance(seconds=2)
+    assert ledger.balance("b").meter("compute-seconds").used == 90
+    assert isinstance(ledger.reserve("b", {"compute-seconds": 11}), Refusal)
+
+
 def test_balance_reports_limit_used_remaining_percent_and_period(ledger: Ledger) -> None:
     hold(ledger.reserve("b", {"api-requests": 10}))
     meter = ledger.balance("b").meter("api-requests")

@@ -158,8 +158,10 @@ def _account_refusal(account: Account | None, plans: Plans, now: float) -> Refus
 
 
 def current_row(plans: Plans, account: Account, meter: str, row: Row | None, now: float) -> Row:
-    """The row as it stands at ``now``: reset lazily when its period has ended."""
-    if row is not None and row.period_start <= now < row.period_end:
+    """The row as it stands at ``now``: reset lazily when its period has ended. A ``now`` before the
+    row's period (read before another thread rolled it over, or a clock stepped back) keeps the row:
+    a balance never goes back to an earlier period with nothing used."""
+    if row is not None and now < row.period_end:
         return row
     _, reset = plans.allowance(account.plan, meter)
     start, end = period_bounds(account.anchor, reset, now)

@@ -89,6 +89,8 @@ class MemoryLedger(Ledger):
             for meter, row in result.items():
                 cell = cells.get(meter)
                 if cell is None or cell.start != row.period_start:
+                    if cell is not None:
+                        cell.until = -inf  # a reservation holding the old period's cell asks again
                     limit = self.plans.allowance(account.plan, meter)[0]
                     cell = cells[meter] = _Cell(row.period_start, row.period_end, row.used, limit)
                 cell.used = row.used
