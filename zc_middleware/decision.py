@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from .ledger.base import Hold, Refusal
 from .meters import UsageCounter
 
-__all__ = ["Allow", "Decision", "Deny", "identity_required", "ledger_unavailable", "payment_required"]
+__all__ = [
+    "Allow",
+    "Decision",
+    "Deny",
+    "identity_required",
+    "ledger_unavailable",
+    "payment_required",
+    "route_repriced",
+]
 
 _MESSAGES = {
     "usage_exhausted": "The plan's included units for this meter are used up.",

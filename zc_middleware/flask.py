@@ -48,12 +48,25 @@ log = logging.getLogger("zc_middleware")
 
 _KEY = "zeroclick"
 _EXCHANGE = "zeroclick.exchange"
-_UNWRAPPED: Any = object()
 _METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
 _CACHE_SIZE = 4096
 _PathKey = tuple[object, object, object]
-#: the rule Flask matched and the view it called, for a request sent straight through as free
-_FreeRoute = tuple[object, object]
+
+
+class _Free:
+    """What Flask routed a method and path to, last time: a free view. A request with that method
+    and path is sent straight through with this in ``environ``, for ``before_request`` to confirm."""
+
+    __slots__ = ("method", "rule", "view")
+
+    def __init__(self, rule: object, view: object, method: str) -> None:
+        self.rule = rule
+        self.view = view
+        self.method = method
+
+
+#: what ``environ[_EXCHANGE]`` holds when the request did not go through ``_Settle``
+_UNWRAPPED = _Free(None, None, "")
 
 
 def _handler(view: object, method: str) -> object:
@@ -81,13 +94,13 @@ class _Settle:
     ``before_request`` when the route is paid, which then reports and settles.
 
     A request whose method and path were already routed to a free view goes straight through,
-    with no exchange: ``before_request`` checks that Flask matched the same rule and view, and
-    prices it again when not (see :meth:`_State.hook`).
+    with no exchange: ``before_request`` checks that Flask matched the same rule, view and method,
+    and prices the request again when not (see :meth:`_State.hook`).
     """
 
     __slots__ = ("free", "gate", "wsgi_app")
 
-    def __init__(self, wsgi_app: WSGIApp, gate: Gate, free: dict[_PathKey, _FreeRoute]) -> None:
+    def __init__(self, wsgi_app: WSGIApp, gate: Gate, free: dict[_PathKey, _Free]) -> None:
         self.wsgi_app = wsgi_app
         self.gate = gate
         self.free = free
@@ -104,7 +117,7 @@ class _Settle:
 class _State:
     """What one app's extension holds: ``app.extensions["zeroclick"]``."""
 
-    def __init__(self, app: Flask, gate: Gate) -> None:
+    def __init__(self, app: Flask, gate: Gate, *, shortcut: bool = True) -> None:
         self.app = app
         self.gate = gate
         self.validated = -1
@@ -112,7 +125,10 @@ class _State:
         #: ``(view, endpoint, method)`` -> what it costs (``None``: free)
         self._charges: dict[tuple[object, str, str], Charge | None] = {}
         #: ``(REQUEST_METHOD, SCRIPT_NAME, PATH_INFO)`` -> the rule and the free view Flask routed it to
-        self.free: dict[_PathKey, _FreeRoute] = {}
+        self.free: dict[_PathKey, _Free] = {}
+        #: remember free paths at all: not when other middleware sits between ours and Flask, since
+        #: it may rewrite what Flask routes by (the method, with an override header; the path)
+        self.shortcut = shortcut
         #: keys that stopped being free while remembered as free: never remembered again
         self._volatile: set[_PathKey] = set()
         self._rule_count = -1
@@ -132,7 +148,7 @@ class _State:
         """Without host matching, subdomains or websocket rules, method and path alone pick the rule."""
         url_map = self.app.url_map
         rules = getattr(url_map, "_rules", None)  # werkzeug's own list; absent: never remember
-        if not isinstance(rules, list):
+        if not self.shortcut or not isinstance(rules, list):
             return False
         if len(rules) != self._rule_count:
             self.free.clear()
@@ -140,22 +156,25 @@ class _State:
             self._by_path = not url_map.host_matching and not any(r.subdomain or r.websocket for r in rules)
         return self._by_path
 
-    def _remember_free(self, environ: Environ, rule: object, view: object) -> None:
+    def _remember_free(self, environ: Environ, free: _Free) -> None:
         key = (environ.get("REQUEST_METHOD"), environ.get("SCRIPT_NAME"), environ.get("PATH_INFO"))
         if key in self._volatile or not self._paths_decide():
             return
         if len(self.free) >= _CACHE_SIZE:
             self.free.clear()
-        self.free[key] = (rule, view)
+        self.free[key] = free
 
     def _no_longer_free(self, environ: Environ) -> Response:
         """A request sent straight through as free reached a paid view: a view was swapped in
-        ``app.view_functions`` or a converter changed its mind. Nothing ran; the client retries."""
+        ``app.view_functions``, or a converter changed its mind. Nothing ran; the client retries,
+        and this path is never sent straight through again."""
         key = (environ.get("REQUEST_METHOD"), environ.get("SCRIPT_NAME"), environ.get("PATH_INFO"))
         self.free.clear()
+        if len(self._volatile) >= _CACHE_SIZE:
+            self._volatile.clear()
         self._volatile.add(key)
-        log.warning("zc_middleware: %s %s was routed to a free view before and now to a paid one", key[0], key[2])
-        return self._respond(route_repriced())
+        log.warning("zc_middleware: a path routed to a free view before now reaches a paid one; answered 503 once")
+        return self._respond(self.gate.deny(route_repriced()))
 
     def _respond(self, deny: Deny) -> Response:
         return self.app.response_class(deny.body, status=deny.status, headers=list(deny.headers))
@@ -176,23 +195,25 @@ class _State:
                 return None  # 404 / 405: Flask answers, no view runs
             environ = req.environ
             exchange = environ.get(_EXCHANGE, _UNWRAPPED)
+            endpoint = rule.endpoint
             views = app.view_functions
-            if exchange.__class__ is tuple and exchange[0] is rule and views.get(rule.endpoint) is exchange[1]:
-                return None  # sent straight through as free, and Flask matched the same free rule and view
+            view = views.get(endpoint)  # read once: what is priced is what is remembered
+            method = req.method
+            if exchange.__class__ is _Free and exchange.rule is rule and exchange.view is view:
+                if exchange.method == method:
+                    return None  # sent straight through as free, and Flask routed it just as before
             if len(views) != self.validated:
                 self.validate()  # routes added after init_app (Flask refuses new ones after the first request)
-            method = req.method
             if method == "OPTIONS" and rule.provide_automatic_options:
                 charge = None  # Flask answers OPTIONS itself without calling the view (a property of the rule)
             else:
-                endpoint = rule.endpoint
-                key = (views.get(endpoint), endpoint, method)
+                key = (view, endpoint, method)
                 try:
                     charge = charges[key]
                 except KeyError:
-                    charge = charges[key] = self._price(key[0], endpoint, method)
+                    charge = charges[key] = self._price(view, endpoint, method)
                 except TypeError:  # an unhashable view: priced on every request
-                    charge = self._price(key[0], endpoint, method)
+                    charge = self._price(view, endpoint, method)
             if exchange.__class__ is not Exchange:
                 if exchange is _UNWRAPPED:
                     if charge is None:
@@ -204,14 +225,13 @@ class _State:
                     )
                 if charge is not None:
                     return self._no_longer_free(environ)
-                exchange = None  # sent straight through and still free, by another rule or view now
             if charge is None:
-                self._remember_free(environ, rule, views.get(rule.endpoint))  # later requests skip the exchange
+                self._remember_free(environ, _Free(rule, view, method))  # later requests skip the exchange
                 return None
             get_header = header_getter(environ)
             buyer = environ.get(buyer_header) if buyer_header is not None else gate.identify(get_header)
             decision = gate.check_buyer(buyer, get_header, charge, exchange)
-            if decision.__class__ is Deny:
+            if decision is not exchange:  # anything but the exchange itself, armed, is a refusal
                 return self._respond(decision)  # type: ignore[arg-type]
             exchange.grant()
             return None
@@ -256,7 +276,8 @@ class ZeroClick:
         if _KEY in app.extensions:
             raise ConfigError("already_initialised", f"ZeroClick is already set up on app {app.name!r}")
         gate = Gate(self.settings_for(app), ledger=self.ledger, identify=self.identify)
-        state = _State(app, gate)
+        # Middleware already wrapping app.wsgi_app sits between ours and Flask: no path shortcut.
+        state = _State(app, gate, shortcut="wsgi_app" not in vars(app))
         try:
             state.validate()
         except Exception:

@@ -172,7 +172,7 @@ class Gate:
         return True
 
     def _no_buyer(self, buyer: str | None) -> Deny:
-        return self._deny(identity_required(self.settings.identity_header, invalid=bool(buyer)))
+        return self.deny(identity_required(self.settings.identity_header, invalid=bool(buyer)))
 
     def _decide(
         self,
@@ -185,12 +185,12 @@ class Gate:
         if isinstance(result, Hold):
             hold: Hold | None = result
         elif isinstance(result, Refusal):
-            return self._deny(payment_required(result, self.settings.extend_url))
+            return self.deny(payment_required(result, self.settings.extend_url))
         else:
             self._tally["ledger_errors"] += 1
             log.error("zc_middleware: ledger unavailable (%s: %s)", type(result).__name__, result)
             if self.settings.on_ledger_error != "allow":
-                return self._deny(ledger_unavailable())
+                return self.deny(ledger_unavailable())
             hold = None
         self._allowed += 1
         allow = counter if counter is not None else Allow(self.known)
@@ -206,7 +206,8 @@ class Gate:
         is known: pass it to :meth:`check` as ``counter`` and, if allowed, it is the ``Allow``."""
         return Allow(self.known)
 
-    def _deny(self, deny: Deny) -> Deny:
+    def deny(self, deny: Deny) -> Deny:
+        """Count ``deny`` in :attr:`stats` (``denied_<status>``) and return it."""
         self._tally[f"denied_{deny.status}"] += 1
         return deny
 

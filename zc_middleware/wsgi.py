@@ -101,8 +101,8 @@ class Exchange(Allow):
     """One request: the grant-to-be (and so the usage counter), ``start_response`` with the usage
     header added, and, once granted, the response body that settles the hold when it is closed.
 
-    The Flask extension creates one for every request (it learns whether the route is paid only in
-    ``before_request``); a free request pays for creating it and for the ``start_response`` hop.
+    The Flask extension creates one for every request whose method and path it has not yet seen
+    routed to a free view (it learns whether the route is paid only in ``before_request``).
     ``ZeroClickWSGI`` routes first and creates one for paid requests only.
     """
 
@@ -284,7 +284,7 @@ class ZeroClickWSGI:
         return self.gate.validate_views(self._view(endpoint) for endpoint in endpoints)
 
     def _cacheable(self) -> bool:
-        """Without host matching or subdomains, method and path alone decide the match."""
+        """Without host matching, subdomains or websocket rules, method and path alone decide the match."""
         rules = getattr(self.url_map, "_rules", None)  # werkzeug's own list; absent: never cache
         if not isinstance(rules, list):
             return False
@@ -292,7 +292,7 @@ class ZeroClickWSGI:
             self.validate()  # rules added after construction
             self._cache.clear()
             self._rule_count = len(rules)
-            self._by_path = not self.url_map.host_matching and not any(r.subdomain for r in rules)
+            self._by_path = not self.url_map.host_matching and not any(r.subdomain or r.websocket for r in rules)
         return self._by_path
 
     def _charge(self, environ: Environ) -> Charge | None:
@@ -320,7 +320,7 @@ class ZeroClickWSGI:
         exchange = Exchange(gate, start_response)
         buyer = buyer_of(gate, environ, self._buyer_key)
         decision = gate.check_buyer(buyer, header_getter(environ), charge, exchange)
-        if isinstance(decision, Deny):
-            return deny_body(decision, start_response)
+        if decision is not exchange:  # anything but the exchange itself, armed, is a refusal
+            return deny_body(decision, start_response)  # type: ignore[arg-type]
         exchange.grant()
         return exchange.serve(self.app, environ)

@@ -19,7 +19,7 @@ from flask import Flask, Response, request, send_file, stream_with_context
 from flask.views import MethodView
 from werkzeug.exceptions import NotFound
 from werkzeug.routing import Map, Rule
-from werkzeug.test import EnvironBuilder
+from werkzeug.test import Client, EnvironBuilder
 from werkzeug.wrappers import Request as WRequest
 from werkzeug.wrappers import Response as WResponse
 
@@ -583,7 +583,7 @@ def test_wsgi_late_error_start_response_keeps_the_bill_that_went_out() -> None:
 def test_a_free_route_swapped_for_a_paid_view_is_never_served_unbilled() -> None:
     app = make_app()
     ledger = MemoryLedger(plans=PLANS)
-    ZeroClick(app, settings=CONFIG, ledger=ledger)
+    zc = ZeroClick(app, settings=CONFIG, ledger=ledger)
     client = app.test_client()
     assert client.get("/free").text == "free"
     assert client.get("/free").text == "free"  # now known free: no exchange is prepared for it
@@ -603,6 +603,7 @@ def test_a_free_route_swapped_for_a_paid_view_is_never_served_unbilled() -> None
         "message": "This route became paid while the request was routed; retry.",
     }
     assert ran == [] and used(ledger) == 0  # nothing ran, nothing billed
+    assert zc.gate_for(app).stats["denied_503"] == 1
     retried = client.get("/free", headers=AGENT, buffered=True)
     assert retried.text == "paid now"
     assert retried.headers["X-ZeroClick-Usage"] == "api-requests=2"
@@ -623,3 +624,70 @@ def test_with_host_matching_a_free_host_never_lets_a_paid_host_through() -> None
         assert (paid.status_code, paid.text) == (200, "paid")
         assert paid.headers["X-ZeroClick-Usage"] == "api-requests=1"
     assert used(ledger) == 2
+
+
+def test_middleware_inside_zeroclick_that_overrides_the_method_never_gets_a_paid_handler_free() -> None:
+    class MethodOverride:  # the pattern from Flask's docs, wrapped before ZeroClick(app)
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+            method = environ.get("HTTP_X_HTTP_METHOD_OVERRIDE", "").upper()
+            if method in {"GET", "POST"}:
+                environ["REQUEST_METHOD"] = method
+            return self.app(environ, start_response)
+
+    ran: list[str] = []
+
+    class Items(MethodView):
+        def get(self) -> str:
+            return "list"
+
+        @metered("api-requests")
+        def post(self) -> str:
+            ran.append("post")
+            return "created"
+
+    app = Flask(__name__)
+    app.add_url_rule("/items", view_func=Items.as_view("items"))
+    app.wsgi_app = MethodOverride(app.wsgi_app)  # type: ignore[method-assign]
+    ledger = MemoryLedger(plans=PLANS)
+    ZeroClick(app, settings=CONFIG, ledger=ledger)
+    client = app.test_client()
+    for _ in range(3):
+        assert client.get("/items").text == "list"
+        assert client.get("/items", headers={"X-HTTP-Method-Override": "POST"}).status_code == 401
+    created = client.get("/items", headers={"X-HTTP-Method-Override": "POST", **AGENT}, buffered=True)
+    assert created.text == "created"
+    assert created.headers["X-ZeroClick-Usage"] == "api-requests=1"
+    assert ran == ["post"] and used(ledger) == 1
+
+
+def test_werkzeug_websocket_rule_on_a_paid_path_never_makes_it_free() -> None:
+    ledger = MemoryLedger(plans=PLANS)
+    ran: list[str] = []
+
+    @metered("api-requests")
+    def paid(request: WRequest) -> WResponse:
+        ran.append("paid")
+        return WResponse("paid")
+
+    def socket(request: WRequest) -> WResponse:
+        return WResponse("no websockets here", status=400)
+
+    url_map = Map([Rule("/x", endpoint="socket", websocket=True), Rule("/x", endpoint="paid")])
+    views: dict[str, Any] = {"socket": socket, "paid": paid}
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        endpoint, _ = url_map.bind_to_environ(environ).match()
+        return views[endpoint](WRequest(environ))(environ, start_response)
+
+    wrapped = ZeroClickWSGI(app, url_map=url_map, views=views, settings=ZeroClickSettings(**CONFIG), ledger=ledger)
+    client = Client(wrapped)
+    assert client.get("/x", headers={"Upgrade": "websocket", "Connection": "Upgrade"}).status_code == 400
+    assert client.get("/x").status_code == 401
+    assert ran == []
+    response = client.get("/x", headers=AGENT, buffered=True)
+    assert response.headers["X-ZeroClick-Usage"] == "api-requests=1"
+    response.close()
+    assert ran == ["paid"] and used(ledger) == 1

@@ -153,23 +153,24 @@ class ZeroClickMiddleware:
         return response
 
     # -- the decision, once Django has resolved the view ---------------------------
-    def _charge(self, request: HttpRequest, view_func: object) -> tuple[_Exchange, Charge] | None:
-        """The request's exchange and what its view costs, or ``None`` for a free view."""
+    def _charge(self, request: HttpRequest, view_func: object) -> tuple[_Exchange, Charge, str | None] | None:
+        """The request's exchange, what its view costs and the buyer, or ``None`` for a free view."""
         exchange = getattr(request, _STATE, None)
         if exchange.__class__ is not _Exchange:
             return None  # process_view without __call__: not a request this middleware saw
+        gate = exchange.gate
         routing = self._routing
-        if routing.gate is not exchange.gate:  # ZEROCLICK changed (tests): price with the request's own Gate
-            routing = self._routing = _Routing(exchange.gate)
+        if routing.gate is not gate:  # ZEROCLICK changed (tests): price with the request's own Gate
+            routing = self._routing = _Routing(gate)
         try:
             charge = routing.by_view[view_func]
         except (KeyError, TypeError):
             charge = routing.charge(request, view_func)
-        return None if charge is None else (exchange, charge)
-
-    def _buyer(self, meta: dict[str, Any], gate: Gate) -> str | None:
-        key = self._routing.meta_key
-        return meta.get(key) if key is not None else gate.identify(header_getter(meta))
+        if charge is None:
+            return None
+        meta = request.META
+        key = routing.meta_key
+        return exchange, charge, meta.get(key) if key is not None else gate.identify(header_getter(meta))
 
     def process_view(
         self, request: HttpRequest, view_func: object, view_args: tuple[Any, ...], view_kwargs: dict[str, Any]
@@ -177,14 +178,9 @@ class ZeroClickMiddleware:
         found = self._charge(request, view_func)
         if found is None:
             return None
-        exchange, charge = found
-        gate = exchange.gate
-        meta = request.META
-        decision = gate.check_buyer(self._buyer(meta, gate), header_getter(meta), charge, exchange)
-        if decision.__class__ is Deny:
-            return _deny_response(decision)  # type: ignore[arg-type]  # the view never runs
-        exchange.granted = True
-        return None
+        exchange, charge, buyer = found
+        decision = exchange.gate.check_buyer(buyer, header_getter(request.META), charge, exchange)
+        return _decided(exchange, decision)
 
     async def _aprocess_view(
         self, request: HttpRequest, view_func: object, view_args: tuple[Any, ...], view_kwargs: dict[str, Any]
@@ -192,17 +188,20 @@ class ZeroClickMiddleware:
         found = self._charge(request, view_func)
         if found is None:
             return None
-        exchange, charge = found
+        exchange, charge, buyer = found
         gate = exchange.gate
-        meta = request.META
         if gate.inline:  # embedded ledgers answer in microseconds: no coroutine, no thread hop
-            decision = gate.check_buyer(self._buyer(meta, gate), header_getter(meta), charge, exchange)
+            decision = gate.check_buyer(buyer, header_getter(request.META), charge, exchange)
         else:
-            decision = await gate.acheck_buyer(self._buyer(meta, gate), header_getter(meta), charge, exchange)
-        if decision.__class__ is Deny:
-            return _deny_response(decision)  # type: ignore[arg-type]  # the view never runs
-        exchange.granted = True
-        return None
+            decision = await gate.acheck_buyer(buyer, header_getter(request.META), charge, exchange)
+        return _decided(exchange, decision)
+
+
+def _decided(exchange: _Exchange, decision: Allow | Deny) -> HttpResponse | None:
+    if decision is not exchange:  # anything but the exchange itself, armed, is a refusal
+        return _deny_response(decision)  # type: ignore[arg-type]  # returned from process_view: the view never runs
+    exchange.granted = True
+    return None
 
 
 def _deny_response(deny: Deny) -> HttpResponse:
