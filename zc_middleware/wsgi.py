@@ -140,12 +140,7 @@ class Exchange(Allow):
                     if key.lower() == _USAGE:  # the app's own usage header never goes out, whatever its case
                         headers = [item for item in headers if item[0].lower() != _USAGE]
                         break
-                if self.touched:
-                    value = self.gate.usage_header(self)
-                else:  # nothing recorded yet: the route's header, worked out once
-                    charge = self.charge
-                    self.reported = charge.reported
-                    value = charge.header
+                value = self.gate.usage_header(self)
                 if value:
                     headers = [*headers, ("X-ZeroClick-Usage", value)]
             # A late error start_response (exc_info, headers already out) raises here: the status that

@@ -216,13 +216,7 @@ def _respond(exchange: _Exchange, response: HttpResponseBase) -> bool | None:
     """Add the usage header; returns how to settle now, or ``None`` when the body settles at close."""
     success: bool = response.status_code < 400
     if success:
-        if exchange.touched:
-            value = exchange.gate.usage_header(exchange)
-        else:  # nothing recorded yet: the route's header, worked out once
-            charge = exchange.charge
-            exchange.reported = charge.reported
-            value = charge.header
-        _set_usage(response.headers, value)
+        _set_usage(response.headers, exchange.gate.usage_header(exchange))
     if response.streaming:
         gate = exchange.gate
         settle_at_close(response, exchange, lambda: gate.finish(exchange, success=success))
