@@ -40,7 +40,17 @@ from .gate import Charge, Gate, Identify
 from .ledger import Ledger
 from .meters import MeterSpec
 from .settings import ZeroClickSettings
-from .wsgi import Environ, Exchange, StartResponse, WSGIApp, buyer_key, header_getter
+from .wsgi import (
+    Environ,
+    Exchange,
+    StartResponse,
+    WSGIApp,
+    buyer_key,
+    buyer_of,
+    header_getter,
+    path_key,
+    routes_by_path,
+)
 
 __all__ = ["ZeroClick", "zeroclick_cli"]
 
@@ -106,6 +116,7 @@ class _Settle:
         self.free = free
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        # path_key(environ), inlined: this runs on every request
         free = self.free.get((environ.get("REQUEST_METHOD"), environ.get("SCRIPT_NAME"), environ.get("PATH_INFO")))
         if free is not None:
             environ[_EXCHANGE] = free
@@ -145,7 +156,7 @@ class _State:
         return self.gate.charge_for(_handler(view, method), endpoint)
 
     def _paths_decide(self) -> bool:
-        """Without host matching, subdomains or websocket rules, method and path alone pick the rule."""
+        """Whether free paths may be remembered by :func:`~zc_middleware.wsgi.path_key`."""
         url_map = self.app.url_map
         rules = getattr(url_map, "_rules", None)  # werkzeug's own list; absent: never remember
         if not self.shortcut or not isinstance(rules, list):
@@ -153,11 +164,11 @@ class _State:
         if len(rules) != self._rule_count:
             self.free.clear()
             self._rule_count = len(rules)
-            self._by_path = not url_map.host_matching and not any(r.subdomain or r.websocket for r in rules)
+            self._by_path = routes_by_path(url_map, rules)
         return self._by_path
 
     def _remember_free(self, environ: Environ, free: _Free) -> None:
-        key = (environ.get("REQUEST_METHOD"), environ.get("SCRIPT_NAME"), environ.get("PATH_INFO"))
+        key = path_key(environ)
         if key in self._volatile or not self._paths_decide():
             return
         if len(self.free) >= _CACHE_SIZE:
@@ -168,7 +179,7 @@ class _State:
         """A request sent straight through as free reached a paid view: a view was swapped in
         ``app.view_functions``, or a converter changed its mind. Nothing ran; the client retries,
         and this path is never sent straight through again."""
-        key = (environ.get("REQUEST_METHOD"), environ.get("SCRIPT_NAME"), environ.get("PATH_INFO"))
+        key = path_key(environ)
         self.free.clear()
         if len(self._volatile) >= _CACHE_SIZE:
             self._volatile.clear()
@@ -228,9 +239,8 @@ class _State:
             if charge is None:
                 self._remember_free(environ, _Free(rule, view, method))  # later requests skip the exchange
                 return None
-            get_header = header_getter(environ)
-            buyer = environ.get(buyer_header) if buyer_header is not None else gate.identify(get_header)
-            decision = gate.check_buyer(buyer, get_header, charge, exchange)
+            buyer = buyer_of(gate, environ, buyer_header)
+            decision = gate.check_buyer(buyer, header_getter(environ), charge, exchange)
             if decision is not exchange:  # anything but the exchange itself, armed, is a refusal
                 return self._respond(decision)  # type: ignore[arg-type]
             exchange.grant()

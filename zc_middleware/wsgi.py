@@ -35,7 +35,7 @@ from .meters import UsageCounter, bind_counter, unbind_counter
 from .settings import ZeroClickSettings
 
 if TYPE_CHECKING:
-    from werkzeug.routing import Map
+    from werkzeug.routing import Map, Rule
 
 __all__ = [
     "Environ",
@@ -48,6 +48,8 @@ __all__ = [
     "deny_body",
     "environ_key",
     "header_getter",
+    "path_key",
+    "routes_by_path",
 ]
 
 Environ = dict[str, Any]
@@ -83,11 +85,19 @@ def buyer_key(gate: Gate) -> str | None:
 
 
 def buyer_of(gate: Gate, environ: Environ, key: str | None) -> str | None:
-    """The buyer id of a request: ``environ[key]`` for the default identity, else ``gate.identify``."""
-    if key is None:
-        return gate.identify(header_getter(environ))
-    buyer = environ.get(key)
-    return buyer if isinstance(buyer, str) else None
+    """The buyer id of a request: ``environ[key]`` for the default identity, else ``gate.identify``.
+    (The Gate refuses a value that is not a valid id, a non-string included.)"""
+    return environ.get(key) if key is not None else gate.identify(header_getter(environ))
+
+
+def path_key(environ: Environ) -> tuple[object, object, object]:
+    """What a werkzeug map routes by when :func:`routes_by_path`: method, script name and path."""
+    return environ.get("REQUEST_METHOD"), environ.get("SCRIPT_NAME"), environ.get("PATH_INFO")
+
+
+def routes_by_path(url_map: Map, rules: list[Rule]) -> bool:
+    """Without host matching, subdomains or websocket rules, method and path alone pick the rule."""
+    return not url_map.host_matching and not any(r.subdomain or r.websocket for r in rules)
 
 
 def deny_body(deny: Deny, start_response: StartResponse) -> list[bytes]:
@@ -133,7 +143,8 @@ class Exchange(Allow):
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
     ) -> Callable[[bytes], object]:
-        if self.granted:
+        granted = self.granted
+        if granted:
             code = int(status[:3])
             if code < 400:
                 for key, _ in headers:
@@ -143,18 +154,15 @@ class Exchange(Allow):
                 value = self.gate.usage_header(self)
                 if value:
                     headers = [*headers, ("X-ZeroClick-Usage", value)]
-            # A late error start_response (exc_info, headers already out) raises here: the status that
-            # settles the hold stays the one that really went out, as in starlette.py.
-            write = (
-                self._start_response(status, headers)
-                if exc_info is None
-                else self._start_response(status, headers, exc_info)
-            )
-            self.status = code
-            return write
+        # A late error start_response (exc_info, headers already out) raises here: the status that
+        # settles the hold stays the one that really went out, as in starlette.py.
         if exc_info is None:
-            return self._start_response(status, headers)
-        return self._start_response(status, headers, exc_info)
+            write = self._start_response(status, headers)
+        else:
+            write = self._start_response(status, headers, exc_info)
+        if granted:
+            self.status = code
+        return write
 
     def serve(self, app: WSGIApp, environ: Environ) -> Iterable[bytes]:
         """Call ``app``. Still ungranted when it returns: a free request, its body passed on untouched;
@@ -279,7 +287,7 @@ class ZeroClickWSGI:
         return self.gate.validate_views(self._view(endpoint) for endpoint in endpoints)
 
     def _cacheable(self) -> bool:
-        """Without host matching, subdomains or websocket rules, method and path alone decide the match."""
+        """Whether :meth:`_charge` may cache by :func:`path_key` (see :func:`routes_by_path`)."""
         rules = getattr(self.url_map, "_rules", None)  # werkzeug's own list; absent: never cache
         if not isinstance(rules, list):
             return False
@@ -287,11 +295,11 @@ class ZeroClickWSGI:
             self.validate()  # rules added after construction
             self._cache.clear()
             self._rule_count = len(rules)
-            self._by_path = not self.url_map.host_matching and not any(r.subdomain or r.websocket for r in rules)
+            self._by_path = routes_by_path(self.url_map, rules)
         return self._by_path
 
     def _charge(self, environ: Environ) -> Charge | None:
-        key = (environ.get("REQUEST_METHOD"), environ.get("SCRIPT_NAME"), environ.get("PATH_INFO"))
+        key = path_key(environ)
         cacheable = self._cacheable()
         if cacheable and key in self._cache:
             return self._cache[key]

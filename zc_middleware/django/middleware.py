@@ -27,7 +27,7 @@ from ..decision import Allow, Deny
 from ..errors import ConfigError
 from ..gate import Charge, Gate
 from ..meters import bind_counter, unbind_counter
-from ..wsgi import buyer_key, header_getter
+from ..wsgi import buyer_key, buyer_of, header_getter
 from . import conf
 from .conf import get_gate
 from .routing import endpoints, route_name, view_for
@@ -168,9 +168,7 @@ class ZeroClickMiddleware:
             charge = routing.charge(request, view_func)
         if charge is None:
             return None
-        meta = request.META
-        key = routing.meta_key
-        return exchange, charge, meta.get(key) if key is not None else gate.identify(header_getter(meta))
+        return exchange, charge, buyer_of(gate, request.META, routing.meta_key)
 
     def process_view(
         self, request: HttpRequest, view_func: object, view_args: tuple[Any, ...], view_kwargs: dict[str, Any]
