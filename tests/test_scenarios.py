@@ -115,10 +115,12 @@ def test_exception_releases_the_hold(served: Served) -> None:
     assert settled(served, buyer, "api-requests", 0) == 0
 
 
-def test_error_response_releases_the_hold(served: Served) -> None:
+def test_error_response_releases_the_hold_and_bills_nothing(served: Served) -> None:
     buyer = new_buyer(served)
     response = get(served, "/missing", buyer)
     assert response.status_code == 404
+    assert "not here" in response.text
+    # the handler set its own usage header: on a paid route it never reaches the proxy, which would bill it
     assert "x-zeroclick-usage" not in response.headers
     assert settled(served, buyer, "api-requests", 0) == 0
 

@@ -240,12 +240,14 @@ class _Exchange(Allow):
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             status = message["status"]
+            raw = list(message.get("headers", ()))
+            for key, _ in raw:
+                # The app's own usage header never goes out on a paid route, whatever its case or the
+                # status: the proxy bills what it reads, and only the ledger's settled usage may be billed.
+                if key.lower() == _USAGE:
+                    raw = [item for item in raw if item[0].lower() != _USAGE]
+                    break
             if status < 400 and not self.disconnected_early:
-                raw = list(message.get("headers", ()))
-                for key, _ in raw:
-                    if key.lower() == _USAGE:  # the app's own usage header never goes out, whatever its case
-                        raw = [item for item in raw if item[0].lower() != _USAGE]
-                        break
                 if not self.touched:  # nothing recorded yet: the route's header, encoded once
                     self.reported = self.charge.reported
                     if self.charge.header is not None:
@@ -254,7 +256,7 @@ class _Exchange(Allow):
                     value = self.gate.usage_header(self)
                     if value:
                         raw.append((_USAGE, value.encode("latin-1")))
-                message = {**message, "headers": raw}  # the app's message and header list stay untouched
+            message = {**message, "headers": raw}  # the app's message and header list stay untouched
             await self._send(message)
             self.status = status  # only once the start really went out
             return

@@ -7,7 +7,8 @@ on the thread that called the app, other servers do not promise it), so:
 
 * the usage header is written in ``start_response``, the moment the status
   and headers are handed to the server (the WSGI twin of ASGI's
-  ``http.response.start``), exactly once and replacing any the app set;
+  ``http.response.start``), exactly once; any the app set is dropped, on
+  every status;
 * the usage counter is bound around every ``next()`` of the body and around
   its ``close()``, so :func:`~zc_middleware.record_usage` works in streaming
   generators on whatever thread iterates them;
@@ -146,11 +147,13 @@ class Exchange(Allow):
         granted = self.granted
         if granted:
             code = int(status[:3])
+            for key, _ in headers:
+                # The app's own usage header never goes out on a paid route, whatever its case or the
+                # status: the proxy bills what it reads, and only the ledger's settled usage may be billed.
+                if key.lower() == _USAGE:
+                    headers = [item for item in headers if item[0].lower() != _USAGE]
+                    break
             if code < 400:
-                for key, _ in headers:
-                    if key.lower() == _USAGE:  # the app's own usage header never goes out, whatever its case
-                        headers = [item for item in headers if item[0].lower() != _USAGE]
-                        break
                 value = self.gate.usage_header(self)
                 if value:
                     headers = [*headers, ("X-ZeroClick-Usage", value)]

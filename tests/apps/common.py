@@ -7,7 +7,7 @@ Each adapter's app serves the same routes with the same behaviour:
 ``GET /search``    ``@metered("api-requests")``; 200 JSON
 ``POST /render``   ``@metered("compute-seconds", estimate=30)``; records 4 via :func:`do_work`
 ``GET /fail``      ``@metered("api-requests")``; raises ``RuntimeError``
-``GET /missing``   ``@metered("api-requests")``; answers 404
+``GET /missing``   ``@metered("api-requests")``; answers 404 with its own usage header (:data:`OWN_USAGE`)
 ``GET /stream``    ``@metered("api-requests")``; streams ``chunk-0`` .. ``chunk-2``
 ``GET /configured``  not decorated; route name ``configured`` is paid in settings
 ``GET /a/b``       not decorated; route name ``ab`` is paid in settings
@@ -56,5 +56,8 @@ def do_work() -> None:
     """Code a handler calls: usage is recorded from here, not from the handler."""
     record_usage("compute-seconds", 4)
 
+
+#: what ``/missing`` sets itself, as a seller reporting by hand would: it must never go out
+OWN_USAGE = {"X-ZeroClick-Usage": "api-requests=7"}
 
 CHUNKS = [b"chunk-0\n", b"chunk-1\n", b"chunk-2\n"]

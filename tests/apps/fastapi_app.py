@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Header, HTTPException
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from tests.apps.common import CHUNKS, RUNS, do_work, ran, settings
+from tests.apps.common import CHUNKS, OWN_USAGE, RUNS, do_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.starlette import ZeroClickMiddleware
 
@@ -44,7 +44,7 @@ async def fail(zc_agent_id: str | None = Header(default=None)) -> None:
 @metered("api-requests")
 async def missing(zc_agent_id: str | None = Header(default=None)) -> None:
     ran(zc_agent_id, "missing")
-    raise HTTPException(status_code=404, detail="not here")
+    raise HTTPException(status_code=404, detail="not here", headers=OWN_USAGE)
 
 
 @router.get("/stream")

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from flask import Flask, Response, request, stream_with_context
 
-from tests.apps.common import CHUNKS, RUNS, do_work, ran, settings
+from tests.apps.common import CHUNKS, OWN_USAGE, RUNS, do_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.flask import ZeroClick
 
@@ -46,9 +46,9 @@ def fail() -> str:
 
 @app.get("/missing")
 @metered("api-requests")
-def missing() -> tuple[dict[str, str], int]:
+def missing() -> tuple[dict[str, str], int, dict[str, str]]:
     ran(buyer(), "missing")
-    return {"error": "not here"}, 404
+    return {"error": "not here"}, 404, OWN_USAGE
 
 
 @app.get("/stream")

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.apps.common import CHUNKS, RUNS, do_work, ran, settings
+from tests.apps.common import CHUNKS, OWN_USAGE, RUNS, do_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.starlette import ZeroClickMiddleware
 
@@ -42,7 +42,7 @@ async def fail(request: Request) -> Response:
 @metered("api-requests")
 async def missing(request: Request) -> Response:
     ran(buyer(request), "missing")
-    return JSONResponse({"error": "not here"}, status_code=404)
+    return JSONResponse({"error": "not here"}, status_code=404, headers=OWN_USAGE)
 
 
 @metered("api-requests")

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from tests.apps.common import CHUNKS, RUNS, do_work, ran, settings
+from tests.apps.common import CHUNKS, OWN_USAGE, RUNS, do_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.wsgi import ZeroClickWSGI
 
@@ -52,7 +52,7 @@ def fail(request: Request) -> Response:
 @metered("api-requests")
 def missing(request: Request) -> Response:
     ran(buyer(request), "missing")
-    raise NotFound()
+    raise NotFound(response=Response('{"error": "not here"}', 404, OWN_USAGE, mimetype="application/json"))
 
 
 @metered("api-requests")

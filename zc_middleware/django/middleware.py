@@ -211,10 +211,10 @@ def _deny_response(deny: Deny) -> HttpResponse:
 
 
 def _respond(exchange: _Exchange, response: HttpResponseBase) -> bool | None:
-    """Add the usage header; returns how to settle now, or ``None`` when the body settles at close."""
+    """Write the usage header on a success and drop the view's own on a failure; returns how to
+    settle now, or ``None`` when the body settles at close."""
     success: bool = response.status_code < 400
-    if success:
-        _set_usage(response.headers, exchange.gate.usage_header(exchange))
+    _set_usage(response.headers, exchange.gate.usage_header(exchange) if success else None)
     if response.streaming:
         gate = exchange.gate
         settle_at_close(response, exchange, lambda: gate.finish(exchange, success=success))
@@ -223,7 +223,8 @@ def _respond(exchange: _Exchange, response: HttpResponseBase) -> bool | None:
 
 
 def _set_usage(headers: Any, value: str | None) -> None:
-    """Replace any usage header the view set (the proxy trusts it: only the gate writes it)."""
+    """Replace any usage header the view set, or drop it when ``value`` is ``None``: the proxy
+    bills what it reads, so on a paid route only the gate writes it, whatever the status."""
     store = getattr(headers, "_store", None)
     if store.__class__ is dict:
         # Django's ResponseHeaders keeps ``{lower-case name: (name, value)}`` (4.2 to 6.1). Its

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.utils.decorators import method_decorator
 from django.views import View
 
-from tests.apps.common import CHUNKS, RUNS, do_work, ran
+from tests.apps.common import CHUNKS, OWN_USAGE, RUNS, do_work, ran
 from zc_middleware import metered
 
 
@@ -46,7 +46,7 @@ def fail(request: HttpRequest) -> HttpResponse:
 @metered("api-requests")
 async def missing(request: HttpRequest) -> HttpResponse:
     ran(buyer(request), "missing")
-    return JsonResponse({"error": "not here"}, status=404)
+    return JsonResponse({"error": "not here"}, status=404, headers=OWN_USAGE)
 
 
 @metered("api-requests")
