@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -144,8 +144,10 @@ class NoOpMiddleware:
 
 
 class DjangoBench:
-    """One configured Django: a bare handler, a handler with the middleware, and the process's
-    Gate swapped between ``memory://`` and ``sqlite://`` before each variant is timed."""
+    """One configured Django. Every variant gets its own handler, and its requests their own URLconf
+    holding just the route they call (``request.urlconf``), so that every variant's resolver does
+    the same work: Django tries its patterns in order. The Gate is process-wide (``conf._gate``):
+    each ZeroClick variant installs its own before it is timed, once per batch."""
 
     def __init__(self, tmp: Path, raw: RawDebit) -> None:
         import django
@@ -164,77 +166,91 @@ class DjangoBench:
             raw.once()
             return HttpResponse("hello")
 
-        urls = type(sys)("bench_django_urls")
-        urls.urlpatterns = [  # type: ignore[attr-defined]
-            path("free", free),
-            path("paid", paid),
-            path("raw", with_raw_debit),
-        ]
+        views: dict[str, Callable[..., Any]] = {"free": free, "paid": paid, "raw": with_raw_debit}
         try:
             from django_ratelimit.decorators import ratelimit
 
-            urls.urlpatterns.append(  # type: ignore[attr-defined]
-                path("limited", ratelimit(key="ip", rate="1000000000/m")(free))
-            )
+            views["limited"] = ratelimit(key="ip", rate="1000000000/m")(free)
             self.has_peer = True
         except ImportError:
             self.has_peer = False
-        sys.modules["bench_django_urls"] = urls
+        self.urlconfs: dict[str, str] = {}
+        for route, view in [("", None), *views.items()]:
+            module = type(sys)(f"bench_django_urls{'_' if route else ''}{route}")
+            routes = views.items() if not route else [(route, view)]  # the root URLconf has them all
+            module.urlpatterns = [path(name, func) for name, func in routes]  # type: ignore[attr-defined]
+            sys.modules[module.__name__] = module
+            self.urlconfs[route] = module.__name__
         settings.configure(
             DEBUG=False,
             ALLOWED_HOSTS=["*"],
-            ROOT_URLCONF="bench_django_urls",
+            ROOT_URLCONF=self.urlconfs[""],
             MIDDLEWARE=[],
             INSTALLED_APPS=[],
             DATABASES={},
             ZEROCLICK={"METERS": {"api-requests": {}}, "PLANS": PLANS, "LEDGER": "memory://"},
         )
         django.setup()
-        from django.core.handlers.wsgi import WSGIHandler
-        from django.test.utils import override_settings
-
         from zc_middleware.django import conf
         from zc_middleware.gate import Gate
         from zc_middleware.settings import ZeroClickSettings
 
-        self.bare = WSGIHandler()
-        with override_settings(MIDDLEWARE=["bench_wsgi.NoOpMiddleware"]):
-            self.no_op = WSGIHandler()
-        with override_settings(MIDDLEWARE=["zc_middleware.django.ZeroClickMiddleware"]):
-            self.zc = WSGIHandler()
         self._conf = conf
         self.gates = {
             kind: Gate(ZeroClickSettings(meters={"api-requests": {}}, plans=PLANS, ledger=ledger_url(kind, tmp)))
             for kind in ("memory", "sqlite")
         }
 
-    def with_gate(self, kind: str) -> WSGIApp:
-        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-            self._conf._gate = self.gates[kind]
-            return self.zc(environ, start_response)
+    def handler(self, route: str, middleware: str | None = None) -> WSGIApp:
+        """A handler with ``middleware`` (or none) whose requests resolve in ``route``'s own URLconf."""
+        from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
+        from django.test.utils import override_settings
 
-        return app
+        with override_settings(MIDDLEWARE=[middleware] if middleware else []):
+            handler = WSGIHandler()
+        handler.request_class = type("BenchRequest", (WSGIRequest,), {"urlconf": self.urlconfs[route]})
+        return handler
+
+    def with_gate(self, kind: str, route: str) -> Variant:
+        """ZeroClick on ``route``, with the ``memory://`` or ``sqlite://`` Gate installed before timing."""
+        handler = self.handler(route, "zc_middleware.django.ZeroClickMiddleware")
+        return Variant(handler, f"/{route}", lambda: setattr(self._conf, "_gate", self.gates[kind]))
 
 
 # -- running ------------------------------------------------------------------------------
-def timers(variants: dict[str, tuple[WSGIApp, str]]) -> dict[str, Callable[[int], float]]:
-    return {name: (lambda n, app=app, path=path: run_wsgi(app, path, n)) for name, (app, path) in variants.items()}
+class Variant(NamedTuple):
+    """One row: an app, the path it is called on, and what to do before each timed batch."""
+
+    app: WSGIApp
+    path: str
+    before: Callable[[], object] = lambda: None
+
+
+def timers(variants: dict[str, Variant]) -> dict[str, Callable[[int], float]]:
+    def timer(variant: Variant) -> Callable[[int], float]:
+        def run(n: int) -> float:
+            variant.before()
+            return run_wsgi(variant.app, variant.path, n)
+
+        return run
+
+    return {name: timer(variant) for name, variant in variants.items()}
 
 
 def bench_flask(rounds: int, n: int) -> None:
     tmp = Path(tempfile.mkdtemp())
     raw = RawDebit(tmp / "bench.db")  # the ledger opens the same file
-    variants: dict[str, tuple[WSGIApp, str]] = {
-        "bare": (flask_app(None, tmp), "/free"),
-        "bare-2": (flask_app(None, tmp), "/free"),
-        "no-op middleware": (flask_no_op_app(tmp), "/free"),
-        "free route + zc": (flask_app("memory", tmp), "/free"),
-        "paid memory://": (flask_app("memory", tmp), "/paid"),
-        "paid sqlite://": (flask_app("sqlite", tmp), "/paid"),
-        "bare + raw debit": (flask_app(None, tmp, raw), "/paid"),
+    variants = {
+        "bare": Variant(flask_app(None, tmp), "/free"),
+        "bare-2": Variant(flask_app(None, tmp), "/free"),
+        "no-op middleware": Variant(flask_no_op_app(tmp), "/free"),
+        "free route + zc": Variant(flask_app("memory", tmp), "/free"),
+        "paid memory://": Variant(flask_app("memory", tmp), "/paid"),
+        "paid sqlite://": Variant(flask_app("sqlite", tmp), "/paid"),
+        "bare + raw debit": Variant(flask_app(None, tmp, raw), "/paid"),
     }
     try:
-        variants["Flask-Limiter"] = (flask_limiter_app(), "/paid")
+        variants["Flask-Limiter"] = Variant(flask_limiter_app(), "/paid")
     except ImportError:
         print("(Flask-Limiter not installed: pip install -e '.[bench]')")
     measure("Flask", timers(variants), raw, rounds, n)
@@ -244,17 +260,17 @@ def bench_django(rounds: int, n: int) -> None:
     tmp = Path(tempfile.mkdtemp())
     raw = RawDebit(tmp / "bench.db")  # the ledgers open the same file
     dj = DjangoBench(tmp, raw)
-    variants: dict[str, tuple[WSGIApp, str]] = {
-        "bare": (dj.bare, "/free"),
-        "bare-2": (dj.bare, "/free"),
-        "no-op middleware": (dj.no_op, "/free"),
-        "free route + zc": (dj.with_gate("memory"), "/free"),
-        "paid memory://": (dj.with_gate("memory"), "/paid"),
-        "paid sqlite://": (dj.with_gate("sqlite"), "/paid"),
-        "bare + raw debit": (dj.bare, "/raw"),
+    variants = {
+        "bare": Variant(dj.handler("free"), "/free"),
+        "bare-2": Variant(dj.handler("free"), "/free"),
+        "no-op middleware": Variant(dj.handler("free", "bench_wsgi.NoOpMiddleware"), "/free"),
+        "free route + zc": dj.with_gate("memory", "free"),
+        "paid memory://": dj.with_gate("memory", "paid"),
+        "paid sqlite://": dj.with_gate("sqlite", "paid"),
+        "bare + raw debit": Variant(dj.handler("raw"), "/raw"),
     }
     if dj.has_peer:
-        variants["django-ratelimit"] = (dj.bare, "/limited")
+        variants["django-ratelimit"] = Variant(dj.handler("limited"), "/limited")
     else:
         print("(django-ratelimit not installed: pip install -e '.[bench]')")
     measure("Django (WSGI)", timers(variants), raw, rounds, n)
