@@ -2,7 +2,7 @@
 
 Calls each WSGI application in process (no sockets, no server): a fresh environ,
 a no-op ``start_response``, the body read to the end and ``close()`` called, as
-a WSGI server would. Variants alternate inside each round; medians over rounds.
+a WSGI server would. Variants alternate inside each round; best rounds and medians.
 The peers are Flask-Limiter and django-ratelimit with a limit never reached.
 """
 
@@ -278,8 +278,8 @@ def bench_django(rounds: int, n: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("-n", type=int, default=1000, help="requests per variant per round")
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("-n", type=int, default=300, help="requests per variant per round")
     parser.add_argument("--only", choices=["flask", "django"], help="run one framework")
     args = parser.parse_args()
     if args.only in (None, "flask"):
