@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 try:
@@ -33,12 +34,11 @@ except ImportError:  # pragma: no cover - exercised by tests/flask/test_flask.py
 
 from pydantic import ValidationError
 
-from ._text import table
+from ._text import moment, table
 from .decision import Deny, route_repriced
 from .errors import ConfigError, ZcError
 from .gate import Charge, Gate, Identify
 from .ledger import Ledger
-from .meters import MeterSpec
 from .settings import ZeroClickSettings
 from .wsgi import (
     Environ,
@@ -152,6 +152,16 @@ class _State:
         self.validated = len(views)
         return paid
 
+    def revalidate(self) -> None:
+        """Views were added after ``init_app`` (Flask has no start-up hook to check them at): check
+        them once. A view metered on an undeclared meter is logged now, and then fails alone, on its
+        own requests, with the same :class:`ConfigError`; every other route is still served."""
+        try:
+            self.validate()
+        except ConfigError as exc:
+            self.validated = len(self.app.view_functions)
+            log.error("zc_middleware: %s; its requests fail until the app is fixed", exc.message)
+
     def _price(self, view: object, endpoint: str, method: str) -> Charge | None:
         return self.gate.charge_for(_handler(view, method), endpoint)
 
@@ -214,7 +224,7 @@ class _State:
                 if exchange.method == method:
                     return None  # sent straight through as free, and Flask routed it just as before
             if len(views) != self.validated:
-                self.validate()  # routes added after init_app (Flask refuses new ones after the first request)
+                self.revalidate()  # routes added after init_app (Flask refuses new ones after the first request)
             if method == "OPTIONS" and rule.provide_automatic_options:
                 charge = None  # Flask answers OPTIONS itself without calling the view (a property of the rule)
             else:
@@ -322,10 +332,6 @@ def _state(app: Flask) -> _State:
     return state
 
 
-def _describe(spec: MeterSpec) -> str:
-    return f"{spec.meter}={spec.base}" if spec.base == spec.hold else f"{spec.meter} (estimate {spec.hold})"
-
-
 zeroclick_cli = AppGroup("zeroclick", help="ZeroClick metering: paid routes, buyers' balances and plans.")
 
 
@@ -342,7 +348,7 @@ def routes_command() -> None:
             if charge is not None:
                 by_charge.setdefault(charge, []).append(method)
         for charge, methods in by_charge.items():
-            rows.append((rule.rule, ",".join(methods), rule.endpoint, ", ".join(map(_describe, charge))))
+            rows.append((rule.rule, ",".join(methods), rule.endpoint, ", ".join(spec.describe() for spec in charge)))
     click.echo(table(rows) if len(rows) > 1 else "No metered routes.")
 
 
@@ -353,15 +359,29 @@ def balance_command(buyer: str) -> None:
     click.echo(_state(current_app).gate.ledger.balance(buyer).as_table())
 
 
+def _moment_option(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return moment(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
 @zeroclick_cli.command("assign")
 @click.argument("buyer")
 @click.argument("plan")
-def assign_command(buyer: str, plan: str) -> None:
-    """Put BUYER on PLAN with fresh allowances, starting now."""
+@click.option("--expires", callback=_moment_option, help="ISO 8601 date-time with offset: the plan stops serving then")
+@click.option("--starts", callback=_moment_option, help="ISO 8601 date-time with offset: the plan's periods start then")
+def assign_command(buyer: str, plan: str, expires: datetime | None, starts: datetime | None) -> None:
+    """Put BUYER on PLAN with fresh allowances, periods starting now (or at --starts)."""
     ledger = _state(current_app).gate.ledger
     try:
-        ledger.assign_plan(buyer, plan)
+        ledger.assign_plan(buyer, plan, starts_at=starts, expires_at=expires)
     except ZcError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"Assigned plan {plan} to {buyer}.")
-    click.echo(ledger.balance(buyer).as_table())
+    balance = ledger.balance(buyer)
+    click.echo(balance.as_table())
+    if balance.expires_at is not None:
+        click.echo(f"expires {balance.expires_at.isoformat()}")

@@ -104,6 +104,10 @@ class MeterSpec:
             raise ConfigError("invalid_metered", f"quantity for {name!r} must be at least 1")
         return cls(name, qty, qty)
 
+    def describe(self) -> str:
+        """For people: ``api-requests=1``, or ``compute-seconds (estimate 30)``."""
+        return f"{self.meter}={self.base}" if self.base == self.hold else f"{self.meter} (estimate {self.hold})"
+
 
 def metered(meter: str, quantity: int | None = None, *, estimate: int | None = None) -> Callable[[F], F]:
     """Mark a view as paid on ``meter``.

@@ -23,6 +23,7 @@ map sees exactly the ``PATH_INFO`` the app's own ``bind_to_environ`` sees.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import Token
 from http import HTTPStatus
@@ -30,6 +31,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .decision import Allow, Deny
+from .errors import ConfigError
 from .gate import Charge, Gate, HeaderGetter, Identify
 from .ledger import Ledger
 from .meters import UsageCounter, bind_counter, unbind_counter
@@ -57,6 +59,8 @@ Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+log = logging.getLogger("zc_middleware")
 
 _USAGE = "x-zeroclick-usage"
 _CACHE_SIZE = 4096
@@ -295,10 +299,13 @@ class ZeroClickWSGI:
         if not isinstance(rules, list):
             return False
         if len(rules) != self._rule_count:
-            self.validate()  # rules added after construction
             self._cache.clear()
             self._rule_count = len(rules)
             self._by_path = routes_by_path(self.url_map, rules)
+            try:
+                self.validate()  # rules added after construction
+            except ConfigError as exc:  # that rule's own requests raise it again; every other route is served
+                log.error("zc_middleware: %s; its requests fail until the app is fixed", exc.message)
         return self._by_path
 
     def _charge(self, environ: Environ) -> Charge | None:

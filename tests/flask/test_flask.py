@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -172,9 +173,10 @@ def test_unknown_meter_on_a_method_view_fails_at_init_app() -> None:
         ZeroClick(app, settings=CONFIG)
 
 
-def test_route_added_after_init_app_is_validated_before_it_is_served() -> None:
+def test_route_added_after_init_app_with_an_unknown_meter_fails_alone(caplog: pytest.LogCaptureFixture) -> None:
+    ledger = MemoryLedger(plans=PLANS)
     app = make_app()
-    ZeroClick(app, settings=CONFIG)
+    ZeroClick(app, settings=CONFIG, ledger=ledger)
 
     @app.get("/late")
     @metered("api-requets")
@@ -182,8 +184,18 @@ def test_route_added_after_init_app_is_validated_before_it_is_served() -> None:
         return "late"
 
     app.testing = True
+    client = app.test_client()
+    # Flask has no start-up hook: the first request finds the typo and logs it, once ...
+    assert client.get("/free").text == "free"
+    [logged] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "late is metered on 'api-requets'" in logged and logged.endswith("its requests fail until the app is fixed")
+    # ... the route itself never runs unbilled (testing propagates what is a 500 in production) ...
     with pytest.raises(ConfigError, match="api-requets"):
-        app.test_client().get("/free")
+        client.get("/late", headers=AGENT)
+    # ... and every other route is served as before
+    assert client.get("/free").status_code == 200
+    assert client.get("/search", headers=AGENT).headers["X-ZeroClick-Usage"] == "api-requests=1"
+    assert used(ledger) == 1
 
 
 BAD_APP = """
@@ -488,6 +500,14 @@ def test_cli_routes_balance_and_assign() -> None:
     assert unknown.exit_code == 1
     assert "Error: plan 'platinum' is not declared in settings.plans" in unknown.output
 
+    expiring = runner.invoke(args=["zeroclick", "assign", "agent-1", "pro", "--expires", "2099-01-31T00:00Z"])
+    assert expiring.exit_code == 0, expiring.output
+    assert expiring.output.endswith("expires 2099-01-31T00:00:00+00:00\n")
+    assert ledger.balance("agent-1").expires_at == datetime(2099, 1, 31, tzinfo=timezone.utc)
+    naive = runner.invoke(args=["zeroclick", "assign", "agent-1", "pro", "--expires", "2099-01-31"])
+    assert naive.exit_code == 2
+    assert "'2099-01-31' has no UTC offset; add one to a date-time, e.g. 2099-01-31T00:00Z" in naive.output
+
 
 def test_cli_routes_without_paid_routes() -> None:
     app = Flask(__name__)
@@ -519,7 +539,11 @@ def test_werkzeug_rules_added_later_are_matched_and_validated() -> None:
 
     app.url_map.add(Rule("/typo", endpoint=typo))
     with pytest.raises(ConfigError, match="api-requets"):
-        wsgi_call(app, "/later")
+        wsgi_call(app, "/typo")  # the mis-metered route fails alone; the others are served
+    started, body = wsgi_call(app, "/render")
+    assert started[0][0] == "200 OK" and b"".join(body) == b"ab"
+    body.close()
+    assert used(ledger, "compute-seconds") == 5
 
 
 @pytest.mark.parametrize("first", ["/auto", "/own"])

@@ -8,18 +8,16 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from ...._text import moment
 from ....errors import ZcError
 from ...conf import get_gate
 
 
 def _moment(value: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise CommandError(f"{value!r} is not an ISO 8601 date-time, e.g. 2030-01-31T00:00:00Z") from None
-    if moment.tzinfo is None:
-        raise CommandError(f"{value!r} has no UTC offset; add one, e.g. {value}Z or {value}+02:00")
-    return moment
+        return moment(value)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 class Command(BaseCommand):

@@ -15,10 +15,8 @@ from ...routing import endpoints, route_name
 
 
 def describe(charge: Charge) -> str:
-    """``api-requests=1, compute-seconds<=30 (estimate)``."""
-    return ", ".join(
-        f"{spec.meter}={spec.base}" if spec.base else f"{spec.meter}<={spec.hold} (estimate)" for spec in charge
-    )
+    """``api-requests=1, compute-seconds (estimate 30)``, as ``flask zeroclick routes`` writes it."""
+    return ", ".join(spec.describe() for spec in charge)
 
 
 class Command(BaseCommand):
