@@ -20,6 +20,7 @@ header went out, exactly as under Starlette.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
@@ -29,6 +30,7 @@ try:
     import click
     from flask import Flask, Response, current_app, request
     from flask.cli import AppGroup
+    from werkzeug.datastructures import Headers
 except ImportError:  # pragma: no cover - exercised by tests/flask/test_flask.py
     raise ImportError("zc_middleware.flask needs Flask: pip install 'zc-middleware[flask]'") from None
 
@@ -77,6 +79,21 @@ class _Free:
 
 #: what ``environ[_EXCHANGE]`` holds when the request did not go through ``_Settle``
 _UNWRAPPED = _Free(None, None, "")
+
+
+@functools.cache
+def _refusal_class(response_class: type[Response]) -> type[Response]:
+    """The app's response class for the Gate's answers (``402``, ``401``, ``503``), which leave
+    without any usage header: ``after_request`` hooks still run on them, and one that reports usage
+    by hand must not bill a refused request."""
+
+    class Refusal(response_class):  # type: ignore[valid-type,misc]
+        def get_wsgi_headers(self, environ: Environ) -> Headers:
+            headers: Headers = super().get_wsgi_headers(environ)
+            headers.remove("X-ZeroClick-Usage")  # in any case
+            return headers
+
+    return Refusal
 
 
 def _handler(view: object, method: str) -> object:
@@ -198,7 +215,8 @@ class _State:
         return self._respond(self.gate.deny(route_repriced()))
 
     def _respond(self, deny: Deny) -> Response:
-        return self.app.response_class(deny.body, status=deny.status, headers=list(deny.headers))
+        refusal = _refusal_class(self.app.response_class)
+        return refusal(deny.body, status=deny.status, headers=list(deny.headers))
 
     def hook(self) -> Callable[[], Response | None]:
         """The ``before_request`` function: price the view Flask matched; for a paid one, ask the

@@ -243,7 +243,7 @@ class _Exchange(Allow):
             raw = list(message.get("headers", ()))
             for key, _ in raw:
                 # The app's own usage header never goes out on a paid route, whatever its case or the
-                # status: the proxy bills what it reads, and only the ledger's settled usage may be billed.
+                # status: only the Gate reports usage there, and only on a success.
                 if key.lower() == _USAGE:
                     raw = [item for item in raw if item[0].lower() != _USAGE]
                     break

@@ -153,7 +153,7 @@ class Exchange(Allow):
             code = int(status[:3])
             for key, _ in headers:
                 # The app's own usage header never goes out on a paid route, whatever its case or the
-                # status: the proxy bills what it reads, and only the ledger's settled usage may be billed.
+                # status: only the Gate reports usage there, and only on a success.
                 if key.lower() == _USAGE:
                     headers = [item for item in headers if item[0].lower() != _USAGE]
                     break

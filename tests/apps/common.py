@@ -4,7 +4,7 @@ Each adapter's app serves the same routes with the same behaviour:
 
 =================  ==========================================================
 ``GET /free``      free; 200 ``free``
-``GET /search``    ``@metered("api-requests")``; 200 JSON
+``GET /search``    ``@metered("api-requests")``; 200 JSON, with its own usage header (:data:`OWN_USAGE`)
 ``POST /render``   ``@metered("compute-seconds", estimate=30)``; records 4 via :func:`do_work`
 ``GET /fail``      ``@metered("api-requests")``; raises ``RuntimeError``
 ``GET /missing``   ``@metered("api-requests")``; answers 404 with its own usage header (:data:`OWN_USAGE`)
@@ -57,7 +57,7 @@ def do_work() -> None:
     record_usage("compute-seconds", 4)
 
 
-#: what ``/missing`` sets itself, as a seller reporting by hand would: it must never go out
+#: what ``/search`` and ``/missing`` set themselves, as a seller reporting by hand would: it never goes out
 OWN_USAGE = {"X-ZeroClick-Usage": "api-requests=7"}
 
 CHUNKS = [b"chunk-0\n", b"chunk-1\n", b"chunk-2\n"]

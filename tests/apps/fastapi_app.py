@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Header, HTTPException
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from tests.apps.common import CHUNKS, OWN_USAGE, RUNS, do_work, ran, settings
@@ -20,8 +20,9 @@ async def free() -> str:
 
 @router.get("/search")
 @metered("api-requests")
-async def search(zc_agent_id: str | None = Header(default=None)) -> dict[str, bool]:
+async def search(response: Response, zc_agent_id: str | None = Header(default=None)) -> dict[str, bool]:
     ran(zc_agent_id, "search")
+    response.headers.update(OWN_USAGE)
     return {"ok": True}
 
 

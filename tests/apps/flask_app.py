@@ -24,9 +24,9 @@ def free() -> str:
 
 @app.get("/search")
 @metered("api-requests")
-def search() -> dict[str, bool]:
+def search() -> tuple[dict[str, bool], dict[str, str]]:
     ran(buyer(), "search")
-    return {"ok": True}
+    return {"ok": True}, OWN_USAGE
 
 
 @app.post("/render")

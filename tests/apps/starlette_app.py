@@ -23,7 +23,7 @@ async def free(request: Request) -> Response:
 @metered("api-requests")
 async def search(request: Request) -> Response:
     ran(buyer(request), "search")
-    return JSONResponse({"ok": True})
+    return JSONResponse({"ok": True}, headers=OWN_USAGE)
 
 
 @metered("compute-seconds", estimate=30)

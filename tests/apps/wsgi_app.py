@@ -22,8 +22,8 @@ def buyer(request: Request) -> str | None:
     return request.headers.get("zc-agent-id")
 
 
-def as_json(data: object, status: int = 200) -> Response:
-    return Response(json.dumps(data), status=status, mimetype="application/json")
+def as_json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(data), status=status, headers=headers, mimetype="application/json")
 
 
 def free(request: Request) -> Response:
@@ -33,7 +33,7 @@ def free(request: Request) -> Response:
 @metered("api-requests")
 def search(request: Request) -> Response:
     ran(buyer(request), "search")
-    return as_json({"ok": True})
+    return as_json({"ok": True}, headers=OWN_USAGE)
 
 
 @metered("compute-seconds", estimate=30)
@@ -52,7 +52,7 @@ def fail(request: Request) -> Response:
 @metered("api-requests")
 def missing(request: Request) -> Response:
     ran(buyer(request), "missing")
-    raise NotFound(response=Response('{"error": "not here"}', 404, OWN_USAGE, mimetype="application/json"))
+    raise NotFound(response=as_json({"error": "not here"}, 404, OWN_USAGE))
 
 
 @metered("api-requests")

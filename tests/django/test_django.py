@@ -61,16 +61,18 @@ def sqlite_ledger(tmp_path: Path) -> Iterator[None]:
         yield  # setting_changed resets the process's Gate on the way in and out
 
 
-def call(mode: str, method: str, path: str, buyer: str | None = "agent-1") -> Any:
-    """A response whose body is fully read (so Django has closed it)."""
+def call(mode: str, method: str, path: str, buyer: str | None = "agent-1", *, below: tuple[str, ...] = ()) -> Any:
+    """A response whose body is fully read (so Django has closed it); ``below``: middleware listed
+    after ours."""
     headers = {"zc-agent-id": buyer} if buyer else {}
+    middleware = ["zc_middleware.django.ZeroClickMiddleware", *below]
     if mode == "wsgi":
-        response = getattr(Client(), method.lower())(path, headers=headers)
+        with override_settings(MIDDLEWARE=middleware):
+            response = getattr(Client(), method.lower())(path, headers=headers)
         if response.streaming:
             response.content_read = b"".join(response.streaming_content)
         return response
 
-    middleware = ["zc_middleware.django.ZeroClickMiddleware"]
     if mode == "asgi-sync-mode":
         middleware.append("tests.django.views.SyncOnlyMiddleware")
 
@@ -144,6 +146,21 @@ def test_402_before_the_class_based_view_runs(mode: str) -> None:
 def test_the_apps_own_usage_header_is_replaced_once(mode: str) -> None:
     response = call(mode, "GET", "/own-header")
     assert response.headers.get("x-zeroclick-usage") == "api-requests=1"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_middleware_reporting_usage_by_hand_never_reaches_a_refusal(mode: str) -> None:
+    below = ("tests.django.views.HandReportingMiddleware",)
+    get_gate().ledger.assign_plan("agent-4", "starter")
+    for _ in range(5):
+        assert call(mode, "GET", "/fn-sync", "agent-4", below=below)["x-zeroclick-usage"] == "api-requests=1"
+    refused = call(mode, "GET", "/fn-sync", "agent-4", below=below)
+    assert refused.status_code == 402 and "x-zeroclick-usage" not in refused
+    missing = call(mode, "GET", "/fn-sync", None, below=below)
+    assert missing.status_code == 401 and "x-zeroclick-usage" not in missing
+    assert used("agent-4", "api-requests") == 5
+    # a free route is the app's own business
+    assert call(mode, "GET", "/free", None, below=below)["x-zeroclick-usage"] == "api-requests=5"
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -98,6 +98,18 @@ def free(request: HttpRequest) -> HttpResponse:
     return HttpResponse("free")
 
 
+class HandReportingMiddleware:
+    """Below ZeroClickMiddleware: reports usage by hand on every response, as a seller's own code might."""
+
+    def __init__(self, get_response):  # type: ignore[no-untyped-def]
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        response["X-ZeroClick-Usage"] = "api-requests=5"
+        return response  # type: ignore[no-any-return]
+
+
 class SyncOnlyMiddleware:
     """Below ZeroClickMiddleware it forces it into sync mode even under ASGI."""
 

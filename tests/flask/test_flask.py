@@ -294,6 +294,27 @@ def test_the_app_cannot_set_the_usage_header_itself() -> None:
     assert used(ledger) == 1
 
 
+def test_a_hook_reporting_usage_by_hand_never_reaches_a_refusal() -> None:
+    app, ledger, _ = paid_app()
+
+    @app.after_request
+    def by_hand(response: Response) -> Response:
+        response.headers["x-zeroclick-usage"] = "api-requests=5"
+        return response
+
+    app.add_url_rule("/open", "open", lambda: "open")
+    client = app.test_client()
+    assert client.get("/search", headers=AGENT).headers.getlist("X-ZeroClick-Usage") == ["api-requests=1"]
+    missing = client.get("/search")
+    assert missing.status_code == 401 and "X-ZeroClick-Usage" not in missing.headers
+    ledger.mark_spend_cap_reached("agent-1")
+    refused = client.get("/search", headers=AGENT)
+    assert refused.status_code == 402 and "X-ZeroClick-Usage" not in refused.headers
+    assert used(ledger) == 1
+    # a free route is the app's own business
+    assert client.get("/open").headers["X-ZeroClick-Usage"] == "api-requests=5"
+
+
 def test_method_view_handlers_are_priced_per_method() -> None:
     app, ledger, _ = paid_app()
     client = app.test_client()

@@ -49,6 +49,8 @@ class _Exchange(Allow):
 
     #: the Gate allowed the view: settle or release when the response is done
     granted = False
+    #: the Gate refused the view: its answer leaves without any usage header
+    refused = False
 
     def __init__(self, gate: Gate) -> None:
         # One frame, no super().__init__(): every other field starts at its class default.
@@ -133,6 +135,8 @@ class ZeroClickMiddleware:
             success = _respond(exchange, response)
             if success is not None:
                 exchange.gate.finish(exchange, success=success)
+        elif exchange.refused:
+            _set_usage(response.headers, None)  # middleware below ours may have added one on the way out
         return response
 
     async def __acall__(self, request: HttpRequest) -> Any:
@@ -150,6 +154,8 @@ class ZeroClickMiddleware:
             success = _respond(exchange, response)
             if success is not None:
                 await _afinish(exchange.gate, exchange, success=success)
+        elif exchange.refused:
+            _set_usage(response.headers, None)  # middleware below ours may have added one on the way out
         return response
 
     # -- the decision, once Django has resolved the view ---------------------------
@@ -197,6 +203,7 @@ class ZeroClickMiddleware:
 
 def _decided(exchange: _Exchange, decision: Allow | Deny) -> HttpResponse | None:
     if decision is not exchange:  # anything but the exchange itself, armed, is a refusal
+        exchange.refused = True
         return _deny_response(decision)  # type: ignore[arg-type]  # returned from process_view: the view never runs
     exchange.granted = True
     return None
@@ -211,8 +218,8 @@ def _deny_response(deny: Deny) -> HttpResponse:
 
 
 def _respond(exchange: _Exchange, response: HttpResponseBase) -> bool | None:
-    """Write the usage header on a success and drop the view's own on a failure; returns how to
-    settle now, or ``None`` when the body settles at close."""
+    """Put the usage header on the response: ours on a success, replacing the view's own; none on a
+    failure. Returns how to settle now, or ``None`` when the body settles at close."""
     success: bool = response.status_code < 400
     _set_usage(response.headers, exchange.gate.usage_header(exchange) if success else None)
     if response.streaming:
@@ -223,8 +230,8 @@ def _respond(exchange: _Exchange, response: HttpResponseBase) -> bool | None:
 
 
 def _set_usage(headers: Any, value: str | None) -> None:
-    """Replace any usage header the view set, or drop it when ``value`` is ``None``: the proxy
-    bills what it reads, so on a paid route only the gate writes it, whatever the status."""
+    """Replace any usage header the view set, or drop it when ``value`` is ``None``: on a paid
+    route only the Gate reports usage, and only on a success."""
     store = getattr(headers, "_store", None)
     if store.__class__ is dict:
         # Django's ResponseHeaders keeps ``{lower-case name: (name, value)}`` (4.2 to 6.1). Its

@@ -24,7 +24,7 @@ def free(request: HttpRequest) -> HttpResponse:
 @metered("api-requests")
 async def search(request: HttpRequest) -> HttpResponse:
     ran(buyer(request), "search")
-    return JsonResponse({"ok": True})
+    return JsonResponse({"ok": True}, headers=OWN_USAGE)
 
 
 @method_decorator(metered("compute-seconds", estimate=30), name="post")
