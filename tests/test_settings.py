@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from zc_middleware import ZeroClickSettings
+from zc_middleware import ConfigError, ZeroClickSettings
 
 METERS = {"api-requests": {}, "compute-seconds": {}}
 
@@ -76,6 +76,13 @@ def test_environment_variables_are_read_and_explicit_arguments_win(monkeypatch: 
     assert settings.plans["free"].default is False  # the string "false" is false
     assert settings.default_plan is None
     assert settings.extend_url == "https://explicit.pay.zeroclick.io/extend"
+
+
+def test_an_unreadable_environment_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZEROCLICK_METERS", "{api-requests: {}}")  # YAML-ish, not JSON
+    with pytest.raises(ConfigError, match=r"ZEROCLICK_METERS cannot be read \(Expecting property name") as err:
+        ZeroClickSettings(meters={"api-requests": {}})  # read even though the argument overrides it
+    assert err.value.code == "invalid_settings"
 
 
 def test_settings_are_frozen() -> None:

@@ -23,7 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from .errors import ConfigError
 from .meters import MAX_QUANTITY, MeterSpec, normalize_meter_name
@@ -104,6 +104,20 @@ class ZeroClickSettings(BaseSettings):
     """Everything the middleware needs, validated once."""
 
     model_config = SettingsConfigDict(env_prefix="ZEROCLICK_", extra="forbid", frozen=True, case_sensitive=False)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except SettingsError as exc:
+            # pydantic-settings reads every ZEROCLICK_* variable, even one an argument overrides, and
+            # names neither the variable nor what is wrong with it
+            found = re.search(r'field "(\w+)"', str(exc))
+            name = f"ZEROCLICK_{found.group(1).upper()}" if found else "a ZEROCLICK_* environment variable"
+            raise ConfigError(
+                "invalid_settings",
+                f"{name} cannot be read ({exc.__cause__ or exc}); mappings are JSON, "
+                """e.g. ZEROCLICK_METERS='{"api-requests": {}}'""",
+            ) from exc
 
     meters: dict[MeterName, MeterConfig]
     plans: dict[str, PlanConfig] = Field(default_factory=dict)

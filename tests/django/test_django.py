@@ -203,8 +203,14 @@ def test_streaming_response_settles_when_django_closes_it(mode: str) -> None:
 # -- manage.py as a subprocess -------------------------------------------------------------
 
 
-def manage(tmp_path: Path, *args: str, settings_body: str | None = None, urls_body: str | None = None) -> Any:
-    env = {"ZEROCLICK_LEDGER": f"sqlite:///{tmp_path / 'manage.db'}", "PYTHONPATH": f"{tmp_path}:{ROOT}"}
+def manage(
+    tmp_path: Path,
+    *args: str,
+    settings_body: str | None = None,
+    urls_body: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Any:
+    env = {"ZEROCLICK_LEDGER": f"sqlite:///{tmp_path / 'manage.db'}", "PYTHONPATH": f"{tmp_path}:{ROOT}", **(env or {})}
     argv = [sys.executable, str(MANAGE), *args]
     if urls_body is not None:
         (tmp_path / "bad_urls.py").write_text(textwrap.dedent(urls_body))
@@ -244,6 +250,14 @@ def test_check_reports_unknown_and_lower_case_keys(tmp_path: Path) -> None:
     assert result.stderr.count("zc_middleware.E001") == 2
     assert "unknown key 'meters' (write 'METERS')" in result.stderr
     assert "unknown key 'LEDGERS'" in result.stderr
+
+
+def test_check_names_an_unreadable_environment_variable(tmp_path: Path) -> None:
+    result = manage(tmp_path, "check", env={"ZEROCLICK_PLANS": "{starter: {}}"})
+    assert result.returncode != 0
+    assert "zc_middleware.E001" in result.stderr
+    assert "ZEROCLICK_PLANS cannot be read" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_check_reports_an_unknown_meter_on_function_and_class_based_views(tmp_path: Path) -> None:

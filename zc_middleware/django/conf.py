@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from pydantic import ValidationError
 
+from ..errors import ConfigError
 from ..gate import Gate
 from ..ledger import open_ledger
 from ..settings import ZeroClickSettings
@@ -58,6 +59,8 @@ def build_settings(raw: object) -> tuple[ZeroClickSettings | None, list[str]]:
         return ZeroClickSettings(**fields), []
     except ValidationError as exc:
         return None, [f"{_where(err['loc'])}: {err['msg']}" for err in exc.errors()]
+    except ConfigError as exc:  # a ZEROCLICK_* environment variable that cannot be read
+        return None, [exc.message]
 
 
 def zeroclick_settings() -> ZeroClickSettings:
