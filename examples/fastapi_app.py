@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Annotated
+
+from fastapi import FastAPI, Query
 
 from zc_middleware import ZeroClickSettings, metered, record_usage
 from zc_middleware.starlette import ZeroClickMiddleware
@@ -31,7 +33,7 @@ async def search(q: str = "") -> dict[str, list[str]]:
 
 @app.post("/render")
 @metered("compute-seconds", estimate=30)
-def render(pages: int = 1) -> dict[str, int]:
+def render(pages: Annotated[int, Query(ge=1, le=10)] = 1) -> dict[str, int]:  # 2 a page: never past the 30 checked
     record_usage("compute-seconds", 2 * pages)
     return {"pages": pages}
 

@@ -37,12 +37,15 @@ def search() -> dict[str, list[str]]:
 
 @app.post("/render")
 @metered("compute-seconds", estimate=30)  # 30 must be covered; what is recorded is billed
-def render() -> dict[str, bool]:
-    pages = request.args.get("pages", default=1, type=int)
+def render() -> tuple[dict[str, object], int]:
+    raw = request.args.get("pages", "1")
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 10):
+        return {"error": "pages must be 1 to 10"}, 400  # >= 400: the hold is released
+    pages = int(raw)
     started = time.monotonic()
     time.sleep(0.01)  # the expensive part
     record_usage("compute-seconds", max(1, round(time.monotonic() - started)) * 2 * pages)
-    return {"rendered": True}
+    return {"rendered": pages}, 200
 
 
 @app.get("/health")

@@ -31,6 +31,8 @@ def test_fastapi_example_under_uvicorn(tmp_path) -> None:  # type: ignore[no-unt
         agent = {"zc-agent-id": "agent-1"}
         rendered = httpx.post(base + "/render?pages=3", headers=agent)
         assert rendered.headers["x-zeroclick-usage"] == "compute-seconds=6"
+        refused = httpx.post(base + "/render?pages=100000", headers=agent)  # never recorded past the 30 checked
+        assert refused.status_code == 422 and "x-zeroclick-usage" not in refused.headers
         statuses = [httpx.get(base + "/search?q=x", headers=agent).status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 402]
         assert "q" in httpx.get(base + "/openapi.json").text

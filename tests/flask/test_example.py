@@ -24,6 +24,9 @@ def test_flask_example_under_gunicorn(tmp_path: Path) -> None:
         rendered = httpx.post(base + "/render?pages=3", headers=agent)
         assert rendered.status_code == 200
         assert rendered.headers["x-zeroclick-usage"] == "compute-seconds=6"
+        for pages in ("lots", "100000"):  # never recorded beyond what the plan checked
+            refused = httpx.post(base + f"/render?pages={pages}", headers=agent)
+            assert refused.status_code == 400 and "x-zeroclick-usage" not in refused.headers
         statuses = [httpx.get(base + "/search?q=x", headers=agent).status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 402]  # two worker processes share the SQLite ledger
         denied = httpx.get(base + "/search?q=x", headers=agent)

@@ -12,6 +12,7 @@ INSTALLED_APPS = ["zc_middleware.django"]  # system checks and the zeroclick_* c
 MIDDLEWARE = ["zc_middleware.django.ZeroClickMiddleware"]
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
+TIME_ZONE = "UTC"
 
 ZEROCLICK = {
     "SERVICE_SLUG": "acme-search",
