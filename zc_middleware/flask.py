@@ -399,7 +399,4 @@ def assign_command(buyer: str, plan: str, expires: datetime | None, starts: date
     except ZcError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"Assigned plan {plan} to {buyer}.")
-    balance = ledger.balance(buyer)
-    click.echo(balance.as_table())
-    if balance.expires_at is not None:
-        click.echo(f"expires {balance.expires_at.isoformat()}")
+    click.echo(ledger.balance(buyer).as_table())

@@ -118,7 +118,8 @@ class Balance:
             )
             for m in self.meters
         ]
-        return f"buyer {self.buyer}: plan {self.plan or '-'} ({self.status})\n{table(rows)}"
+        state = self.status if self.expires_at is None else f"{self.status}, expires {self.expires_at:%Y-%m-%d %H:%M}"
+        return f"buyer {self.buyer}: plan {self.plan or '-'} ({state})\n{table(rows)}"
 
 
 class Plans:

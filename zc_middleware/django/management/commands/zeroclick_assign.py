@@ -37,7 +37,4 @@ class Command(BaseCommand):
             ledger.assign_plan(buyer, plan, starts_at=starts, expires_at=expires)
         except ZcError as exc:
             raise CommandError(exc.message) from None
-        balance = ledger.balance(buyer)
-        self.stdout.write(balance.as_table())
-        if balance.expires_at is not None:
-            self.stdout.write(f"expires {balance.expires_at.isoformat()}")
+        self.stdout.write(ledger.balance(buyer).as_table())
