@@ -88,7 +88,7 @@ def payment_required(refusal: Refusal, extend_url: str | None) -> Deny:
         "meter": refusal.meter,
         "message": _MESSAGES[refusal.reason],
     }
-    extra = [("x-zeroclick-reason", refusal.reason)]
+    extra: list[tuple[str, str]] = [("x-zeroclick-reason", refusal.reason)]
     if extend_url:
         payload["extendUrl"] = extend_url
     if refusal.retry_after is not None:

@@ -215,7 +215,7 @@ class _State:
         return self._respond(self.gate.deny(route_repriced()))
 
     def _respond(self, deny: Deny) -> Response:
-        refusal = _refusal_class(self.app.response_class)
+        refusal = _refusal_class(self.app.response_class)  # type: ignore[arg-type]  # classes hash
         return refusal(deny.body, status=deny.status, headers=list(deny.headers))
 
     def hook(self) -> Callable[[], Response | None]:
@@ -271,7 +271,7 @@ class _State:
             decision = gate.check_buyer(buyer, header_getter(environ), charge, exchange)
             if decision is not exchange:  # anything but the exchange itself, armed, is a refusal
                 return self._respond(decision)  # type: ignore[arg-type]
-            exchange.grant()
+            exchange.grant()  # type: ignore[union-attr]  # ``is`` the decision: mypy narrows it to that
             return None
 
         return before_request

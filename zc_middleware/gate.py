@@ -222,21 +222,22 @@ class Gate:
         self, buyer: str | None, get_header: HeaderGetter, charge: Charge, counter: Allow | None = None
     ) -> Allow | Deny:
         """:meth:`check` for an adapter that read the buyer itself (see :attr:`identity_header`)."""
+        # From here on ``buyer`` is a str: a remembered or a valid id (the type: ignores below).
         if buyer not in self._buyers and not self._valid_buyer(buyer):
             return self._no_buyer(buyer)
         try:
-            result: Hold | Refusal | BaseException = self.ledger.reserve(buyer, charge.amounts)
+            result: Hold | Refusal | BaseException = self.ledger.reserve(buyer, charge.amounts)  # type: ignore[arg-type]
         except Exception as exc:
             result = exc
         if counter is None or result.__class__ is not Hold or self.reporter is not None:
-            return self._decide(buyer, charge, result, counter, get_header)
+            return self._decide(buyer, charge, result, counter, get_header)  # type: ignore[arg-type]
         # The common grant, as _decide makes it, without its frames: this runs on every paid request.
         self._allowed += 1
         counter.charge = charge
         counter.values = charge.base
         counter.touched = False
-        counter.buyer = buyer
-        counter.hold = result  # type: ignore[assignment]
+        counter.buyer = buyer  # type: ignore[assignment]
+        counter.hold = result
         return counter
 
     async def acheck(self, get_header: HeaderGetter, charge: Charge, *, counter: Allow | None = None) -> Allow | Deny:
@@ -247,14 +248,15 @@ class Gate:
     ) -> Allow | Deny:
         if buyer not in self._buyers and not self._valid_buyer(buyer):
             return self._no_buyer(buyer)
+        valid: str = buyer  # type: ignore[assignment]  # a remembered or a valid id
         try:
             if self.inline:  # embedded ledgers answer in microseconds: no coroutine, no thread hop
-                result: Hold | Refusal | BaseException = self.ledger.reserve(buyer, charge.amounts)
+                result: Hold | Refusal | BaseException = self.ledger.reserve(valid, charge.amounts)
             else:
-                result = await self.ledger.areserve(buyer, charge.amounts)
+                result = await self.ledger.areserve(valid, charge.amounts)
         except Exception as exc:
             result = exc
-        return self._decide(buyer, charge, result, counter, get_header)
+        return self._decide(valid, charge, result, counter, get_header)
 
     # -- reporting -------------------------------------------------------------
     def usage_header(self, allow: Allow) -> str | None:

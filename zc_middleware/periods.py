@@ -44,9 +44,9 @@ def period_bounds(anchor: float, reset: str, now: float) -> tuple[float, float]:
     base = datetime.fromtimestamp(anchor, timezone.utc)
     current = datetime.fromtimestamp(now, timezone.utc)
     k = ((current.year - base.year) * 12 + current.month - base.month) // months
-    start = _add_months(base, k * months)
-    if start > current:  # compare datetimes: both carry the same microsecond rounding
+    first = _add_months(base, k * months)
+    if first > current:  # compare datetimes: both carry the same microsecond rounding
         k -= 1
-        start = _add_months(base, k * months)
+        first = _add_months(base, k * months)
     end = _add_months(base, (k + 1) * months)
-    return start.timestamp(), end.timestamp()
+    return first.timestamp(), end.timestamp()

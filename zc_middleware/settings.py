@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -105,19 +105,21 @@ class ZeroClickSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ZEROCLICK_", extra="forbid", frozen=True, case_sensitive=False)
 
-    def __init__(self, **values: Any) -> None:
-        try:
-            super().__init__(**values)
-        except SettingsError as exc:
-            # pydantic-settings reads every ZEROCLICK_* variable, even one an argument overrides, and
-            # names neither the variable nor what is wrong with it
-            found = re.search(r'field "(\w+)"', str(exc))
-            name = f"ZEROCLICK_{found.group(1).upper()}" if found else "a ZEROCLICK_* environment variable"
-            raise ConfigError(
-                "invalid_settings",
-                f"{name} cannot be read ({exc.__cause__ or exc}); mappings are JSON, "
-                """e.g. ZEROCLICK_METERS='{"api-requests": {}}'""",
-            ) from exc
+    if not TYPE_CHECKING:  # type checkers keep the signature pydantic gives: one keyword per field
+
+        def __init__(self, **values: Any) -> None:
+            try:
+                super().__init__(**values)
+            except SettingsError as exc:
+                # pydantic-settings reads every ZEROCLICK_* variable, even one an argument overrides,
+                # and names neither the variable nor what is wrong with it
+                found = re.search(r'field "(\w+)"', str(exc))
+                name = f"ZEROCLICK_{found.group(1).upper()}" if found else "a ZEROCLICK_* environment variable"
+                raise ConfigError(
+                    "invalid_settings",
+                    f"{name} cannot be read ({exc.__cause__ or exc}); mappings are JSON, "
+                    """e.g. ZEROCLICK_METERS='{"api-requests": {}}'""",
+                ) from exc
 
     meters: dict[MeterName, MeterConfig]
     plans: dict[str, PlanConfig] = Field(default_factory=dict)

@@ -109,7 +109,7 @@ class ZeroClickMiddleware:
     ) -> None:
         self.app = app
         if gate is None:
-            gate = Gate(settings if settings is not None else ZeroClickSettings(), ledger=ledger, identify=identify)
+            gate = Gate(settings if settings is not None else ZeroClickSettings(), ledger=ledger, identify=identify)  # type: ignore[call-arg]
         self.gate = gate
         self._identity = gate.identity_header.encode("latin-1") if gate.identity_header else None
         self._cache: dict[tuple[str, str, str], Charge | None] = {}
@@ -134,8 +134,8 @@ class ZeroClickMiddleware:
         exchange = _Exchange(gate, scope["headers"], receive, send)
         if self._identity is not None:  # the default identity: one header, read straight from the scope
             buyer = None
-            for key, value in exchange.headers:
-                if key == self._identity:
+            for name, value in exchange.headers:
+                if name == self._identity:
                     buyer = value.decode("latin-1")
                     break
         else:

@@ -121,7 +121,7 @@ class ZeroClickMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        exchange = request._zeroclick = _Exchange(conf._gate or get_gate())  # type: ignore[attr-defined]
+        exchange = request._zeroclick = _Exchange(conf._gate or get_gate())
         token = bind_counter(exchange)
         try:
             response = self.get_response(request)
@@ -140,7 +140,7 @@ class ZeroClickMiddleware:
         return response
 
     async def __acall__(self, request: HttpRequest) -> Any:
-        exchange = request._zeroclick = _Exchange(conf._gate or get_gate())  # type: ignore[attr-defined]
+        exchange = request._zeroclick = _Exchange(conf._gate or get_gate())
         token = bind_counter(exchange)
         try:
             response = await self.get_response(request)
