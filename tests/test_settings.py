@@ -80,7 +80,8 @@ def test_environment_variables_are_read_and_explicit_arguments_win(monkeypatch: 
 
 def test_an_unreadable_environment_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZEROCLICK_METERS", "{api-requests: {}}")  # YAML-ish, not JSON
-    with pytest.raises(ConfigError, match=r"ZEROCLICK_METERS cannot be read \(Expecting property name") as err:
+    unreadable = r"ZEROCLICK_METERS cannot be read from the environment \(Expecting property name"
+    with pytest.raises(ConfigError, match=unreadable) as err:
         ZeroClickSettings(meters={"api-requests": {}})  # read even though the argument overrides it
     assert err.value.code == "invalid_settings"
 

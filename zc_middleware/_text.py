@@ -3,24 +3,29 @@ reading of a moment typed on a command line."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 
 __all__ = ["moment", "table"]
 
+_DAY = re.compile(r"(\d{4}-\d{2}-\d{2})(Z|[+-]\d{2}:\d{2})?")
+
 
 def moment(value: str) -> datetime:
     """An ISO 8601 date-time with a UTC offset (``Z`` allowed): ``2030-01-31T00:00Z``. Raises
     :class:`ValueError` with a message for people, naming a corrected example."""
+    day = _DAY.fullmatch(value)
+    if day is not None:  # Python misreads a bare date's offset ("2030-01-31+02:00" as 02:00, no offset)
+        offset = day.group(2) or "Z"
+        raise ValueError(f"{value!r} names a day, not a moment; write e.g. {day.group(1)}T00:00{offset}")
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"{value!r} is not an ISO 8601 date-time, e.g. 2030-01-31T00:00Z") from None
     if parsed.tzinfo is None:
-        # Python drops an offset written after a bare date ("2030-01-31+02:00"), so the example
-        # always has a time: the same moment the value names, at midnight if it names a day.
         example = parsed.isoformat(timespec="minutes")
-        raise ValueError(f"{value!r} has no UTC offset; add one to a date-time, e.g. {example}Z or {example}+02:00")
+        raise ValueError(f"{value!r} has no UTC offset; add one, e.g. {example}Z or {example}+02:00")
     return parsed
 
 

@@ -171,13 +171,10 @@ class _State:
 
     def revalidate(self) -> None:
         """Views were added after ``init_app`` (Flask has no start-up hook to check them at): check
-        them once. A view metered on an undeclared meter is logged now, and then fails alone, on its
-        own requests, with the same :class:`ConfigError`; every other route is still served."""
-        try:
-            self.validate()
-        except ConfigError as exc:
-            self.validated = len(self.app.view_functions)
-            log.error("zc_middleware: %s; its requests fail until the app is fixed", exc.message)
+        them now, without raising (see :meth:`Gate.log_view_problems`)."""
+        views = self.app.view_functions
+        self.gate.log_view_problems(_views(views))
+        self.validated = len(views)
 
     def _price(self, view: object, endpoint: str, method: str) -> Charge | None:
         return self.gate.charge_for(_handler(view, method), endpoint)
@@ -270,6 +267,7 @@ class _State:
             buyer = buyer_of(gate, environ, buyer_header)
             decision = gate.check_buyer(buyer, header_getter(environ), charge, exchange)
             if decision is not exchange:  # anything but the exchange itself, armed, is a refusal
+                exchange.refused = True
                 return self._respond(decision)  # type: ignore[arg-type]
             exchange.grant()  # type: ignore[union-attr]  # ``is`` the decision: mypy narrows it to that
             return None

@@ -100,6 +100,8 @@ class Gate:
         #: then call check()/finish() directly instead of paying for a coroutine per request.
         self.inline = type(self.ledger).areserve is Ledger.areserve and type(self.ledger).aadjust is Ledger.aadjust
         self._tally: Counter[str] = Counter()
+        #: what :meth:`log_view_problems` has logged already
+        self._logged_problems: set[str] = set()
         self._buyers: set[str | None] = set()  # ids already found valid
         self._allowed = 0  # the per-request counts are plain ints: cheaper than a Counter's item update
         self._settled = 0
@@ -160,6 +162,22 @@ class Gate:
     def validate_views(self, views: Iterable[tuple[object, str | None]]) -> int:
         """Check every view's meters at start-up; returns how many routes are paid."""
         return sum(self.charge_for(view, route) is not None for view, route in views)
+
+    def log_view_problems(self, views: Iterable[tuple[object, str | None]]) -> int:
+        """Check views added after start-up without raising: each one metered on a meter settings do
+        not declare is logged, once for the Gate's life. Pricing it raises the same
+        :class:`ConfigError`, so its own requests fail and never run unbilled; every other view is
+        served. Returns how many views are bad."""
+        bad = 0
+        for view, route in views:
+            try:
+                self.charge_for(view, route)
+            except ConfigError as exc:
+                bad += 1
+                if exc.message not in self._logged_problems:
+                    self._logged_problems.add(exc.message)
+                    log.error("zc_middleware: %s; its requests fail until the app is fixed", exc.message)
+        return bad
 
     # -- the check -------------------------------------------------------------
     def _valid_buyer(self, buyer: str | None) -> bool:
@@ -246,17 +264,17 @@ class Gate:
     async def acheck_buyer(
         self, buyer: str | None, get_header: HeaderGetter, charge: Charge, counter: Allow | None = None
     ) -> Allow | Deny:
+        # From here on ``buyer`` is a str: a remembered or a valid id (the type: ignores below).
         if buyer not in self._buyers and not self._valid_buyer(buyer):
             return self._no_buyer(buyer)
-        valid: str = buyer  # type: ignore[assignment]  # a remembered or a valid id
         try:
             if self.inline:  # embedded ledgers answer in microseconds: no coroutine, no thread hop
-                result: Hold | Refusal | BaseException = self.ledger.reserve(valid, charge.amounts)
+                result: Hold | Refusal | BaseException = self.ledger.reserve(buyer, charge.amounts)  # type: ignore[arg-type]
             else:
-                result = await self.ledger.areserve(valid, charge.amounts)
+                result = await self.ledger.areserve(buyer, charge.amounts)  # type: ignore[arg-type]
         except Exception as exc:
             result = exc
-        return self._decide(valid, charge, result, counter, get_header)
+        return self._decide(buyer, charge, result, counter, get_header)  # type: ignore[arg-type]
 
     # -- reporting -------------------------------------------------------------
     def usage_header(self, allow: Allow) -> str | None:

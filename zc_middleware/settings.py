@@ -114,11 +114,11 @@ class ZeroClickSettings(BaseSettings):
                 # pydantic-settings reads every ZEROCLICK_* variable, even one an argument overrides,
                 # and names neither the variable nor what is wrong with it
                 found = re.search(r'field "(\w+)"', str(exc))
-                name = f"ZEROCLICK_{found.group(1).upper()}" if found else "a ZEROCLICK_* environment variable"
+                name = f"ZEROCLICK_{found.group(1).upper()}" if found else "a ZEROCLICK_* setting"
                 raise ConfigError(
                     "invalid_settings",
-                    f"{name} cannot be read ({exc.__cause__ or exc}); mappings are JSON, "
-                    """e.g. ZEROCLICK_METERS='{"api-requests": {}}'""",
+                    f"{name} cannot be read from the environment ({exc.__cause__ or exc}); mappings are "
+                    """JSON, e.g. ZEROCLICK_METERS='{"api-requests": {}}'""",
                 ) from exc
 
     meters: dict[MeterName, MeterConfig]

@@ -23,7 +23,6 @@ map sees exactly the ``PATH_INFO`` the app's own ``bind_to_environ`` sees.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import Token
 from http import HTTPStatus
@@ -31,7 +30,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .decision import Allow, Deny
-from .errors import ConfigError
 from .gate import Charge, Gate, HeaderGetter, Identify
 from .ledger import Ledger
 from .meters import UsageCounter, bind_counter, unbind_counter
@@ -59,8 +57,6 @@ Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
-
-log = logging.getLogger("zc_middleware")
 
 _USAGE = "x-zeroclick-usage"
 _CACHE_SIZE = 4096
@@ -123,6 +119,8 @@ class Exchange(Allow):
 
     #: the Gate allowed the request: report and settle
     granted = False
+    #: the Gate refused the request: its answer leaves without any usage header
+    refused = False
     #: the counter binding made by :meth:`grant`, undone when the app returns
     token: Token[UsageCounter | None] | None = None
     #: the status handed to the server
@@ -161,6 +159,8 @@ class Exchange(Allow):
                 value = self.gate.usage_header(self)
                 if value:
                     headers = [*headers, ("X-ZeroClick-Usage", value)]
+        elif self.refused:  # a hook or middleware inside ours may have added one to the Gate's answer
+            headers = [item for item in headers if item[0].lower() != _USAGE]
         # A late error start_response (exc_info, headers already out) raises here: the status that
         # settles the hold stays the one that really went out, as in starlette.py.
         if exc_info is None:
@@ -288,10 +288,13 @@ class ZeroClickWSGI:
             view = endpoint
         return view, endpoint if isinstance(endpoint, str) else None
 
+    def _views(self) -> Iterator[tuple[object, str | None]]:
+        for endpoint in dict.fromkeys(rule.endpoint for rule in self.url_map.iter_rules()):  # in rule order
+            yield self._view(endpoint)
+
     def validate(self) -> int:
         """Check every routed view's meters against settings (at construction); returns how many are paid."""
-        endpoints = {rule.endpoint for rule in self.url_map.iter_rules()}
-        return self.gate.validate_views(self._view(endpoint) for endpoint in endpoints)
+        return self.gate.validate_views(self._views())
 
     def _cacheable(self) -> bool:
         """Whether :meth:`_charge` may cache by :func:`path_key` (see :func:`routes_by_path`)."""
@@ -302,10 +305,8 @@ class ZeroClickWSGI:
             self._cache.clear()
             self._rule_count = len(rules)
             self._by_path = routes_by_path(self.url_map, rules)
-            try:
-                self.validate()  # rules added after construction
-            except ConfigError as exc:  # that rule's own requests raise it again; every other route is served
-                log.error("zc_middleware: %s; its requests fail until the app is fixed", exc.message)
+            # rules added after construction: checked without raising (see Gate.log_view_problems)
+            self.gate.log_view_problems(self._views())
         return self._by_path
 
     def _charge(self, environ: Environ) -> Charge | None:

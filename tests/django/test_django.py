@@ -311,7 +311,7 @@ def test_a_server_refuses_to_start_on_an_unknown_meter(tmp_path: Path) -> None:
 def test_assign_and_balance_commands_print_the_table(tmp_path: Path) -> None:
     assigned = manage(tmp_path, "zeroclick_assign", "agent-9", "starter", "--expires", "2099-01-31T00:00:00Z")
     assert assigned.returncode == 0, assigned.stderr
-    assert "buyer agent-9: plan starter (active, expires 2099-01-31 00:00)" in assigned.stdout
+    assert "buyer agent-9: plan starter (active, expires 2099-01-31 00:00 UTC)" in assigned.stdout
     ledger = open_ledger(f"sqlite:///{tmp_path / 'manage.db'}", plans=PLANS)
     try:
         hold = ledger.reserve("agent-9", {"api-requests": 2})
@@ -321,7 +321,7 @@ def test_assign_and_balance_commands_print_the_table(tmp_path: Path) -> None:
     result = manage(tmp_path, "zeroclick_balance", "agent-9")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == "buyer agent-9: plan starter (active, expires 2099-01-31 00:00)"
+    assert lines[0] == "buyer agent-9: plan starter (active, expires 2099-01-31 00:00 UTC)"
     assert lines[1].split() == ["meter", "limit", "used", "remaining", "%", "used", "period", "start", "period", "end"]
     assert lines[3].split()[:5] == ["api-requests", "5", "2", "3", "40"]
     assert lines[4].split()[:5] == ["compute-seconds", "100", "0", "100", "0"]
@@ -335,12 +335,13 @@ def test_assign_refuses_unknown_plans_and_naive_dates(tmp_path: Path) -> None:
     assert naive.returncode != 0
     assert "no UTC offset" in naive.stderr
     # Python drops an offset written after a bare date: the hint names a form that works
-    day = manage(tmp_path, "zeroclick_assign", "agent-9", "starter", "--expires", "2099-01-31Z")
+    day = manage(tmp_path, "zeroclick_assign", "agent-9", "starter", "--expires", "2099-01-31+02:00")
     assert day.returncode != 0
-    assert "'2099-01-31Z' has no UTC offset; add one to a date-time, e.g. 2099-01-31T00:00Z" in day.stderr
-    hinted = manage(tmp_path, "zeroclick_assign", "agent-9", "starter", "--expires", "2099-01-31T00:00Z")
+    assert "'2099-01-31+02:00' names a day, not a moment; write e.g. 2099-01-31T00:00+02:00" in day.stderr
+    hinted = manage(tmp_path, "zeroclick_assign", "agent-9", "starter", "--expires", "2099-01-31T00:00+02:00")
     assert hinted.returncode == 0, hinted.stderr
-    assert "(active, expires 2099-01-31 00:00)" in hinted.stdout
+    assert "Assigned plan starter to agent-9." in hinted.stdout
+    assert "(active, expires 2099-01-30 22:00 UTC)" in hinted.stdout
 
 
 def test_routes_command_lists_metered_patterns(tmp_path: Path) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import django
-from asgiref.sync import sync_to_async
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils.decorators import method_decorator
@@ -99,15 +100,30 @@ def free(request: HttpRequest) -> HttpResponse:
 
 
 class HandReportingMiddleware:
-    """Below ZeroClickMiddleware: reports usage by hand on every response, as a seller's own code might."""
+    """Below ZeroClickMiddleware: reports usage by hand on every response, as a seller's own code
+    might. Dual-mode, so that ZeroClickMiddleware stays async under ASGI."""
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response):  # type: ignore[no-untyped-def]
         self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self._acall(request)
+        return self._by_hand(self.get_response(request))
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        return self._by_hand(await self.get_response(request))
+
+    @staticmethod
+    def _by_hand(response: HttpResponse) -> HttpResponse:
         response["X-ZeroClick-Usage"] = "api-requests=5"
-        return response  # type: ignore[no-any-return]
+        return response
 
 
 class SyncOnlyMiddleware:

@@ -183,12 +183,19 @@ def test_route_added_after_init_app_with_an_unknown_meter_fails_alone(caplog: py
     def late() -> str:
         return "late"
 
+    @app.get("/later")
+    @metered("compute-second")
+    def later() -> str:
+        return "later"
+
     app.testing = True
     client = app.test_client()
-    # Flask has no start-up hook: the first request finds the typo and logs it, once ...
+    # Flask has no start-up hook: the first request finds both typos and logs each, once ...
     assert client.get("/free").text == "free"
-    [logged] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert "late is metered on 'api-requets'" in logged and logged.endswith("its requests fail until the app is fixed")
+    assert client.get("/free").text == "free"
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(logged) == 2 and all(m.endswith("its requests fail until the app is fixed") for m in logged)
+    assert "late is metered on 'api-requets'" in logged[0] and "later is metered on 'compute-second'" in logged[1]
     # ... the route itself never runs unbilled (testing propagates what is a 500 in production) ...
     with pytest.raises(ConfigError, match="api-requets"):
         client.get("/late", headers=AGENT)
@@ -313,6 +320,30 @@ def test_a_hook_reporting_usage_by_hand_never_reaches_a_refusal() -> None:
     assert used(ledger) == 1
     # a free route is the app's own business
     assert client.get("/open").headers["X-ZeroClick-Usage"] == "api-requests=5"
+
+
+def test_a_refusal_never_carries_a_usage_header_from_inner_middleware_or_a_new_response() -> None:
+    ledger = MemoryLedger(plans=PLANS)
+    app = make_app()
+    inner = app.wsgi_app
+
+    def by_hand(environ: dict[str, Any], start_response: Any) -> Any:  # wrapped before ZeroClick: inside it
+        return inner(environ, lambda s, h, *e: start_response(s, [*h, ("X-ZeroClick-Usage", "api-requests=9")], *e))
+
+    app.wsgi_app = by_hand  # type: ignore[method-assign]
+
+    @app.after_request
+    def replace(response: Response) -> Response:  # after_request may return a new response
+        return Response(response.get_data(), response.status_code, headers={"X-ZeroClick-Usage": "api-requests=8"})
+
+    ZeroClick(app, settings=CONFIG, ledger=ledger)
+    client = app.test_client()
+    assert client.get("/search", headers=AGENT).headers.getlist("X-ZeroClick-Usage") == ["api-requests=1"]
+    assert "X-ZeroClick-Usage" not in client.get("/search").headers  # 401
+    ledger.mark_spend_cap_reached("agent-1")
+    refused = client.get("/search", headers=AGENT)
+    assert refused.status_code == 402 and "X-ZeroClick-Usage" not in refused.headers
+    assert used(ledger) == 1
 
 
 def test_method_view_handlers_are_priced_per_method() -> None:
@@ -523,11 +554,14 @@ def test_cli_routes_balance_and_assign() -> None:
 
     expiring = runner.invoke(args=["zeroclick", "assign", "agent-1", "pro", "--expires", "2099-01-31T00:00Z"])
     assert expiring.exit_code == 0, expiring.output
-    assert "buyer agent-1: plan pro (active, expires 2099-01-31 00:00)\n" in expiring.output
+    assert "buyer agent-1: plan pro (active, expires 2099-01-31 00:00 UTC)\n" in expiring.output
     assert ledger.balance("agent-1").expires_at == datetime(2099, 1, 31, tzinfo=timezone.utc)
-    naive = runner.invoke(args=["zeroclick", "assign", "agent-1", "pro", "--expires", "2099-01-31"])
+    day = runner.invoke(args=["zeroclick", "assign", "agent-1", "pro", "--expires", "2099-01-31"])
+    assert day.exit_code == 2
+    assert "'2099-01-31' names a day, not a moment; write e.g. 2099-01-31T00:00Z" in day.output
+    naive = runner.invoke(args=["zeroclick", "assign", "agent-1", "pro", "--starts", "2099-01-31T08:30"])
     assert naive.exit_code == 2
-    assert "'2099-01-31' has no UTC offset; add one to a date-time, e.g. 2099-01-31T00:00Z" in naive.output
+    assert "'2099-01-31T08:30' has no UTC offset; add one, e.g. 2099-01-31T08:30Z" in naive.output
 
 
 def test_cli_routes_without_paid_routes() -> None:
@@ -538,7 +572,7 @@ def test_cli_routes_without_paid_routes() -> None:
     assert result.output == "No metered routes.\n"
 
 
-def test_werkzeug_rules_added_later_are_matched_and_validated() -> None:
+def test_werkzeug_rules_added_later_are_matched_and_validated(caplog: pytest.LogCaptureFixture) -> None:
     ledger = MemoryLedger(plans=PLANS)
     app = werkzeug_app(ledger)
     with pytest.raises(NotFound):  # not routed yet: the app itself answers
@@ -558,13 +592,24 @@ def test_werkzeug_rules_added_later_are_matched_and_validated() -> None:
     def typo(request: WRequest) -> WResponse:
         return WResponse("typo")
 
+    @metered("compute-second")
+    def typo2(request: WRequest) -> WResponse:
+        return WResponse("typo")
+
     app.url_map.add(Rule("/typo", endpoint=typo))
+    app.url_map.add(Rule("/typo2", endpoint=typo2))
     with pytest.raises(ConfigError, match="api-requets"):
         wsgi_call(app, "/typo")  # the mis-metered route fails alone; the others are served
     started, body = wsgi_call(app, "/render")
     assert started[0][0] == "200 OK" and b"".join(body) == b"ab"
     body.close()
     assert used(ledger, "compute-seconds") == 5
+    app.url_map.add(Rule("/typo3", endpoint=typo))  # checked again, not logged again
+    with pytest.raises(ConfigError, match="compute-second"):
+        wsgi_call(app, "/typo2")
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(logged) == 2
+    assert "typo is metered on 'api-requets'" in logged[0] and "typo2 is metered on 'compute-second'" in logged[1]
 
 
 @pytest.mark.parametrize("first", ["/auto", "/own"])

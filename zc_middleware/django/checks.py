@@ -38,7 +38,8 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
     return [
         checks.Error(
             f"ZEROCLICK setting is malformed: {problem}",
-            hint="Keys are the upper-case ZeroClickSettings fields: METERS, PLANS, ROUTES, LEDGER, ...",
+            hint="Keys are the upper-case ZeroClickSettings fields: METERS, PLANS, ROUTES, LEDGER, ...; "
+            "ZEROCLICK_* environment variables give mappings as JSON.",
             id="zc_middleware.E001",
         )
         for problem in problems

@@ -118,7 +118,9 @@ class Balance:
             )
             for m in self.meters
         ]
-        state = self.status if self.expires_at is None else f"{self.status}, expires {self.expires_at:%Y-%m-%d %H:%M}"
+        state: str = self.status
+        if self.expires_at is not None:
+            state += f", expires {self.expires_at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
         return f"buyer {self.buyer}: plan {self.plan or '-'} ({state})\n{table(rows)}"
 
 

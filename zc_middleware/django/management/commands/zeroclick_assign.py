@@ -37,4 +37,5 @@ class Command(BaseCommand):
             ledger.assign_plan(buyer, plan, starts_at=starts, expires_at=expires)
         except ZcError as exc:
             raise CommandError(exc.message) from None
+        self.stdout.write(f"Assigned plan {plan} to {buyer}.")
         self.stdout.write(ledger.balance(buyer).as_table())
