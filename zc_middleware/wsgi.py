@@ -43,6 +43,7 @@ __all__ = [
     "Exchange",
     "StartResponse",
     "WSGIApp",
+    "WSGIBody",
     "ZeroClickWSGI",
     "buyer_key",
     "buyer_of",
@@ -108,7 +109,43 @@ def deny_body(deny: Deny, start_response: StartResponse) -> list[bytes]:
     return [deny.body]
 
 
-class Exchange(Allow):
+class WSGIBody(Allow):
+    """A paid request's usage counter that is also its WSGI body's runner: iterating it iterates
+    ``_iterator`` with the counter bound around each ``next()`` (never across a yield to the
+    server), and notes whether the server has started sending and whether the body failed first.
+    :class:`Exchange` is one; so is the Django middleware's, for streamed responses."""
+
+    #: the body produced a non-empty chunk: the server has sent (or is sending) the headers
+    started = False
+    #: the body raised before producing anything: the server answers 500 instead
+    failed = False
+    _iterator: Iterator[bytes]
+
+    def run(self, iterator: Iterator[bytes]) -> Iterator[bytes]:
+        """``iterator``'s chunks, run as this body."""
+        self._iterator = iterator
+        return iter(self)
+
+    def __iter__(self) -> Iterator[bytes]:
+        iterator = self._iterator
+        while True:
+            token = bind_counter(self)  # bound only around next(): never across a yield to the server
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                return
+            except BaseException:
+                if not self.started:
+                    self.failed = True
+                raise
+            finally:
+                unbind_counter(token)
+            if chunk:
+                self.started = True  # servers send the headers with the first non-empty chunk
+            yield chunk
+
+
+class Exchange(WSGIBody):
     """One request: the grant-to-be (and so the usage counter), ``start_response`` with the usage
     header added, and, once granted, the response body that settles the hold when it is closed.
 
@@ -125,12 +162,7 @@ class Exchange(Allow):
     token: Token[UsageCounter | None] | None = None
     #: the status handed to the server
     status: int | None = None
-    #: the body produced a non-empty chunk: the server has sent (or is sending) the headers
-    started = False
-    #: the body raised before producing anything: the server answers 500 instead
-    failed = False
     _inner: Iterable[bytes] = ()
-    _iterator: Iterator[bytes]
 
     def __init__(self, gate: Gate, start_response: StartResponse) -> None:
         # One frame, no super().__init__(): every other field starts at its class default.
@@ -209,27 +241,9 @@ class Exchange(Allow):
         status = self.status
         self.gate.finish(self, success=status is not None and status < 400 and not self.failed)
 
-    # -- the body: the counter bound around each step, the hold settled in close() -----------------
+    # -- the body: iterated as a WSGIBody, the hold settled in close() ------------------------------
     # Being the body means a paid route's ``wsgi.file_wrapper`` body loses the server's sendfile
     # path; free routes' bodies are never wrapped.
-    def __iter__(self) -> Iterator[bytes]:
-        iterator = self._iterator
-        while True:
-            token = bind_counter(self)  # bound only around next(): never across a yield to the server
-            try:
-                chunk = next(iterator)
-            except StopIteration:
-                return
-            except BaseException:
-                if not self.started:
-                    self.failed = True
-                raise
-            finally:
-                unbind_counter(token)
-            if chunk:
-                self.started = True  # servers send the headers with the first non-empty chunk
-            yield chunk
-
     def close(self) -> None:
         close = getattr(self._inner, "close", None)
         if close is None:

@@ -200,6 +200,35 @@ def test_streaming_response_settles_when_django_closes_it(mode: str) -> None:
     assert settled == 15  # recorded while streaming, outside the middleware's own frame
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_a_streamed_body_failing_before_its_first_chunk_is_billed_only_if_the_headers_went_out(mode: str) -> None:
+    headers = {"zc-agent-id": "agent-5"}
+    if mode == "wsgi":
+        # a WSGI server sends the headers with the first chunk: it answers 500 instead, unbilled
+        response = Client().get("/stream-fails", headers=headers)
+        assert response["x-zeroclick-usage"] == "api-requests=1"
+        with pytest.raises(RuntimeError, match="the body failed"):
+            b"".join(response.streaming_content)
+        response.close()
+        assert used("agent-5", "api-requests") == 0
+        return
+    middleware = ["zc_middleware.django.ZeroClickMiddleware"]
+    if mode == "asgi-sync-mode":
+        middleware.append("tests.django.views.SyncOnlyMiddleware")
+
+    async def go() -> None:
+        # Django's ASGI handler sends the headers, usage included, before the body: the proxy bills them
+        response = await AsyncClient().get("/stream-fails", headers=headers)
+        assert response["x-zeroclick-usage"] == "api-requests=1"
+        with pytest.raises(RuntimeError, match="the body failed"):
+            b"".join([chunk async for chunk in response.streaming_content])
+        response.close()
+
+    with override_settings(MIDDLEWARE=middleware):
+        asyncio.run(go())
+    assert used("agent-5", "api-requests") == 1
+
+
 # -- manage.py as a subprocess -------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ urlpatterns = [
     path("stacked", views.stacked),
     path("own-header", views.own_header),
     path("stream-work", views.stream_work),
+    path("stream-fails", views.stream_fails),
     path("free", views.free),
     path("shop/", include((shop, "shop"))),
 ]

@@ -95,6 +95,21 @@ def stream_work(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(abody() if isinstance(request, ASGIRequest) else body())
 
 
+@metered("api-requests")
+def stream_fails(request: HttpRequest) -> StreamingHttpResponse:
+    """A body that fails before its first chunk."""
+
+    def body() -> Iterator[bytes]:
+        raise RuntimeError("the body failed")
+        yield b""  # a generator
+
+    async def abody() -> AsyncIterator[bytes]:
+        raise RuntimeError("the body failed")
+        yield b""  # a generator
+
+    return StreamingHttpResponse(abody() if isinstance(request, ASGIRequest) else body())
+
+
 def free(request: HttpRequest) -> HttpResponse:
     return HttpResponse("free")
 

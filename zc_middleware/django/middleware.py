@@ -20,6 +20,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
@@ -27,7 +28,7 @@ from ..decision import Allow, Deny
 from ..errors import ConfigError
 from ..gate import Charge, Gate
 from ..meters import bind_counter, unbind_counter
-from ..wsgi import buyer_key, buyer_of, header_getter
+from ..wsgi import WSGIBody, buyer_key, buyer_of, header_getter
 from . import conf
 from .conf import get_gate
 from .routing import endpoints, route_name, view_for
@@ -43,7 +44,7 @@ GetResponse = Callable[[HttpRequest], Any]
 RouteKey = tuple[object, str | None, str | None, str | None]
 
 
-class _Exchange(Allow):
+class _Exchange(WSGIBody):
     """One request through the middleware: the usage counter, bound before Django resolves the
     view; the Gate arms it and fills it in (it becomes the ``Allow``) when the view is paid."""
 
@@ -132,7 +133,7 @@ class ZeroClickMiddleware:
         finally:
             unbind_counter(token)
         if exchange.granted:
-            success = _respond(exchange, response)
+            success = _respond(exchange, response, request)
             if success is not None:
                 exchange.gate.finish(exchange, success=success)
         elif exchange.refused:
@@ -151,7 +152,7 @@ class ZeroClickMiddleware:
         finally:
             unbind_counter(token)
         if exchange.granted:
-            success = _respond(exchange, response)
+            success = _respond(exchange, response, request)
             if success is not None:
                 await _afinish(exchange.gate, exchange, success=success)
         elif exchange.refused:
@@ -217,14 +218,21 @@ def _deny_response(deny: Deny) -> HttpResponse:
     return response
 
 
-def _respond(exchange: _Exchange, response: HttpResponseBase) -> bool | None:
+def _respond(exchange: _Exchange, response: HttpResponseBase, request: HttpRequest) -> bool | None:
     """Put the usage header on the response: ours on a success, replacing the view's own; none on a
     failure. Returns how to settle now, or ``None`` when the body settles at close."""
     success: bool = response.status_code < 400
     _set_usage(response.headers, exchange.gate.usage_header(exchange) if success else None)
     if response.streaming:
+        # As for any WSGI body: once the headers went out the proxy bills them, so the ledger keeps
+        # the usage even if the body fails later; a body failing before that releases the hold.
         gate = exchange.gate
-        settle_at_close(response, exchange, lambda: gate.finish(exchange, success=success))
+        settle_at_close(
+            response,
+            exchange,
+            lambda: gate.finish(exchange, success=success and not exchange.failed),
+            headers_first=not isinstance(request, WSGIRequest),
+        )
         return None
     return success
 
