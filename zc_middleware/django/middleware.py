@@ -147,14 +147,14 @@ class ZeroClickMiddleware:
             response = await self.get_response(request)
         except BaseException:  # CancelledError included: Django cancels the view when the client leaves
             if exchange.granted:
-                await _afinish(exchange.gate, exchange, success=False)
+                await exchange.gate.afinish(exchange, success=False)
             raise
         finally:
             unbind_counter(token)
         if exchange.granted:
             success = _respond(exchange, response, request)
             if success is not None:
-                await _afinish(exchange.gate, exchange, success=success)
+                await exchange.gate.afinish(exchange, success=success)
         elif exchange.refused:
             _set_usage(response.headers, None)  # middleware below ours may have added one on the way out
         return response
@@ -253,13 +253,6 @@ def _set_usage(headers: Any, value: str | None) -> None:
     headers.pop(_USAGE, None)
     if value:
         headers[_USAGE] = value
-
-
-async def _afinish(gate: Gate, allow: Allow, *, success: bool) -> None:
-    if gate.inline:
-        gate.finish(allow, success=success)
-    else:
-        await gate.afinish(allow, success=success)
 
 
 def _validate_urlconf() -> Gate:
