@@ -49,6 +49,13 @@ def test_free_route_needs_no_identity_and_reports_nothing(served: Served) -> Non
     assert response.status_code == 200
     assert response.text == "free"
     assert "x-zeroclick-usage" not in response.headers
+    assert "private" not in response.headers.get("cache-control", "")  # free routes are left alone
+
+
+def test_record_usage_in_a_free_handler_is_outside_a_request(served: Served) -> None:
+    buyer = new_buyer(served)
+    assert get(served, "/free", buyer).status_code == 200
+    assert runs(served, buyer, "free:outside_request") == 1
 
 
 def test_paid_route_reports_usage_and_debits_the_ledger(served: Served) -> None:
@@ -58,6 +65,15 @@ def test_paid_route_reports_usage_and_debits_the_ledger(served: Served) -> None:
     # the handler set its own usage header: ours replaces it, once
     assert response.headers.get_list("x-zeroclick-usage") == ["api-requests=1"]
     assert used(served, buyer, "api-requests") == 1
+
+
+def test_paid_responses_are_private_to_caches(served: Served) -> None:
+    """A shared cache replaying a paid response would serve it without the plan check."""
+    buyer = new_buyer(served)
+    # /search said ``public, max-age=60`` itself: it may be kept, but only by the buyer's own client
+    assert get(served, "/search", buyer).headers.get_list("cache-control") == ["private, max-age=60"]
+    render = get(served, "/render", buyer, method="POST")
+    assert render.headers.get_list("cache-control") == ["private"]
 
 
 def test_missing_identity_is_401_and_reserves_nothing(served: Served) -> None:
@@ -123,6 +139,7 @@ def test_error_response_releases_the_hold_and_bills_nothing(served: Served) -> N
     assert "not here" in response.text
     # the handler set its own usage header: on a paid route it never reaches the proxy, which would bill it
     assert "x-zeroclick-usage" not in response.headers
+    assert response.headers["cache-control"] == "private, max-age=60"
     assert settled(served, buyer, "api-requests", 0) == 0
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "identity_required",
     "ledger_unavailable",
     "payment_required",
+    "private_cache_control",
     "route_repriced",
 ]
 
@@ -68,6 +69,26 @@ class Deny:
 
 
 Decision = Allow | Deny
+
+
+def private_cache_control(value: str | None) -> str:
+    """The ``Cache-Control`` a paid route's response goes out with: ``private``, so that no shared
+    cache (a CDN, a caching proxy, Django's cache middleware) replays it to another buyer, or to the
+    same one, without the plan check. The app's own directives are kept, except ``public`` (and a
+    ``private`` limited to some fields); one that already says ``private`` or ``no-store`` is
+    unchanged. ``value`` is every ``Cache-Control`` the app set, joined with commas."""
+    if not value:
+        return "private"
+    kept = []
+    for directive in value.split(","):
+        directive = directive.strip()
+        name, is_qualified, _ = directive.partition("=")
+        name = name.strip().lower()
+        if name == "no-store" or (name == "private" and not is_qualified):
+            return value
+        if directive and name != "public" and name != "private":
+            kept.append(directive)
+    return ", ".join(["private", *kept])
 
 
 def _json(status: int, payload: dict[str, object], *extra: tuple[str, str], **kw: str | None) -> Deny:

@@ -241,6 +241,8 @@ class UsageCounter:
         values[name] = total
 
     def _resolve(self, meter: str) -> str:
+        if self.charge is _UNARMED:  # bound before routing (Django), and the view turned out free
+            raise _outside_request()
         name = normalize_meter_name(meter)
         if name in self.values:
             return name
@@ -269,12 +271,16 @@ def record_usage(meter: str, quantity: int) -> None:
     counter = _current.get()
     if counter is None:
         check_quantity(quantity)
-        raise ZcError(
-            "outside_request",
-            "record_usage() was called outside a metered request; decorate the view with "
-            "@metered(...) or use report_usage() for work outside requests",
-        )
+        raise _outside_request()
     counter.add(meter, quantity)
+
+
+def _outside_request() -> ZcError:
+    return ZcError(
+        "outside_request",
+        "record_usage() was called outside a metered request; decorate the view with "
+        "@metered(...) or use report_usage() for work outside requests",
+    )
 
 
 #: Make a counter the current request's counter; returns the token for :func:`unbind_counter`.

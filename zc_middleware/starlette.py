@@ -26,7 +26,7 @@ try:
 except ImportError:  # pragma: no cover - exercised by tests/test_optional_imports.py
     raise ImportError("zc_middleware.starlette needs Starlette: pip install 'zc-middleware[starlette]'") from None
 
-from .decision import Allow, Deny
+from .decision import Allow, Deny, private_cache_control
 from .gate import Charge, Gate, Identify
 from .ledger import Ledger
 from .meters import bind_counter, unbind_counter
@@ -240,13 +240,7 @@ class _Exchange(Allow):
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             status = message["status"]
-            raw = list(message.get("headers", ()))
-            for key, _ in raw:
-                # The app's own usage header never goes out on a paid route, whatever its case or the
-                # status: only the Gate reports usage there, and only on a success.
-                if key.lower() == _USAGE:
-                    raw = [item for item in raw if item[0].lower() != _USAGE]
-                    break
+            raw = _paid_headers(message.get("headers", ()))
             if status < 400 and not self.disconnected_early:
                 if not self.touched:  # nothing recorded yet: the route's header, encoded once
                     self.reported = self.charge.reported
@@ -267,6 +261,22 @@ class _Exchange(Allow):
         if message["type"] == "http.disconnect" and self.status is None:
             self.disconnected_early = True
         return message
+
+
+def _paid_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """:func:`zc_middleware.wsgi.paid_headers` for ASGI's byte pairs: the app's own usage header
+    dropped, whatever its case or the status, and ``Cache-Control`` made private."""
+    out = []
+    cache = None
+    for item in headers:
+        name = item[0].lower()
+        if name == b"cache-control":
+            cache = item[1] if cache is None else cache + b", " + item[1]
+        elif name != _USAGE:
+            out.append(item)
+    value = b"private" if cache is None else private_cache_control(cache.decode("latin-1")).encode("latin-1")
+    out.append((b"cache-control", value))
+    return out
 
 
 async def _send_deny(send: Send, deny: Deny) -> None:

@@ -8,7 +8,8 @@ on the thread that called the app, other servers do not promise it), so:
 * the usage header is written in ``start_response``, the moment the status
   and headers are handed to the server (the WSGI twin of ASGI's
   ``http.response.start``), exactly once; any the app set is dropped, on
-  every status;
+  every status, and the response's ``Cache-Control`` is made ``private``
+  (no shared cache may replay a paid response without the plan check);
 * the usage counter is bound around every ``next()`` of the body and around
   its ``close()``, so :func:`~zc_middleware.record_usage` works in streaming
   generators on whatever thread iterates them;
@@ -29,7 +30,7 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .decision import Allow, Deny
+from .decision import Allow, Deny, private_cache_control
 from .gate import Charge, Gate, HeaderGetter, Identify
 from .ledger import Ledger
 from .meters import UsageCounter, bind_counter, unbind_counter
@@ -50,6 +51,7 @@ __all__ = [
     "deny_body",
     "environ_key",
     "header_getter",
+    "paid_headers",
     "path_key",
     "routes_by_path",
 ]
@@ -100,6 +102,22 @@ def path_key(environ: Environ) -> tuple[object, object, object]:
 def routes_by_path(url_map: Map, rules: list[Rule]) -> bool:
     """Without host matching, subdomains or websocket rules, method and path alone pick the rule."""
     return not url_map.host_matching and not any(r.subdomain or r.websocket for r in rules)
+
+
+def paid_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A paid route's response headers as they go out, before the usage header is added: the app's
+    own usage header dropped, whatever its case or the status (only the Gate reports usage there,
+    and only on a success), and ``Cache-Control`` made private (:func:`private_cache_control`)."""
+    out = []
+    cache = None
+    for item in headers:
+        name = item[0].lower()
+        if name == "cache-control":
+            cache = item[1] if cache is None else f"{cache}, {item[1]}"
+        elif name != _USAGE:
+            out.append(item)
+    out.append(("Cache-Control", private_cache_control(cache)))
+    return out
 
 
 def deny_body(deny: Deny, start_response: StartResponse) -> list[bytes]:
@@ -181,16 +199,11 @@ class Exchange(WSGIBody):
         granted = self.granted
         if granted:
             code = int(status[:3])
-            for key, _ in headers:
-                # The app's own usage header never goes out on a paid route, whatever its case or the
-                # status: only the Gate reports usage there, and only on a success.
-                if key.lower() == _USAGE:
-                    headers = [item for item in headers if item[0].lower() != _USAGE]
-                    break
+            headers = paid_headers(headers)
             if code < 400:
                 value = self.gate.usage_header(self)
                 if value:
-                    headers = [*headers, ("X-ZeroClick-Usage", value)]
+                    headers.append(("X-ZeroClick-Usage", value))
         elif self.refused:  # a hook or middleware inside ours may have added one to the Gate's answer
             headers = [item for item in headers if item[0].lower() != _USAGE]
         # A late error start_response (exc_info, headers already out) raises here: the status that

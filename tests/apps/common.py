@@ -3,11 +3,11 @@
 Each adapter's app serves the same routes with the same behaviour:
 
 =================  ==========================================================
-``GET /free``      free; 200 ``free``
-``GET /search``    ``@metered("api-requests")``; 200 JSON, with its own usage header (:data:`OWN_USAGE`)
+``GET /free``      free; 200 ``free``; calls ``record_usage`` (:func:`free_work`)
+``GET /search``    ``@metered("api-requests")``; 200 JSON, with its own usage and cache headers (:data:`OWN_HEADERS`)
 ``POST /render``   ``@metered("compute-seconds", estimate=30)``; records 4 via :func:`do_work`
 ``GET /fail``      ``@metered("api-requests")``; raises ``RuntimeError``
-``GET /missing``   ``@metered("api-requests")``; answers 404 with its own usage header (:data:`OWN_USAGE`)
+``GET /missing``   ``@metered("api-requests")``; answers 404 with its own usage and cache headers (:data:`OWN_HEADERS`)
 ``GET /stream``    ``@metered("api-requests")``; streams ``chunk-0`` .. ``chunk-2``
 ``GET /configured``  not decorated; route name ``configured`` is paid in settings
 ``GET /a/b``       not decorated; route name ``ab`` is paid in settings
@@ -22,7 +22,7 @@ from __future__ import annotations
 import collections
 import threading
 
-from zc_middleware import ZeroClickSettings, record_usage
+from zc_middleware import ZcError, ZeroClickSettings, record_usage
 
 PLANS = {
     "starter": {
@@ -52,12 +52,22 @@ def ran(buyer: str | None, what: str) -> None:
         RUNS[f"{buyer}:{what}"] += 1
 
 
+def free_work(buyer: str | None) -> None:
+    """Code a free handler calls: ``record_usage`` has no paid request to count for. The error code
+    it raises is noted in :data:`RUNS` as ``free:<code>``."""
+    try:
+        record_usage("api-requests", 1)
+    except ZcError as exc:
+        ran(buyer, f"free:{exc.code}")
+
+
 def do_work() -> None:
     """Code a handler calls: usage is recorded from here, not from the handler."""
     record_usage("compute-seconds", 4)
 
 
-#: what ``/search`` and ``/missing`` set themselves, as a seller reporting by hand would: it never goes out
-OWN_USAGE = {"X-ZeroClick-Usage": "api-requests=7"}
+#: what ``/search`` and ``/missing`` set themselves: a usage header, as a seller reporting by hand would (it
+#: never goes out), and public caching (a paid response goes out private)
+OWN_HEADERS = {"X-ZeroClick-Usage": "api-requests=7", "Cache-Control": "public, max-age=60"}
 
 CHUNKS = [b"chunk-0\n", b"chunk-1\n", b"chunk-2\n"]

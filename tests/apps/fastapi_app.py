@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from tests.apps.common import CHUNKS, OWN_USAGE, RUNS, do_work, ran, settings
+from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.starlette import ZeroClickMiddleware
 
@@ -14,7 +14,8 @@ router = APIRouter()
 
 
 @app.get("/free", response_class=PlainTextResponse)
-async def free() -> str:
+async def free(zc_agent_id: str | None = Header(default=None)) -> str:
+    free_work(zc_agent_id)
     return "free"
 
 
@@ -22,7 +23,7 @@ async def free() -> str:
 @metered("api-requests")
 async def search(response: Response, zc_agent_id: str | None = Header(default=None)) -> dict[str, bool]:
     ran(zc_agent_id, "search")
-    response.headers.update(OWN_USAGE)
+    response.headers.update(OWN_HEADERS)
     return {"ok": True}
 
 
@@ -45,7 +46,7 @@ async def fail(zc_agent_id: str | None = Header(default=None)) -> None:
 @metered("api-requests")
 async def missing(zc_agent_id: str | None = Header(default=None)) -> None:
     ran(zc_agent_id, "missing")
-    raise HTTPException(status_code=404, detail="not here", headers=OWN_USAGE)
+    raise HTTPException(status_code=404, detail="not here", headers=OWN_HEADERS)
 
 
 @router.get("/stream")

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from flask import Flask, Response, request, stream_with_context
 
-from tests.apps.common import CHUNKS, OWN_USAGE, RUNS, do_work, ran, settings
+from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.flask import ZeroClick
 
@@ -19,6 +19,7 @@ def buyer() -> str | None:
 
 @app.get("/free")
 def free() -> str:
+    free_work(buyer())
     return "free"
 
 
@@ -26,7 +27,7 @@ def free() -> str:
 @metered("api-requests")
 def search() -> tuple[dict[str, bool], dict[str, str]]:
     ran(buyer(), "search")
-    return {"ok": True}, OWN_USAGE
+    return {"ok": True}, OWN_HEADERS
 
 
 @app.post("/render")
@@ -48,7 +49,7 @@ def fail() -> str:
 @metered("api-requests")
 def missing() -> tuple[dict[str, str], int, dict[str, str]]:
     ran(buyer(), "missing")
-    return {"error": "not here"}, 404, OWN_USAGE
+    return {"error": "not here"}, 404, OWN_HEADERS
 
 
 @app.get("/stream")

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.apps.common import CHUNKS, OWN_USAGE, RUNS, do_work, ran, settings
+from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.starlette import ZeroClickMiddleware
 
@@ -17,13 +17,14 @@ def buyer(request: Request) -> str | None:
 
 
 async def free(request: Request) -> Response:
+    free_work(buyer(request))
     return PlainTextResponse("free")
 
 
 @metered("api-requests")
 async def search(request: Request) -> Response:
     ran(buyer(request), "search")
-    return JSONResponse({"ok": True}, headers=OWN_USAGE)
+    return JSONResponse({"ok": True}, headers=OWN_HEADERS)
 
 
 @metered("compute-seconds", estimate=30)
@@ -42,7 +43,7 @@ async def fail(request: Request) -> Response:
 @metered("api-requests")
 async def missing(request: Request) -> Response:
     ran(buyer(request), "missing")
-    return JSONResponse({"error": "not here"}, status_code=404, headers=OWN_USAGE)
+    return JSONResponse({"error": "not here"}, status_code=404, headers=OWN_HEADERS)
 
 
 @metered("api-requests")

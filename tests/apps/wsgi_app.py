@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from tests.apps.common import CHUNKS, OWN_USAGE, RUNS, do_work, ran, settings
+from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.wsgi import ZeroClickWSGI
 
@@ -27,13 +27,14 @@ def as_json(data: object, status: int = 200, headers: dict[str, str] | None = No
 
 
 def free(request: Request) -> Response:
+    free_work(buyer(request))
     return Response("free")
 
 
 @metered("api-requests")
 def search(request: Request) -> Response:
     ran(buyer(request), "search")
-    return as_json({"ok": True}, headers=OWN_USAGE)
+    return as_json({"ok": True}, headers=OWN_HEADERS)
 
 
 @metered("compute-seconds", estimate=30)
@@ -52,7 +53,7 @@ def fail(request: Request) -> Response:
 @metered("api-requests")
 def missing(request: Request) -> Response:
     ran(buyer(request), "missing")
-    raise NotFound(response=as_json({"error": "not here"}, 404, OWN_USAGE))
+    raise NotFound(response=as_json({"error": "not here"}, 404, OWN_HEADERS))
 
 
 @metered("api-requests")

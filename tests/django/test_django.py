@@ -163,6 +163,51 @@ def test_middleware_reporting_usage_by_hand_never_reaches_a_refusal(mode: str) -
     assert call(mode, "GET", "/free", None, below=below)["x-zeroclick-usage"] == "api-requests=5"
 
 
+UPDATE_CACHE = "django.middleware.cache.UpdateCacheMiddleware"
+FETCH_CACHE = "django.middleware.cache.FetchFromCacheMiddleware"
+OURS = "zc_middleware.django.ZeroClickMiddleware"
+
+
+@pytest.mark.parametrize(
+    "middleware",
+    [[UPDATE_CACHE, OURS, FETCH_CACHE], [UPDATE_CACHE, FETCH_CACHE, OURS]],
+    ids=["as-django-documents", "both-outside"],
+)
+def test_the_site_wide_cache_never_replays_a_paid_response(middleware: list[str]) -> None:
+    caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": middleware[0]}}
+    with override_settings(MIDDLEWARE=middleware, CACHES=caches, CACHE_MIDDLEWARE_SECONDS=60):
+        first = Client().get("/fn-sync", headers={"zc-agent-id": "agent-5"})
+        assert first.status_code == 200
+        assert first["cache-control"].startswith("private")
+        views.RAN.clear()
+        # not from the cache: another buyer and a request with no identity are checked like any other
+        assert Client().get("/fn-sync", headers={"zc-agent-id": "agent-6"})["x-zeroclick-usage"] == "api-requests=1"
+        assert Client().get("/fn-sync").status_code == 401
+        assert views.RAN == ["fn_sync"]
+        views.RAN.clear()
+        assert Client().get("/fn-sync", headers={"zc-agent-id": "agent-5"}).status_code == 200
+        assert views.RAN == ["fn_sync"]  # ran, and billed, again
+        assert Client().get("/free")["cache-control"] == Client().get("/free")["cache-control"] == "max-age=60"
+    assert used("agent-5", "api-requests") == 2
+    assert used("agent-6", "api-requests") == 1
+
+
+@pytest.mark.parametrize(
+    ("middleware", "error"),
+    [
+        ([OURS, UPDATE_CACHE, FETCH_CACHE], "django.middleware.cache.UpdateCacheMiddleware is listed after"),
+        ([OURS, "django.middleware.cache.CacheMiddleware"], "django.middleware.cache.CacheMiddleware is listed after"),
+        ([OURS, "django.middleware.common.CommonMiddleware", OURS], "ZeroClickMiddleware is listed 2 times"),
+    ],
+    ids=["cache-inside", "cache-middleware-inside", "listed-twice"],
+)
+def test_a_middleware_order_that_would_bill_wrong_refuses_to_start(middleware: list[str], error: str) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    with override_settings(MIDDLEWARE=middleware), pytest.raises(ImproperlyConfigured, match=error):
+        Client().get("/free")
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_free_route_is_untouched(mode: str) -> None:
     response = call(mode, "GET", "/free", buyer=None)
@@ -310,6 +355,15 @@ def test_check_reports_an_unknown_meter_on_function_and_class_based_views(tmp_pa
     assert result.stderr.count("zc_middleware.E002") == 2
     assert "'api-requets'" in result.stderr
     assert "'gpu-seconds'" in result.stderr
+
+
+def test_check_reports_a_middleware_order_that_would_bill_wrong(tmp_path: Path) -> None:
+    body = f"MIDDLEWARE = [*MIDDLEWARE, {UPDATE_CACHE!r}, *MIDDLEWARE]\n"
+    result = manage(tmp_path, "check", settings_body=body)
+    assert result.returncode != 0
+    assert "zc_middleware.E003" in result.stderr  # listed twice
+    assert "zc_middleware.E004" in result.stderr  # the cache after it
+    assert "Traceback" not in result.stderr
 
 
 def test_check_warns_about_missing_middleware_and_unrouted_names(tmp_path: Path) -> None:

@@ -4,6 +4,11 @@ Stable ids:
 
 * ``zc_middleware.E001`` the ``ZEROCLICK`` setting is malformed (one error per problem, naming the key);
 * ``zc_middleware.E002`` a view is metered on a meter ``ZEROCLICK["METERS"]`` does not declare;
+* ``zc_middleware.E003`` the middleware is listed twice in ``MIDDLEWARE`` (every paid request would be
+  checked and debited twice);
+* ``zc_middleware.E004`` Django's cache middleware (``UpdateCacheMiddleware``, ``CacheMiddleware``) is
+  listed after it, so it would store paid responses before they are made private and replay them
+  without the plan check;
 * ``zc_middleware.W001`` the middleware is not in ``MIDDLEWARE``, so nothing is metered;
 * ``zc_middleware.W002`` ``ZEROCLICK["ROUTES"]`` names a route no URL pattern has.
 
@@ -19,6 +24,7 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core import checks
 from django.core.checks import CheckMessage, Tags, register
+from django.utils.module_loading import import_string
 
 from ..errors import ConfigError
 from ..gate import Gate
@@ -48,15 +54,48 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 
 @register()
 def check_middleware(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
-    if MIDDLEWARE_PATHS.intersection(getattr(settings, "MIDDLEWARE", None) or ()):
-        return []
-    return [
-        checks.Warning(
-            "zc_middleware.django is installed but its middleware is not in MIDDLEWARE: no route is metered.",
-            hint="Add 'zc_middleware.django.ZeroClickMiddleware' to MIDDLEWARE.",
-            id="zc_middleware.W001",
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or ())
+    ours = [i for i, path in enumerate(middleware) if path in MIDDLEWARE_PATHS]
+    if not ours:
+        return [
+            checks.Warning(
+                "zc_middleware.django is installed but its middleware is not in MIDDLEWARE: no route is metered.",
+                hint="Add 'zc_middleware.django.ZeroClickMiddleware' to MIDDLEWARE.",
+                id="zc_middleware.W001",
+            )
+        ]
+    messages: list[CheckMessage] = []
+    if len(ours) > 1:
+        messages.append(
+            checks.Error(
+                f"ZeroClickMiddleware is listed {len(ours)} times in MIDDLEWARE: every paid request would be "
+                "checked and debited that many times.",
+                hint="Keep one entry (settings split over several files may each add it).",
+                id="zc_middleware.E003",
+            )
         )
+    messages += [
+        checks.Error(
+            f"{path} is listed after ZeroClickMiddleware in MIDDLEWARE: it would store paid responses before "
+            "they are made private, and replay them to anyone without the plan check.",
+            hint="List Django's cache middleware before ZeroClickMiddleware (UpdateCacheMiddleware first, "
+            "as Django's documentation asks).",
+            id="zc_middleware.E004",
+        )
+        for path in middleware[ours[0] + 1 :]
+        if _updates_cache(path)
     ]
+    return messages
+
+
+def _updates_cache(path: str) -> bool:
+    from django.middleware.cache import UpdateCacheMiddleware
+
+    try:
+        cls = import_string(path)
+    except ImportError:
+        return False  # Django reports a middleware that does not import when it loads them
+    return isinstance(cls, type) and issubclass(cls, UpdateCacheMiddleware)  # CacheMiddleware is one
 
 
 @register(Tags.urls)

@@ -24,12 +24,13 @@ from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
-from ..decision import Allow, Deny
+from ..decision import Allow, Deny, private_cache_control
 from ..errors import ConfigError
 from ..gate import Charge, Gate
 from ..meters import bind_counter, unbind_counter
 from ..wsgi import WSGIBody, buyer_key, buyer_of, header_getter
 from . import conf
+from .checks import check_middleware
 from .conf import get_gate
 from .routing import endpoints, route_name, view_for
 from .streaming import settle_at_close
@@ -116,6 +117,9 @@ class ZeroClickMiddleware:
             # async, so an async process_view is called inline instead of through the single
             # thread-sensitive executor on every request.
             self.process_view = self._aprocess_view  # type: ignore[method-assign]
+        problem = next((m for m in check_middleware() if m.is_serious()), None)
+        if problem is not None:  # E003, E004: a paid request would be debited twice, or served from a cache
+            raise ImproperlyConfigured(f"zc_middleware: {problem.msg}")
         self._routing = _Routing(_validate_urlconf())
 
     # -- the request around the view ---------------------------------------------
@@ -222,7 +226,9 @@ def _respond(exchange: _Exchange, response: HttpResponseBase, request: HttpReque
     """Put the usage header on the response: ours on a success, replacing the view's own; none on a
     failure. Returns how to settle now, or ``None`` when the body settles at close."""
     success: bool = response.status_code < 400
-    _set_usage(response.headers, exchange.gate.usage_header(exchange) if success else None)
+    headers = response.headers
+    _set_usage(headers, exchange.gate.usage_header(exchange) if success else None)
+    _set_private(headers)
     if response.streaming:
         # As for any WSGI body: once the headers went out the proxy bills them, so the ledger keeps
         # the usage even if the body fails later; a body failing before that releases the hold.
@@ -253,6 +259,17 @@ def _set_usage(headers: Any, value: str | None) -> None:
     headers.pop(_USAGE, None)
     if value:
         headers[_USAGE] = value
+
+
+def _set_private(headers: Any) -> None:
+    """Make a paid response's ``Cache-Control`` private (:func:`private_cache_control`): Django's own
+    cache middleware, like any shared cache, then never replays it without the plan check."""
+    store = getattr(headers, "_store", None)
+    if store.__class__ is dict:  # as in _set_usage; the value is the app's, already validated, or ours
+        current = store.get("cache-control")
+        store["cache-control"] = ("Cache-Control", private_cache_control(current[1] if current else None))
+        return
+    headers["Cache-Control"] = private_cache_control(headers.get("Cache-Control"))
 
 
 def _validate_urlconf() -> Gate:

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.utils.decorators import method_decorator
 from django.views import View
 
-from tests.apps.common import CHUNKS, OWN_USAGE, RUNS, do_work, ran
+from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran
 from zc_middleware import metered
 
 
@@ -18,13 +18,14 @@ def buyer(request: HttpRequest) -> str | None:
 
 
 def free(request: HttpRequest) -> HttpResponse:
+    free_work(buyer(request))
     return HttpResponse("free", content_type="text/plain")
 
 
 @metered("api-requests")
 async def search(request: HttpRequest) -> HttpResponse:
     ran(buyer(request), "search")
-    return JsonResponse({"ok": True}, headers=OWN_USAGE)
+    return JsonResponse({"ok": True}, headers=OWN_HEADERS)
 
 
 @method_decorator(metered("compute-seconds", estimate=30), name="post")
@@ -46,7 +47,7 @@ def fail(request: HttpRequest) -> HttpResponse:
 @metered("api-requests")
 async def missing(request: HttpRequest) -> HttpResponse:
     ran(buyer(request), "missing")
-    return JsonResponse({"error": "not here"}, status=404, headers=OWN_USAGE)
+    return JsonResponse({"error": "not here"}, status=404, headers=OWN_HEADERS)
 
 
 @metered("api-requests")
