@@ -85,6 +85,18 @@ def test_missing_identity_is_401_and_reserves_nothing(served: Served) -> None:
     assert runs(served, "None", "search") == 0
 
 
+def test_two_identities_are_not_a_buyer(served: Served) -> None:
+    """WSGI servers and Django join a repeated header with a comma: every adapter refuses the pair
+    rather than bill either buyer, or a made-up ``a,b`` on a fresh default plan."""
+    buyer = new_buyer(served)
+    headers = [("zc-agent-id", buyer), ("zc-agent-id", buyer + "-other")]
+    response = httpx.get(served.base + "/search", headers=headers, timeout=10)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_buyer_identity"
+    assert runs(served, buyer, "search") == 0
+    assert used(served, buyer, "api-requests") == 0
+
+
 def test_exhausted_plan_answers_402_without_running_the_handler(served: Served) -> None:
     buyer = new_buyer(served)
     for _ in range(5):

@@ -30,7 +30,7 @@ from typing import Any
 from .decision import Allow, Deny, identity_required, ledger_unavailable, payment_required
 from .errors import ConfigError
 from .ledger import Ledger, open_ledger
-from .ledger.base import Hold, Refusal
+from .ledger.base import BUYER_ID, Hold, Refusal
 from .meters import Charge, metered_specs
 from .outbox import Event, make_event
 from .reporter import Reporter, reporter_for
@@ -44,7 +44,6 @@ HeaderGetter = Callable[[str], "str | None"]
 """Looks up a request header by lower-case name."""
 Identify = Callable[[HeaderGetter], "str | None"]
 """Returns the buyer id of a request, or ``None`` when there is none. One replaceable step."""
-_BUYER = re.compile(r"[\x21-\x7e]{1,256}")  # fullmatch: printable ASCII, no spaces
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,200}")
 _BUYERS_REMEMBERED = 10_000
 
@@ -181,8 +180,8 @@ class Gate:
 
     # -- the check -------------------------------------------------------------
     def _valid_buyer(self, buyer: str | None) -> bool:
-        """Printable ASCII without spaces, 1 to 256 characters; valid ids are remembered (bounded)."""
-        if not isinstance(buyer, str) or not _BUYER.fullmatch(buyer):
+        """:data:`~zc_middleware.ledger.base.BUYER_ID`; valid ids are remembered (bounded)."""
+        if not isinstance(buyer, str) or not BUYER_ID.fullmatch(buyer):
             return False
         if len(self._buyers) >= _BUYERS_REMEMBERED:
             self._buyers.clear()

@@ -136,8 +136,8 @@ class ZeroClickMiddleware:
             buyer = None
             for name, value in exchange.headers:
                 if name == self._identity:
-                    buyer = value.decode("latin-1")
-                    break
+                    # Repeated, joined as WSGI servers and Django join it: two buyers are not an id.
+                    buyer = value.decode("latin-1") if buyer is None else f"{buyer},{value.decode('latin-1')}"
         else:
             buyer = gate.identify(exchange.header)
         if gate.inline:

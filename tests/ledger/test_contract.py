@@ -186,6 +186,20 @@ def test_admin_errors_are_clear(ledger: Ledger) -> None:
         ledger.assign_plan("b", "platinum")
     with pytest.raises(ZcError, match="timezone-aware"):
         ledger.assign_plan("b", "pro", expires_at=datetime(2030, 1, 1))
+    # ids no request could ever carry: the middleware would answer 401 to every one of them
+    for buyer in ["", "two words", "agent-1 ", "a,b", "x" * 257]:
+        with pytest.raises(ZcError, match="invalid_buyer"):
+            ledger.assign_plan(buyer, "pro")
+        with pytest.raises(ZcError, match="invalid_buyer"):
+            ledger.mark_spend_cap_reached(buyer)
+    with pytest.raises(ZcError, match="invalid_dates"):
+        ledger.assign_plan(
+            "b",
+            "pro",
+            starts_at=datetime(2030, 1, 1, tzinfo=timezone.utc),
+            expires_at=datetime(2029, 1, 1, tzinfo=timezone.utc),
+        )
+    assert ledger.balance("b").plan == "starter"  # nothing of the above was stored
 
 
 def test_two_hundred_threads_against_fifty_units_give_exactly_fifty(ledger: Ledger) -> None:

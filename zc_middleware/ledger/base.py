@@ -10,6 +10,7 @@ live in :func:`evaluate` so that every backend decides the same way.
 from __future__ import annotations
 
 import math
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -148,6 +149,22 @@ class Plans:
             raise ZcError("unknown_plan", f"plan {plan!r} is not declared in settings.plans")
 
 
+#: What a buyer id may be (``fullmatch``): 1 to 256 printable ASCII characters, without spaces or
+#: commas. A comma is what servers join a repeated header with (``zc-agent-id: a, b``), so a request
+#: naming two buyers is refused (401) by every adapter instead of billing a made-up third one.
+BUYER_ID = re.compile(r"[\x21-\x2b\x2d-\x7e]{1,256}")
+
+
+def check_buyer_id(buyer: object) -> str:
+    """``buyer`` if it is a valid id (:data:`BUYER_ID`), else :class:`ZcError` ``invalid_buyer``."""
+    if not isinstance(buyer, str) or not BUYER_ID.fullmatch(buyer):
+        raise ZcError(
+            "invalid_buyer",
+            f"{buyer!r} is not a buyer id: 1 to 256 printable ASCII characters, no spaces or commas",
+        )
+    return buyer
+
+
 def _account_refusal(account: Account | None, plans: Plans, now: float) -> Refusal | None:
     if account is None or account.plan not in plans.configs:
         return Refusal("plan_expired")
@@ -272,9 +289,13 @@ class Ledger(ABC):
         expires_at: datetime | None = None,
     ) -> None:
         """Put ``buyer`` on ``plan`` with fresh allowances, periods anchored at ``starts_at``."""
+        check_buyer_id(buyer)
         self.plans.check(plan)
         anchor = _epoch(starts_at, None) or self.clock()
-        self._store_account(buyer, Account(plan, anchor, _epoch(expires_at, None)), reset=True)
+        expires = _epoch(expires_at, None)
+        if expires is not None and expires <= anchor:
+            raise ZcError("invalid_dates", "the plan would expire before it starts: give expires_at after starts_at")
+        self._store_account(buyer, Account(plan, anchor, expires), reset=True)
 
     def expire_plan(self, buyer: str) -> None:
         self._set_status(buyer, "expired")
@@ -284,6 +305,7 @@ class Ledger(ABC):
         self._set_status(buyer, "capped")
 
     def _set_status(self, buyer: str, status: Status) -> None:
+        check_buyer_id(buyer)
         account = self._account(buyer) or new_account(self.plans, self.clock())
         if account is None:
             return  # no plan to expire
