@@ -33,6 +33,7 @@ from .ledger import Ledger, open_ledger
 from .ledger.base import BUYER_ID, Hold, Refusal
 from .meters import Charge, metered_specs
 from .outbox import Event, make_event
+from .outbox.base import MAX_KEY
 from .reporter import Reporter, reporter_for
 from .settings import ZeroClickSettings
 
@@ -53,7 +54,18 @@ def _request_key(request_id: str | None) -> str:
         return f"zc-{uuid.uuid4().hex}"
     if _REQUEST_ID.fullmatch(request_id):
         return request_id
-    return "sha256-" + hashlib.sha256(request_id.encode("utf-8", "surrogateescape")).hexdigest()
+    return _digest(request_id)
+
+
+def _digest(text: str) -> str:
+    return "sha256-" + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _event_key(request: str, meter: str) -> str:
+    """``{request id}:{meter}``, or its digest when a long request id and a long meter name would
+    pass the batch API's limit on keys (the same request and meter always give the same key)."""
+    key = f"{request}:{meter}"
+    return key if len(key) <= MAX_KEY else _digest(key)
 
 
 def header_identity(header: str) -> Identify:
@@ -334,7 +346,9 @@ class Gate:
         request = _request_key(allow.request_id)
         now = time.time()
         return [
-            make_event(user_id=allow.buyer, meter=m, quantity=q, idempotency_key=f"{request}:{m}", clock=lambda: now)
+            make_event(
+                user_id=allow.buyer, meter=m, quantity=q, idempotency_key=_event_key(request, m), clock=lambda: now
+            )
             for m, q in batch.items()
         ]
 

@@ -91,6 +91,36 @@ def test_shared_file_settles_and_queues_in_one_transaction(api: BatchAPI, tmp_pa
         reporter.outbox.close()
 
 
+def test_a_long_request_id_and_meter_name_still_make_a_valid_key(tmp_path: Path) -> None:
+    """200 characters of request id and a 62-character meter pass the API's 255: the key is hashed,
+    and the usage is queued (it used to raise out of the middleware, and be lost)."""
+    meter = "m" * 62
+    url = f"sqlite:///{tmp_path / 'zc.db'}"
+    settings = ZeroClickSettings(
+        meters={meter: {"channel": "batch"}},
+        plans={"p": {"default": True, "includes": {meter: {"limit": 100}}}},
+        ledger=url,
+        api_key=KEY,
+        api_base_url="http://127.0.0.1:9",
+    )
+    reporter = Reporter(open_outbox(url), api_key=KEY, base_url=settings.api_base_url, flush_interval=60)
+    gate = Gate(settings, reporter=reporter)
+    try:
+        charge = gate.charge_for(metered(meter, estimate=10)(lambda: None))
+        assert charge is not None
+        for _ in range(2):  # the proxy retrying the same request: the same key
+            allow = gate.check({"zc-agent-id": "b", "zc-request-id": "r" * 200}.get, charge)
+            allow.counter.add(meter, 7)  # type: ignore[union-attr]
+            gate.finish(allow, success=True)  # type: ignore[arg-type]
+        assert gate.ledger.balance("b").meter(meter).used == 14
+        assert reporter.outbox.status().pending == 1
+        assert gate.stats["outbox_errors"] == 0
+    finally:
+        reporter.close(timeout=0.1)
+        gate.close()
+        reporter.outbox.close()
+
+
 def test_batch_meters_without_an_api_key_fail_at_start_up() -> None:
     with pytest.raises(ValueError, match="api_key"):
         ZeroClickSettings(meters={"compute-seconds": {"channel": "batch"}}, ledger="memory://")
