@@ -21,12 +21,13 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 try:
-    from starlette.routing import Match
+    from starlette.routing import Match, WebSocketRoute
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 except ImportError:  # pragma: no cover - exercised by tests/test_optional_imports.py
     raise ImportError("zc_middleware.starlette needs Starlette: pip install 'zc-middleware[starlette]'") from None
 
 from .decision import Allow, Deny, private_cache_control
+from .errors import ConfigError
 from .gate import Charge, Gate, Identify
 from .ledger import Ledger
 from .meters import bind_counter, unbind_counter
@@ -76,7 +77,7 @@ def _match(routes: Iterable[Any], scope: dict[str, Any], prefix: str | None) -> 
             scope.update(child)
             found, sub_cacheable = _match(subroutes, scope, _join(prefix, name) if name else prefix)
             return found, cacheable and sub_cacheable
-        return (_view(endpoint, scope["method"]), _join(prefix, name)), cacheable
+        return (_view(endpoint, scope.get("method", "")), _join(prefix, name)), cacheable
     return None, cacheable
 
 
@@ -93,6 +94,18 @@ def _walk(routes: Iterable[Any], prefix: str | None = None) -> Iterator[View]:
                     yield getattr(endpoint, method), _join(prefix, name)
         elif endpoint is not None:
             yield endpoint, _join(prefix, name)
+
+
+def _websockets(routes: Iterable[Any], prefix: str | None = None) -> Iterator[tuple[object, str | None, str]]:
+    """``(endpoint, route name, path)`` of every WebSocket route."""
+    for route in _flat(routes):
+        endpoint = getattr(route, "endpoint", None) or getattr(route, "app", None)
+        name = getattr(route, "name", None)
+        subroutes = getattr(endpoint, "routes", None)
+        if subroutes is not None and not inspect.isfunction(endpoint):
+            yield from _websockets(subroutes, _join(prefix, name) if name else prefix)
+        elif isinstance(getattr(route, "original_route", route), WebSocketRoute):  # FastAPI wraps routes
+            yield endpoint, _join(prefix, name), route.path
 
 
 class ZeroClickMiddleware:
@@ -118,6 +131,8 @@ class ZeroClickMiddleware:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
                 await self._lifespan(scope, receive, send)
+            elif scope["type"] == "websocket" and self._charge(scope, None) is not None:
+                await _refuse_websocket(receive, send)  # refused at start-up too: see validate()
             else:
                 await self.app(scope, receive, send)
             return
@@ -162,7 +177,7 @@ class ZeroClickMiddleware:
                 await gate.afinish(exchange, success=success)
 
     # -- routing -----------------------------------------------------------------
-    def _charge(self, scope: Scope, key: tuple[str, str, str]) -> Charge | None:
+    def _charge(self, scope: Scope, key: tuple[str, str, str] | None) -> Charge | None:
         router = getattr(scope.get("app"), "router", None)
         if router is None:
             return None
@@ -170,7 +185,7 @@ class ZeroClickMiddleware:
         probe.pop("fastapi", None)  # FastAPI keeps routing state here; never touch the real one
         found, cacheable = _match(router.routes, probe, None)
         charge = None if found is None else self.gate.charge_for(*found)
-        if cacheable:
+        if cacheable and key is not None:
             if len(self._cache) >= _CACHE_SIZE:
                 self._cache.clear()
             self._cache[key] = charge
@@ -179,7 +194,17 @@ class ZeroClickMiddleware:
     def validate(self, app: object) -> int:
         """Check every route's meters against settings; returns how many routes are paid."""
         router = getattr(app, "router", None)
-        return self.gate.validate_views(_walk(router.routes)) if router is not None else 0
+        if router is None:
+            return 0
+        for endpoint, name, path in _websockets(router.routes):
+            if self.gate.charge_for(endpoint, name) is not None:
+                raise ConfigError(
+                    "metered_websocket",
+                    f"the WebSocket route {path!r} is metered, but zc_middleware meters HTTP requests only "
+                    "(a WebSocket session has no response to carry a usage header); check the plan and report "
+                    "its usage with report_usage() (batch) in the handler instead",
+                )
+        return self.gate.validate_views(_walk(router.routes))
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         first = await receive()
@@ -277,6 +302,13 @@ def _paid_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, b
     value = b"private" if cache is None else private_cache_control(cache.decode("latin-1")).encode("latin-1")
     out.append((b"cache-control", value))
     return out
+
+
+async def _refuse_websocket(receive: Receive, send: Send) -> None:
+    """A metered WebSocket route (never served unchecked): closed before it is accepted, which
+    servers answer with ``403``."""
+    await receive()  # websocket.connect
+    await send({"type": "websocket.close", "code": 1008, "reason": "metered routes are HTTP only"})
 
 
 async def _send_deny(send: Send, deny: Deny) -> None:

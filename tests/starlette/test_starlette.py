@@ -234,3 +234,67 @@ def test_fastapi_signature_and_openapi_survive_metered() -> None:
     response = asyncio.run(go())
     assert response.json() == {"item_id": 7, "q": "hi"}
     assert response.headers["x-zeroclick-usage"] == "api-requests=1"
+
+
+def _websocket_app() -> Starlette:
+    from starlette.routing import Mount, WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    @metered("api-requests")
+    async def paid_socket(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("served a paid action")
+        await websocket.close()
+
+    async def free_socket(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("free")
+        await websocket.close()
+
+    app = Starlette(
+        routes=[WebSocketRoute("/free-ws", free_socket), Mount("/v1", routes=[WebSocketRoute("/ws", paid_socket)])]
+    )
+    config = ZeroClickSettings(meters={"api-requests": {}}, plans=PLANS, ledger="memory://")
+    app.add_middleware(ZeroClickMiddleware, settings=config)
+    return app
+
+
+async def _asgi(app: Starlette, scope: dict[str, object], incoming: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Run one ASGI connection by hand; returns what the app sent."""
+    sent: list[dict[str, object]] = []
+    queue = list(incoming)
+
+    async def receive() -> dict[str, object]:
+        return queue.pop(0) if queue else {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    return sent
+
+
+def _socket(path: str) -> dict[str, object]:
+    return {
+        "type": "websocket",
+        "path": path,
+        "root_path": "",
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"zc-agent-id", b"a")],
+        "scheme": "ws",
+        "subprotocols": [],
+    }
+
+
+def test_a_metered_websocket_route_is_refused_at_start_up_and_never_served() -> None:
+    app = _websocket_app()
+    startup = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent = asyncio.run(_asgi(app, {"type": "lifespan"}, startup))
+    assert sent[0]["type"] == "lifespan.startup.failed"  # as for an unknown meter: the server won't start
+    assert "WebSocket route '/ws' is metered" in str(sent[0]["message"])
+    # with the lifespan off, the route is still never served unchecked: closed before it is accepted
+    sent = asyncio.run(_asgi(app, _socket("/v1/ws"), [{"type": "websocket.connect"}]))
+    assert sent == [{"type": "websocket.close", "code": 1008, "reason": "metered routes are HTTP only"}]
+    sent = asyncio.run(_asgi(app, _socket("/free-ws"), [{"type": "websocket.connect"}]))
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send", "websocket.close"]
