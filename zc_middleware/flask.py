@@ -41,6 +41,7 @@ from .decision import Deny, route_repriced
 from .errors import ConfigError, ZcError
 from .gate import Charge, Gate, Identify
 from .ledger import Ledger
+from .meters import handler_marks
 from .settings import ZeroClickSettings
 from .wsgi import (
     Environ,
@@ -97,14 +98,16 @@ def _refusal_class(response_class: type[Response]) -> type[Response]:
 
 
 def _handler(view: object, method: str) -> object:
-    """A class-based view's handler for ``method`` (``MethodView.get``), else the view itself."""
+    """What prices ``method`` on ``view``: for a class-based view, the marks of its handler
+    (``MethodView.get``) stacked on the view's own (``decorators``, or the ``as_view()`` function
+    decorated), see :func:`handler_marks`; else the view itself."""
     cls = getattr(view, "view_class", None)
     if cls is None:
         return view
     handler = getattr(cls, method.lower(), None)
     if handler is None and method == "HEAD":
         handler = getattr(cls, "get", None)
-    return handler if handler is not None else view
+    return handler_marks(view, handler) if handler is not None else view
 
 
 def _views(view_functions: Mapping[str, Any]) -> Iterator[tuple[object, str | None]]:
@@ -113,7 +116,7 @@ def _views(view_functions: Mapping[str, Any]) -> Iterator[tuple[object, str | No
         cls = getattr(view, "view_class", None)
         for method in _METHODS if cls is not None else ():
             if hasattr(cls, method):
-                yield getattr(cls, method), endpoint
+                yield _handler(view, method.upper()), endpoint
 
 
 class _Settle:

@@ -26,6 +26,7 @@ __all__ = [
     "MeterSpec",
     "UsageCounter",
     "current_counter",
+    "handler_marks",
     "metered",
     "metered_specs",
     "normalize_meter_name",
@@ -143,6 +144,50 @@ def metered_specs(view: object) -> tuple[MeterSpec, ...]:
         view = getattr(view, "__wrapped__", None)
         seen += 1
     return ()
+
+
+class _Stacked:
+    """The marks of a class-based view and of its handler for one verb, stacked (see :func:`handler_marks`).
+    The same meter on both raises when the marks are read, that is when the Gate prices it."""
+
+    def __init__(self, view: object, handler: object) -> None:
+        self.__qualname__ = getattr(handler, "__qualname__", repr(handler))
+        outer, inner = metered_specs(view), metered_specs(handler)
+        self._specs = (*outer, *inner)
+        self._problem: ConfigError | None = None
+        twice = [spec.meter for spec in inner if any(s.meter == spec.meter for s in outer)]
+        if twice:
+            self._problem = ConfigError(
+                "duplicate_metered",
+                f"{self.__qualname__} is metered on {twice[0]!r}, and so is the whole view "
+                f"({getattr(view, '__qualname__', view)!s}): meter it in one place",
+            )
+
+    @property
+    def __zeroclick_meters__(self) -> tuple[MeterSpec, ...]:  # what metered_specs reads (_ATTR)
+        if self._problem is not None:
+            raise self._problem
+        return self._specs
+
+
+_stacked: dict[tuple[object, object], _Stacked] = {}
+
+
+def handler_marks(view: object, handler: object) -> object:
+    """What prices a request that a class-based ``view`` hands to ``handler``, its method for the
+    request's verb: the marks of both, as stacked decorators would apply. ``view`` is what the
+    router calls (Django's ``as_view()`` function, which carries ``dispatch``'s marks; Flask's, which
+    its ``decorators`` mark; a Starlette ``HTTPEndpoint`` class). The same meter on both is a
+    :class:`ConfigError` when it is priced, like decorating a view twice."""
+    if not metered_specs(view):
+        return handler
+    if not metered_specs(handler):
+        return view
+    key = (view, handler)
+    stacked = _stacked.get(key)
+    if stacked is None:
+        stacked = _stacked[key] = _Stacked(view, handler)
+    return stacked
 
 
 class Charge(tuple[MeterSpec, ...]):

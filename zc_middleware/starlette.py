@@ -30,7 +30,7 @@ from .decision import Allow, Deny, private_cache_control
 from .errors import ConfigError
 from .gate import Charge, Gate, Identify
 from .ledger import Ledger
-from .meters import bind_counter, unbind_counter
+from .meters import bind_counter, handler_marks, unbind_counter
 from .settings import ZeroClickSettings
 
 __all__ = ["ZeroClickMiddleware"]
@@ -53,7 +53,7 @@ def _view(endpoint: object, method: str) -> object:
         handler = getattr(endpoint, method.lower(), None)
         if handler is None and method == "HEAD":
             handler = getattr(endpoint, "get", None)
-        return handler if handler is not None else endpoint
+        return handler_marks(endpoint, handler) if handler is not None else endpoint  # a metered class too
     return endpoint
 
 
@@ -91,7 +91,7 @@ def _walk(routes: Iterable[Any], prefix: str | None = None) -> Iterator[View]:
         elif inspect.isclass(endpoint):
             for method in ("get", "head", "post", "put", "patch", "delete", "options"):
                 if hasattr(endpoint, method):
-                    yield getattr(endpoint, method), _join(prefix, name)
+                    yield _view(endpoint, method.upper()), _join(prefix, name)
         elif endpoint is not None:
             yield endpoint, _join(prefix, name)
 

@@ -100,6 +100,9 @@ def used(buyer: str, meter: str) -> int:
         ("HEAD", "/per-method", "per_method_get", "api-requests=1", "api-requests", 1),
         ("POST", "/per-method", "per_method_post", None, "api-requests", 0),
         ("GET", "/on-dispatch", "on_dispatch", "api-requests=2", "api-requests", 2),
+        ("GET", "/dispatch-and-get", "dispatch_and_get", "api-requests=1, compute-seconds=5", "compute-seconds", 5),
+        ("POST", "/dispatch-and-get", "dispatch_and_post", "api-requests=1", "api-requests", 1),
+        ("OPTIONS", "/on-dispatch", None, "api-requests=2", "api-requests", 2),  # View.options, through dispatch
         ("GET", "/async-view", "async_view", "compute-seconds=7", "compute-seconds", 7),
         ("GET", "/stacked", "stacked", "api-requests=1", "api-requests", 1),
         ("GET", "/shop/configured", None, "api-requests=3", "api-requests", 3),
@@ -363,6 +366,27 @@ def test_check_reports_a_middleware_order_that_would_bill_wrong(tmp_path: Path) 
     assert result.returncode != 0
     assert "zc_middleware.E003" in result.stderr  # listed twice
     assert "zc_middleware.E004" in result.stderr  # the cache after it
+    assert "Traceback" not in result.stderr
+
+
+def test_check_reports_a_meter_on_both_dispatch_and_a_handler(tmp_path: Path) -> None:
+    urls = """
+        from django.urls import path
+        from django.utils.decorators import method_decorator
+        from django.views import View
+        from zc_middleware import metered
+
+        @method_decorator(metered("api-requests"), name="dispatch")
+        class Twice(View):
+            @method_decorator(metered("api-requests", 5))
+            def get(self, request): ...
+
+        urlpatterns = [path("twice", Twice.as_view())]
+    """
+    result = manage(tmp_path, "check", settings_body='ROOT_URLCONF = "bad_urls"\n', urls_body=urls)
+    assert result.returncode != 0
+    assert "zc_middleware.E002" in result.stderr
+    assert "is metered on 'api-requests', and so is the whole view" in result.stderr
     assert "Traceback" not in result.stderr
 
 

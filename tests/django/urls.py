@@ -13,6 +13,7 @@ urlpatterns = [
     path("fn-async", views.fn_async),
     path("per-method", views.PerMethod.as_view()),
     path("on-dispatch", views.OnDispatch.as_view()),
+    path("dispatch-and-get", views.DispatchAndGet.as_view()),
     path("async-view", views.AsyncView.as_view()),
     path("stacked", views.stacked),
     path("own-header", views.own_header),

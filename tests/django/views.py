@@ -53,6 +53,20 @@ class OnDispatch(View):
         return HttpResponse("dispatch")
 
 
+@method_decorator(metered("api-requests"), name="dispatch")
+class DispatchAndGet(View):
+    """Every method costs 1 api-request; GET costs 5 compute-seconds on top: the marks stack."""
+
+    @method_decorator(metered("compute-seconds", 5))
+    def get(self, request: HttpRequest) -> HttpResponse:
+        RAN.append("dispatch_and_get")
+        return HttpResponse("stacked")
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        RAN.append("dispatch_and_post")
+        return HttpResponse("post")
+
+
 # method_decorator keeps an async method async only from Django 5.0; before that, @metered
 # (which only marks the function) goes on the method itself.
 _METERED_ASYNC = metered("compute-seconds", estimate=10)

@@ -355,6 +355,66 @@ def test_method_view_handlers_are_priced_per_method() -> None:
     assert used(ledger) == 2
 
 
+def test_a_class_based_view_metered_as_a_whole_is_paid_and_stacks_with_its_handlers() -> None:
+    """``decorators = [metered(...)]`` and ``metered(...)(View.as_view(...))`` price every method; a
+    handler's own marks add to them, as stacked decorators do."""
+
+    class Whole(MethodView):
+        decorators = [metered("api-requests")]
+
+        def get(self) -> str:
+            return "whole"
+
+    class Stacked(MethodView):
+        decorators = [metered("api-requests")]
+
+        @metered("compute-seconds", 5)
+        def get(self) -> str:
+            return "stacked"
+
+        def post(self) -> str:
+            return "post"
+
+    class Wrapped(MethodView):
+        def get(self) -> str:
+            return "wrapped"
+
+    ledger = MemoryLedger(plans=PLANS)
+    app = Flask(__name__)
+    app.add_url_rule("/whole", view_func=Whole.as_view("whole"))
+    app.add_url_rule("/stacked", view_func=Stacked.as_view("stacked"))
+    app.add_url_rule("/wrapped", view_func=metered("compute-seconds", 3)(Wrapped.as_view("wrapped")))
+    ZeroClick(app, settings=CONFIG, ledger=ledger)
+    client = app.test_client()
+    assert client.get("/whole", buffered=True).status_code == 401  # paid: no identity, no view
+    usage = {
+        path: client.get(path, headers=AGENT, buffered=True).headers.get("x-zeroclick-usage")
+        for path in ("/whole", "/stacked", "/wrapped")
+    }
+    assert usage == {
+        "/whole": "api-requests=1",
+        "/stacked": "api-requests=1, compute-seconds=5",
+        "/wrapped": "compute-seconds=3",
+    }
+    assert client.post("/stacked", headers=AGENT, buffered=True).headers["x-zeroclick-usage"] == "api-requests=1"
+    assert used(ledger) == 3
+    assert used(ledger, "compute-seconds") == 8
+
+
+def test_the_same_meter_on_a_class_based_view_and_its_handler_fails_at_init_app() -> None:
+    class Twice(MethodView):
+        decorators = [metered("api-requests")]
+
+        @metered("api-requests", 5)
+        def get(self) -> str:
+            return "twice"
+
+    app = make_app()
+    app.add_url_rule("/twice", view_func=Twice.as_view("twice"))
+    with pytest.raises(ConfigError, match=r"Twice.get is metered on 'api-requests', and so is the whole view"):
+        ZeroClick(app, settings=CONFIG)
+
+
 def test_automatic_options_is_free_because_no_view_runs() -> None:
     app, ledger, _ = paid_app()
     response = app.test_client().options("/search", headers=AGENT, buffered=True)

@@ -298,3 +298,34 @@ def test_a_metered_websocket_route_is_refused_at_start_up_and_never_served() -> 
     assert sent == [{"type": "websocket.close", "code": 1008, "reason": "metered routes are HTTP only"}]
     sent = asyncio.run(_asgi(app, _socket("/free-ws"), [{"type": "websocket.connect"}]))
     assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send", "websocket.close"]
+
+
+def test_a_metered_endpoint_class_prices_every_method_and_stacks_with_its_handlers() -> None:
+    from starlette.endpoints import HTTPEndpoint
+
+    @metered("api-requests")
+    class Items(HTTPEndpoint):
+        @metered("compute-seconds", 5)
+        async def get(self, request: Request) -> Response:
+            return JSONResponse({})
+
+        async def post(self, request: Request) -> Response:
+            return JSONResponse({})
+
+    app = Starlette(routes=[Route("/items", Items)])
+    plans = {"p": {"default": True, "includes": {"api-requests": {"limit": 9}, "compute-seconds": {"limit": 9}}}}
+    config = ZeroClickSettings(meters={"api-requests": {}, "compute-seconds": {}}, plans=plans, ledger="memory://")
+    app.add_middleware(ZeroClickMiddleware, settings=config)
+
+    async def go() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            return [
+                await client.post("/items"),
+                await client.get("/items", headers={"zc-agent-id": "a"}),
+                await client.post("/items", headers={"zc-agent-id": "a"}),
+            ]
+
+    anonymous, get, post = asyncio.run(go())
+    assert anonymous.status_code == 401  # the class is metered: no method of it is free
+    assert get.headers["x-zeroclick-usage"] == "api-requests=1, compute-seconds=5"
+    assert post.headers["x-zeroclick-usage"] == "api-requests=1"

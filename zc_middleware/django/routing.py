@@ -11,7 +11,8 @@ Where ``@metered`` ends up, as seen on Django 4.2-5.2:
   ``dispatch.__dict__`` onto the view function, so it is on ``view_func``;
 * ``method_decorator(metered(...), name="get")``: on ``view_class.get`` only,
   so the handler for ``request.method`` is looked up the way ``View.dispatch``
-  does (``head`` falls back to ``get``).
+  does (``head`` falls back to ``get``), and its marks are stacked on
+  ``dispatch``'s (:func:`~zc_middleware.meters.handler_marks`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from ..meters import metered_specs
+from ..meters import handler_marks
 
 __all__ = ["Endpoint", "endpoints", "route_name", "view_for"]
 
@@ -37,7 +38,7 @@ def view_for(view_func: object, method: str | None) -> object:
     handler = getattr(cls, verb, None)
     if handler is None and verb == "head":
         handler = getattr(cls, "get", None)
-    return handler if handler is not None and metered_specs(handler) else view_func
+    return handler_marks(view_func, handler) if handler is not None else view_func
 
 
 def route_name(routes: Mapping[str, object], url_name: str | None, view_name: str | None) -> str | None:
@@ -63,7 +64,7 @@ class Endpoint:
             yield "ANY", self.callback
             return
         for verb in cls.http_method_names:
-            if verb != "options" and hasattr(cls, verb):
+            if hasattr(cls, verb):  # options too: View.options runs through a metered dispatch
                 yield verb.upper(), view_for(self.callback, verb)
 
 
