@@ -124,10 +124,9 @@ def metered(meter: str, quantity: int | None = None, *, estimate: int | None = N
         target = getattr(view, "__func__", view)  # bound methods share their function's mark
         existing: tuple[MeterSpec, ...] = getattr(target, _ATTR, ())
         if any(s.meter == spec.meter for s in existing):
-            raise ConfigError(
-                "duplicate_metered",
-                f"{getattr(target, '__qualname__', target)!s} is already metered on {spec.meter!r}",
-            )
+            cls = getattr(target, "view_class", None)  # Django's and Flask's as_view() functions
+            name = f"{cls.__qualname__}.as_view()" if cls is not None else getattr(target, "__qualname__", target)
+            raise ConfigError("duplicate_metered", f"{name!s} is already metered on {spec.meter!r}")
         setattr(target, _ATTR, (*existing, spec))
         return view
 

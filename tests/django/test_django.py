@@ -459,6 +459,10 @@ def test_routes_command_lists_metered_patterns(tmp_path: Path) -> None:
     assert ("/configured", "configured", "ANY") in rows
     assert not any(row[0] in ("/free", "/runs") for row in rows)
     assert "compute-seconds (estimate 30)" in result.stdout  # as flask zeroclick routes writes it
+    missing = manage(tmp_path, "zeroclick_routes", "--urlconf", "nosuch.urls")
+    assert missing.returncode != 0
+    assert "cannot import the URLconf: No module named 'nosuch'" in missing.stderr
+    assert "Traceback" not in missing.stderr
 
 
 def test_import_without_django_names_the_extra() -> None:

@@ -181,6 +181,17 @@ def test_assign_expire_and_spend_cap(ledger: Ledger, clock: Clock) -> None:
     assert isinstance(refusal, Refusal) and refusal.reason == "plan_expired"
 
 
+def test_a_plan_starting_later_serves_from_its_start(ledger: Ledger, clock: Clock) -> None:
+    ledger.assign_plan("b", "pro", starts_at=datetime.fromtimestamp(clock.now + 3600, timezone.utc))
+    assert ledger.balance("b").status == "not_started"
+    assert "plan pro (not started)" in ledger.balance("b").as_table()
+    refusal = ledger.reserve("b", {"api-requests": 1})
+    assert isinstance(refusal, Refusal) and refusal.reason == "plan_expired"  # no plan serving yet
+    clock.advance(hours=1)
+    hold(ledger.reserve("b", {"api-requests": 1}))
+    assert ledger.balance("b").status == "active"
+
+
 def test_admin_errors_are_clear(ledger: Ledger) -> None:
     with pytest.raises(ZcError, match="unknown_plan"):
         ledger.assign_plan("b", "platinum")

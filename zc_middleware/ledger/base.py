@@ -94,7 +94,9 @@ class MeterBalance:
 class Balance:
     buyer: str
     plan: str | None
-    status: Literal["active", "expired", "capped", "none"]
+    #: ``not_started``: assigned with ``starts_at`` in the future (requests get ``402 plan_expired``
+    #: until then, the contract's reason for "no plan serving now")
+    status: Literal["active", "not_started", "expired", "capped", "none"]
     expires_at: datetime | None
     meters: tuple[MeterBalance, ...]
 
@@ -119,7 +121,7 @@ class Balance:
             )
             for m in self.meters
         ]
-        state: str = self.status
+        state = self.status.replace("_", " ")
         if self.expires_at is not None:
             state += f", expires {self.expires_at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
         return f"buyer {self.buyer}: plan {self.plan or '-'} ({state})\n{table(rows)}"
@@ -226,9 +228,11 @@ def make_balance(plans: Plans, buyer: str, account: Account | None, rows: Mappin
         if plans.default is None:
             return Balance(buyer, None, "none", None, ())
         account = Account(plans.default, now, None)
-    status: Literal["active", "expired", "capped"] = account.status
+    status: Literal["active", "not_started", "expired", "capped"] = account.status
     if status == "active" and account.expires_at is not None and now >= account.expires_at:
         status = "expired"
+    elif status == "active" and now < account.anchor:
+        status = "not_started"
     config = plans.configs.get(account.plan)
     meters: list[MeterBalance] = []
     for meter in config.includes if config else ():

@@ -37,6 +37,8 @@ class Command(BaseCommand):
                         rows.append(("/" + endpoint.route, endpoint.view_name or "-", method, describe(charge)))
         except ConfigError as exc:
             raise CommandError(exc.message) from None
+        except ImportError as exc:
+            raise CommandError(f"cannot import the URLconf: {exc}") from None
         finally:
             gate.close()
         if len(rows) == 1:
