@@ -291,9 +291,17 @@ class _Exchange(Allow):
 def _paid_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """:func:`zc_middleware.wsgi.paid_headers` for ASGI's byte pairs: the app's own usage header
     dropped, whatever its case or the status, and ``Cache-Control`` made private."""
+    raw = list(headers)  # any iterable: read once, and never the app's own list
+    for key, _ in raw:
+        name = key.lower()
+        if name == _USAGE or name == b"cache-control":
+            break
+    else:  # the common case: neither is there
+        raw.append((b"cache-control", b"private"))
+        return raw
     out = []
     cache = None
-    for item in headers:
+    for item in raw:
         name = item[0].lower()
         if name == b"cache-control":
             cache = item[1] if cache is None else cache + b", " + item[1]

@@ -104,10 +104,16 @@ def routes_by_path(url_map: Map, rules: list[Rule]) -> bool:
     return not url_map.host_matching and not any(r.subdomain or r.websocket for r in rules)
 
 
-def paid_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+def paid_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """A paid route's response headers as they go out, before the usage header is added: the app's
     own usage header dropped, whatever its case or the status (only the Gate reports usage there,
     and only on a success), and ``Cache-Control`` made private (:func:`private_cache_control`)."""
+    for key, _ in headers:
+        name = key.lower()
+        if name == _USAGE or name == "cache-control":
+            break
+    else:  # the common case: neither is there
+        return [*headers, ("Cache-Control", "private")]
     out = []
     cache = None
     for item in headers:
