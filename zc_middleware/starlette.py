@@ -81,31 +81,33 @@ def _match(routes: Iterable[Any], scope: dict[str, Any], prefix: str | None) -> 
     return None, cacheable
 
 
-def _walk(routes: Iterable[Any], prefix: str | None = None) -> Iterator[View]:
+def _routes(routes: Iterable[Any], prefix: str | None = None) -> Iterator[tuple[Any, object, str | None]]:
+    """``(route, endpoint, route name)`` of every route, mounts and included routers flattened."""
     for route in _flat(routes):
         endpoint = getattr(route, "endpoint", None) or getattr(route, "app", None)
         name = getattr(route, "name", None)
         subroutes = getattr(endpoint, "routes", None)
         if subroutes is not None and not inspect.isfunction(endpoint):
-            yield from _walk(subroutes, _join(prefix, name) if name else prefix)
-        elif inspect.isclass(endpoint):
+            yield from _routes(subroutes, _join(prefix, name) if name else prefix)
+        else:
+            yield route, endpoint, _join(prefix, name)
+
+
+def _walk(routes: Iterable[Any]) -> Iterator[View]:
+    for _, endpoint, name in _routes(routes):
+        if inspect.isclass(endpoint):
             for method in ("get", "head", "post", "put", "patch", "delete", "options"):
                 if hasattr(endpoint, method):
-                    yield _view(endpoint, method.upper()), _join(prefix, name)
+                    yield _view(endpoint, method.upper()), name
         elif endpoint is not None:
-            yield endpoint, _join(prefix, name)
+            yield endpoint, name
 
 
-def _websockets(routes: Iterable[Any], prefix: str | None = None) -> Iterator[tuple[object, str | None, str]]:
+def _websockets(routes: Iterable[Any]) -> Iterator[tuple[object, str | None, str]]:
     """``(endpoint, route name, path)`` of every WebSocket route."""
-    for route in _flat(routes):
-        endpoint = getattr(route, "endpoint", None) or getattr(route, "app", None)
-        name = getattr(route, "name", None)
-        subroutes = getattr(endpoint, "routes", None)
-        if subroutes is not None and not inspect.isfunction(endpoint):
-            yield from _websockets(subroutes, _join(prefix, name) if name else prefix)
-        elif isinstance(getattr(route, "original_route", route), WebSocketRoute):  # FastAPI wraps routes
-            yield endpoint, _join(prefix, name), route.path
+    for route, endpoint, name in _routes(routes):
+        if isinstance(getattr(route, "original_route", route), WebSocketRoute):  # FastAPI wraps routes
+            yield endpoint, name, route.path
 
 
 class ZeroClickMiddleware:
