@@ -15,8 +15,10 @@ from zc_middleware.wsgi import paid_headers
         ("public, max-age=60", "private, max-age=60"),
         ("max-age=60, PUBLIC, must-revalidate", "private, max-age=60, must-revalidate"),
         ('private="Set-Cookie", max-age=5', "private, max-age=5"),  # only a field was private: not enough
-        ("private, max-age=5", "private, max-age=5"),
-        ("no-store", "no-store"),
+        ('public, private="a, b", max-age=5', "private, max-age=5"),  # a comma inside quotes is no separator
+        ("PRIVATE, max-age=5", "private, max-age=5"),  # Django 4.2's cache looks for lower-case "private"
+        ("no-store", "private, no-store"),  # Django 4.2's cache ignores no-store
+        ("private, public", "private"),
         ('no-cache="a, b", public', 'private, no-cache="a, b"'),
     ],
 )

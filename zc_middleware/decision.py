@@ -7,6 +7,7 @@ looking inside it; the bytes and headers are built here once.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from .ledger.base import Hold, Refusal
@@ -72,23 +73,22 @@ Decision = Allow | Deny
 
 
 def private_cache_control(value: str | None) -> str:
-    """The ``Cache-Control`` a paid route's response goes out with: ``private``, so that no shared
-    cache (a CDN, a caching proxy, Django's cache middleware) replays it to another buyer, or to the
-    same one, without the plan check. The app's own directives are kept, except ``public`` (and a
-    ``private`` limited to some fields); one that already says ``private`` or ``no-store`` is
-    unchanged. ``value`` is every ``Cache-Control`` the app set, joined with commas."""
-    if not value:
-        return "private"
+    """The ``Cache-Control`` a paid route's response goes out with: ``private`` first, so that no
+    shared cache (a CDN, a caching proxy, Django's cache middleware, which looks for exactly that
+    word) replays it to another buyer, or to the same one, without the plan check. The app's own
+    directives follow, except ``public`` and any ``private`` of its own (one limited to some fields
+    included). ``value`` is every ``Cache-Control`` the app set, joined with commas."""
     kept = []
-    for directive in value.split(","):
+    for directive in _DIRECTIVES.split(value or ""):
         directive = directive.strip()
-        name, is_qualified, _ = directive.partition("=")
-        name = name.strip().lower()
-        if name == "no-store" or (name == "private" and not is_qualified):
-            return value
+        name = directive.partition("=")[0].strip().lower()
         if directive and name != "public" and name != "private":
             kept.append(directive)
     return ", ".join(["private", *kept])
+
+
+#: the commas between ``Cache-Control`` directives: not those inside a quoted string (``no-cache="a, b"``)
+_DIRECTIVES = re.compile(r',(?=(?:[^"]*"[^"]*")*[^"]*$)')
 
 
 def _json(status: int, payload: dict[str, object], *extra: tuple[str, str], **kw: str | None) -> Deny:

@@ -185,6 +185,8 @@ def handler_marks(view: object, handler: object) -> object:
     key = (view, handler)
     stacked = _stacked.get(key)
     if stacked is None:
+        if len(_stacked) >= 4096:  # views are few; bounded all the same, like every cache here
+            _stacked.clear()
         stacked = _stacked[key] = _Stacked(view, handler)
     return stacked
 

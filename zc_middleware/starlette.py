@@ -26,12 +26,13 @@ try:
 except ImportError:  # pragma: no cover - exercised by tests/test_optional_imports.py
     raise ImportError("zc_middleware.starlette needs Starlette: pip install 'zc-middleware[starlette]'") from None
 
-from .decision import Allow, Deny, private_cache_control
+from .decision import Allow, Deny
 from .errors import ConfigError
 from .gate import Charge, Gate, Identify
 from .ledger import Ledger
 from .meters import bind_counter, handler_marks, unbind_counter
 from .settings import ZeroClickSettings
+from .wsgi import paid_headers
 
 __all__ = ["ZeroClickMiddleware"]
 
@@ -257,12 +258,11 @@ class _Exchange(Allow):
         self._send = send
 
     def header(self, name: str) -> str | None:
-        """A request header by lower-case name (ASGI servers send header names lower-cased)."""
+        """A request header by lower-case name (ASGI servers send header names lower-cased); a
+        repeated one joined with commas, as WSGI servers and Django join it."""
         raw = name.encode("latin-1")
-        for key, value in self.headers:
-            if key == raw:
-                return value.decode("latin-1")
-        return None
+        values = [value.decode("latin-1") for key, value in self.headers if key == raw]
+        return ",".join(values) if values else None
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -301,17 +301,9 @@ def _paid_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, b
     else:  # the common case: neither is there
         raw.append((b"cache-control", b"private"))
         return raw
-    out = []
-    cache = None
-    for item in raw:
-        name = item[0].lower()
-        if name == b"cache-control":
-            cache = item[1] if cache is None else cache + b", " + item[1]
-        elif name != _USAGE:
-            out.append(item)
-    value = b"private" if cache is None else private_cache_control(cache.decode("latin-1")).encode("latin-1")
-    out.append((b"cache-control", value))
-    return out
+    # the app set either itself: rewritten as WSGI's are (ASGI names are lower-case)
+    text = paid_headers([(key.decode("latin-1"), value.decode("latin-1")) for key, value in raw])
+    return [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in text]
 
 
 async def _refuse_websocket(receive: Receive, send: Send) -> None:

@@ -102,7 +102,7 @@ def used(buyer: str, meter: str) -> int:
         ("GET", "/on-dispatch", "on_dispatch", "api-requests=2", "api-requests", 2),
         ("GET", "/dispatch-and-get", "dispatch_and_get", "api-requests=1, compute-seconds=5", "compute-seconds", 5),
         ("POST", "/dispatch-and-get", "dispatch_and_post", "api-requests=1", "api-requests", 1),
-        ("OPTIONS", "/on-dispatch", None, "api-requests=2", "api-requests", 2),  # View.options, through dispatch
+        ("OPTIONS", "/on-dispatch", None, None, "api-requests", 0),  # Django's own View.options: free
         ("GET", "/async-view", "async_view", "compute-seconds=7", "compute-seconds", 7),
         ("GET", "/stacked", "stacked", "api-requests=1", "api-requests", 1),
         ("GET", "/shop/configured", None, "api-requests=3", "api-requests", 3),
@@ -190,8 +190,11 @@ def test_the_site_wide_cache_never_replays_a_paid_response(middleware: list[str]
         views.RAN.clear()
         assert Client().get("/fn-sync", headers={"zc-agent-id": "agent-5"}).status_code == 200
         assert views.RAN == ["fn_sync"]  # ran, and billed, again
+        # a view saying no-store itself: Django 4.2's cache stores it all the same unless it says private
+        assert Client().get("/no-store", headers={"zc-agent-id": "agent-5"})["cache-control"] == "private, no-store"
+        assert Client().get("/no-store").status_code == 401
         assert Client().get("/free")["cache-control"] == Client().get("/free")["cache-control"] == "max-age=60"
-    assert used("agent-5", "api-requests") == 2
+    assert used("agent-5", "api-requests") == 3
     assert used("agent-6", "api-requests") == 1
 
 
@@ -367,6 +370,10 @@ def test_check_reports_a_middleware_order_that_would_bill_wrong(tmp_path: Path) 
     assert "zc_middleware.E003" in result.stderr  # listed twice
     assert "zc_middleware.E004" in result.stderr  # the cache after it
     assert "Traceback" not in result.stderr
+    body = 'MIDDLEWARE = ["django.middleware.http.ConditionalGetMiddleware", *MIDDLEWARE]\n'
+    result = manage(tmp_path, "check", settings_body=body)
+    assert result.returncode == 0  # a warning
+    assert "zc_middleware.W003" in result.stderr
 
 
 def test_check_reports_a_meter_on_both_dispatch_and_a_handler(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ urlpatterns = [
     path("async-view", views.AsyncView.as_view()),
     path("stacked", views.stacked),
     path("own-header", views.own_header),
+    path("no-store", views.no_store),
     path("stream-work", views.stream_work),
     path("stream-fails", views.stream_fails),
     path("free", views.free),

@@ -92,6 +92,11 @@ def own_header(request: HttpRequest) -> HttpResponse:
     return HttpResponse("mine", headers={"X-ZeroClick-Usage": "api-requests=99"})
 
 
+@metered("api-requests")
+def no_store(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("fresh", headers={"Cache-Control": "no-store"})
+
+
 @metered("compute-seconds", estimate=30)
 def stream_work(request: HttpRequest) -> StreamingHttpResponse:
     """Records usage while the body is iterated, after the middleware has returned."""

@@ -329,3 +329,17 @@ def test_a_metered_endpoint_class_prices_every_method_and_stacks_with_its_handle
     assert anonymous.status_code == 401  # the class is metered: no method of it is free
     assert get.headers["x-zeroclick-usage"] == "api-requests=1, compute-seconds=5"
     assert post.headers["x-zeroclick-usage"] == "api-requests=1"
+
+
+def test_a_custom_identify_sees_a_repeated_header_joined_as_under_wsgi_and_django() -> None:
+    app = Starlette(routes=[Route("/paid", paid)])
+    config = ZeroClickSettings(meters={"api-requests": {}}, plans=PLANS, ledger="memory://")
+    app.add_middleware(ZeroClickMiddleware, settings=config, identify=lambda get: get("x-buyer"))
+
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            return await client.get("/paid", headers=[("x-buyer", "alice"), ("x-buyer", "bob")])
+
+    response = asyncio.run(go())
+    assert response.status_code == 401  # "alice,bob" is no buyer id: neither of them is billed
+    assert response.json()["error"] == "invalid_buyer_identity"

@@ -10,6 +10,8 @@ Stable ids:
   listed after it, so it would store paid responses before they are made private and replay them
   without the plan check;
 * ``zc_middleware.W001`` the middleware is not in ``MIDDLEWARE``, so nothing is metered;
+* ``zc_middleware.W003`` ``ConditionalGetMiddleware`` is listed before it: a billed 200 it turns into
+  a ``304`` loses the usage header, so the ledger is debited for usage ZeroClick never hears of;
 * ``zc_middleware.W002`` ``ZEROCLICK["ROUTES"]`` names a route no URL pattern has.
 
 The checks ask the core on a throwaway ``memory://`` ledger, so ``check`` never opens the real store.
@@ -54,6 +56,9 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 
 @register()
 def check_middleware(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    from django.middleware.cache import UpdateCacheMiddleware
+    from django.middleware.http import ConditionalGetMiddleware
+
     middleware = list(getattr(settings, "MIDDLEWARE", None) or ())
     ours = [i for i, path in enumerate(middleware) if path in MIDDLEWARE_PATHS]
     if not ours:
@@ -83,19 +88,27 @@ def check_middleware(app_configs: Sequence[AppConfig] | None = None, **kwargs: A
             id="zc_middleware.E004",
         )
         for path in middleware[ours[0] + 1 :]
-        if _updates_cache(path)
+        if _is(path, UpdateCacheMiddleware)  # CacheMiddleware is one
+    ]
+    messages += [
+        checks.Warning(
+            f"{path} is listed before ZeroClickMiddleware in MIDDLEWARE: a paid 200 it turns into a 304 "
+            "loses the usage header, so the buyer's plan is debited for usage ZeroClick never bills.",
+            hint="List ConditionalGetMiddleware after ZeroClickMiddleware.",
+            id="zc_middleware.W003",
+        )
+        for path in middleware[: ours[0]]
+        if _is(path, ConditionalGetMiddleware)
     ]
     return messages
 
 
-def _updates_cache(path: str) -> bool:
-    from django.middleware.cache import UpdateCacheMiddleware
-
+def _is(path: str, base: type) -> bool:
     try:
         cls = import_string(path)
     except ImportError:
         return False  # Django reports a middleware that does not import when it loads them
-    return isinstance(cls, type) and issubclass(cls, UpdateCacheMiddleware)  # CacheMiddleware is one
+    return isinstance(cls, type) and issubclass(cls, base)
 
 
 @register(Tags.urls)
@@ -140,7 +153,9 @@ def _unknown_meters(found: list[Endpoint], gate: Gate) -> list[CheckMessage]:
                 messages.append(
                     checks.Error(
                         f"{endpoint.route!r}: {exc.message}",
-                        hint="Declare the meter in ZEROCLICK['METERS'] or fix the @metered(...) name.",
+                        hint="Meter it either on the whole view (dispatch) or on its handler, not both."
+                        if exc.code == "duplicate_metered"
+                        else "Declare the meter in ZEROCLICK['METERS'] or fix the @metered(...) name.",
                         obj=view,
                         id="zc_middleware.E002",
                     )

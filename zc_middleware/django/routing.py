@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.views import View
 
 from ..meters import handler_marks
 
@@ -38,6 +39,8 @@ def view_for(view_func: object, method: str | None) -> object:
     handler = getattr(cls, verb, None)
     if handler is None and verb == "head":
         handler = getattr(cls, "get", None)
+    if handler is View.options:
+        return handler  # Django's own answer (an Allow header): free, as Flask's automatic OPTIONS is
     return handler_marks(view_func, handler) if handler is not None else view_func
 
 
@@ -64,7 +67,7 @@ class Endpoint:
             yield "ANY", self.callback
             return
         for verb in cls.http_method_names:
-            if hasattr(cls, verb):  # options too: View.options runs through a metered dispatch
+            if hasattr(cls, verb):  # options too: one the view defines runs through a metered dispatch
                 yield verb.upper(), view_for(self.callback, verb)
 
 

@@ -297,7 +297,7 @@ class Ledger(ABC):
         self.plans.check(plan)
         anchor = _epoch(starts_at, None) or self.clock()
         expires = _epoch(expires_at, None)
-        if expires is not None and expires <= anchor:
+        if starts_at is not None and expires is not None and expires <= anchor:
             raise ZcError("invalid_dates", "the plan would expire before it starts: give expires_at after starts_at")
         self._store_account(buyer, Account(plan, anchor, expires), reset=True)
 
