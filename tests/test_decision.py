@@ -20,6 +20,7 @@ from zc_middleware.wsgi import paid_headers
         ("no-store", "private, no-store"),  # Django 4.2's cache ignores no-store
         ("private, public", "private"),
         ('no-cache="a, b", public', 'private, no-cache="a, b"'),
+        ('max-age=60, public, no-cache="x', 'private, max-age=60, no-cache="x'),  # an unclosed quote
     ],
 )
 def test_a_paid_response_is_private_to_shared_caches(app_set: str | None, sent: str) -> None:

@@ -78,8 +78,9 @@ def private_cache_control(value: str | None) -> str:
     word) replays it to another buyer, or to the same one, without the plan check. The app's own
     directives follow, except ``public`` and any ``private`` of its own (one limited to some fields
     included). ``value`` is every ``Cache-Control`` the app set, joined with commas."""
+    value = value or ""
     kept = []
-    for directive in _DIRECTIVES.split(value or ""):
+    for directive in _DIRECTIVES.split(value) if value.count('"') % 2 == 0 else value.split(","):
         directive = directive.strip()
         name = directive.partition("=")[0].strip().lower()
         if directive and name != "public" and name != "private":

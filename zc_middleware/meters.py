@@ -12,6 +12,7 @@ thread pools copy the context forward but never back.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar, Token
@@ -134,13 +135,13 @@ def metered(meter: str, quantity: int | None = None, *, estimate: int | None = N
 
 
 def metered_specs(view: object) -> tuple[MeterSpec, ...]:
-    """The specs ``@metered`` put on ``view`` (following ``__wrapped__`` chains)."""
+    """The specs ``@metered`` put on ``view`` (following ``__wrapped__`` chains and ``functools.partial``)."""
     seen = 0
     while view is not None and seen < 16:
         specs = getattr(view, _ATTR, None)
         if specs is not None:
             return tuple(specs)
-        view = getattr(view, "__wrapped__", None)
+        view = view.func if isinstance(view, functools.partial) else getattr(view, "__wrapped__", None)
         seen += 1
     return ()
 

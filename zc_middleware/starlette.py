@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 try:
-    from starlette.routing import Match, WebSocketRoute
+    from starlette.routing import Host, Match, WebSocketRoute
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 except ImportError:  # pragma: no cover - exercised by tests/test_optional_imports.py
     raise ImportError("zc_middleware.starlette needs Starlette: pip install 'zc-middleware[starlette]'") from None
@@ -30,7 +30,7 @@ from .decision import Allow, Deny
 from .errors import ConfigError
 from .gate import Charge, Gate, Identify
 from .ledger import Ledger
-from .meters import bind_counter, handler_marks, unbind_counter
+from .meters import bind_counter, current_counter, handler_marks, unbind_counter
 from .settings import ZeroClickSettings
 from .wsgi import paid_headers
 
@@ -58,6 +58,20 @@ def _view(endpoint: object, method: str) -> object:
     return endpoint
 
 
+def _subroutes(app: object) -> Any:
+    """The routes of a mounted app (a ``Mount``'s, a ``Host``'s), also through middleware wrapping it
+    (``Mount("/v1", GZipMiddleware(router))``: each keeps what it wraps as ``.app``); ``None`` for
+    an endpoint."""
+    for _ in range(16):
+        if app is None or inspect.isfunction(app) or inspect.ismethod(app):
+            return None
+        routes = getattr(app, "routes", None)
+        if routes is not None:
+            return routes
+        app = getattr(app, "app", None)
+    return None
+
+
 def _join(prefix: str | None, name: str | None) -> str | None:
     return f"{prefix}:{name}" if prefix and name else name
 
@@ -67,14 +81,14 @@ def _match(routes: Iterable[Any], scope: dict[str, Any], prefix: str | None) -> 
     cacheable = True
     for route in _flat(routes):
         match, child = route.matches(scope)
-        if type(route).__name__ == "Host":
+        if isinstance(getattr(route, "original_route", route), Host):  # FastAPI wraps routes
             cacheable = False  # depends on the Host header, not only the path
         if match is not Match.FULL:
             continue  # PARTIAL is a 405 the router answers without running a handler
         endpoint = child.get("endpoint", getattr(route, "endpoint", None))
         name = getattr(route, "name", None)
-        subroutes = getattr(endpoint, "routes", None)
-        if subroutes is not None and not inspect.isfunction(endpoint):  # Mount / Host
+        subroutes = _subroutes(endpoint)
+        if subroutes is not None:  # Mount / Host
             scope.update(child)
             found, sub_cacheable = _match(subroutes, scope, _join(prefix, name) if name else prefix)
             return found, cacheable and sub_cacheable
@@ -87,8 +101,8 @@ def _routes(routes: Iterable[Any], prefix: str | None = None) -> Iterator[tuple[
     for route in _flat(routes):
         endpoint = getattr(route, "endpoint", None) or getattr(route, "app", None)
         name = getattr(route, "name", None)
-        subroutes = getattr(endpoint, "routes", None)
-        if subroutes is not None and not inspect.isfunction(endpoint):
+        subroutes = _subroutes(endpoint)
+        if subroutes is not None:
             yield from _routes(subroutes, _join(prefix, name) if name else prefix)
         else:
             yield route, endpoint, _join(prefix, name)
@@ -129,6 +143,11 @@ class ZeroClickMiddleware:
         self.gate = gate
         self._identity = gate.identity_header.encode("latin-1") if gate.identity_header else None
         self._cache: dict[tuple[str, str, str], Charge | None] = {}
+        #: the router's route list :attr:`_cache` was filled from, its length and last route then:
+        #: routes added or removed at run time (``add_route``, ``include_router``) make it stale
+        self._routes: list[Any] = []
+        self._routes_len = 0
+        self._routes_last: object = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -144,7 +163,14 @@ class ZeroClickMiddleware:
             charge = self._cache[key]
         except KeyError:
             charge = self._charge(scope, key)
-        if charge is None:
+        else:
+            routes = self._routes  # a path known free may be paid now: inline, on every free request
+            if charge is None and (len(routes) != self._routes_len or (routes and routes[-1] is not self._routes_last)):
+                self._cache.clear()
+                charge = self._charge(scope, key)
+        if charge is None or current_counter() is not None:
+            # free; or paid and already checked by a ZeroClickMiddleware outside this one (installed
+            # twice, or around a mounted app that has its own): never debited twice
             await self.app(scope, receive, send)
             return
         # A paid request, written out in one coroutine: this is the per-request cost of the middleware.
@@ -180,34 +206,73 @@ class ZeroClickMiddleware:
                 await gate.afinish(exchange, success=success)
 
     # -- routing -----------------------------------------------------------------
+    def _router(self, app: object) -> Any:
+        """The router of the app this middleware serves: ``scope["app"]`` (set by Starlette and FastAPI
+        before their middleware stack runs), else the app it wraps (``ZeroClickMiddleware(app)``)."""
+        router = getattr(app, "router", None)
+        return router if router is not None else getattr(self.app, "router", None)
+
     def _charge(self, scope: Scope, key: tuple[str, str, str] | None) -> Charge | None:
-        router = getattr(scope.get("app"), "router", None)
+        router = self._router(scope.get("app"))
         if router is None:
-            return None
+            return None  # no router to ask: validate() refused to start
+        routes = router.routes
+        if key is not None and not self._cache:  # remember the routes the cache is filled from
+            self._routes, self._routes_len, self._routes_last = routes, len(routes), routes[-1] if routes else None
         probe = dict(scope)
         probe.pop("fastapi", None)  # FastAPI keeps routing state here; never touch the real one
-        found, cacheable = _match(router.routes, probe, None)
-        charge = None if found is None else self.gate.charge_for(*found)
+        found, cacheable = _match(routes, probe, None)
+        charge = None if found is None else self.gate.charge_for(*self._named(found))
         if cacheable and key is not None:
             if len(self._cache) >= _CACHE_SIZE:
                 self._cache.clear()
             self._cache[key] = charge
         return charge
 
+    def _named(self, view: View) -> View:
+        """The route name settings ``routes`` price it by: the full ``mount:name`` if listed there,
+        else the route's own name, in whatever mount it is (as Django's URL namespaces)."""
+        endpoint, name = view
+        if name is None or name in self.gate.settings.routes:
+            return view
+        return endpoint, name.rpartition(":")[2]
+
     def validate(self, app: object) -> int:
         """Check every route's meters against settings; returns how many routes are paid."""
-        router = getattr(app, "router", None)
+        router = self._router(app)
         if router is None:
-            return 0
+            raise ConfigError(
+                "no_router",
+                "ZeroClickMiddleware found no router to price routes with: add it to a Starlette or FastAPI "
+                "app with app.add_middleware(ZeroClickMiddleware, ...), or wrap such an app directly",
+            )
+        self._warn_about_inner_middleware(app)
         for endpoint, name, path in _websockets(router.routes):
-            if self.gate.charge_for(endpoint, name) is not None:
+            if self.gate.charge_for(*self._named((endpoint, name))) is not None:
                 raise ConfigError(
                     "metered_websocket",
                     f"the WebSocket route {path!r} is metered, but zc_middleware meters HTTP requests only "
                     "(a WebSocket session has no response to carry a usage header); check the plan and report "
                     "its usage with report_usage() (batch) in the handler instead",
                 )
-        return self.gate.validate_views(_walk(router.routes))
+        return self.gate.validate_views(self._named(view) for view in _walk(router.routes))
+
+    def _warn_about_inner_middleware(self, app: object) -> None:
+        """Middleware added before this one runs inside it, after the route was priced: one that
+        rewrites the path or the method (a method override, a prefix stripper) would change the
+        route that runs. Starlette's and FastAPI's own middleware never do."""
+        stack = [getattr(m, "cls", None) for m in getattr(app, "user_middleware", ())]  # outermost first
+        if ZeroClickMiddleware not in stack:
+            return
+        inner = stack[stack.index(ZeroClickMiddleware) + 1 :]
+        mine = [cls for cls in inner if not getattr(cls, "__module__", "").startswith(("starlette.", "fastapi."))]
+        if mine:
+            names = ", ".join(getattr(cls, "__qualname__", repr(cls)) for cls in mine)
+            log.warning(
+                "zc_middleware: %s run(s) inside ZeroClickMiddleware, after a request's route was priced; if "
+                "any rewrites the path or the method, add ZeroClickMiddleware after it (outermost)",
+                names,
+            )
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         first = await receive()

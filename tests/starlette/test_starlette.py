@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -343,3 +344,119 @@ def test_a_custom_identify_sees_a_repeated_header_joined_as_under_wsgi_and_djang
     response = asyncio.run(go())
     assert response.status_code == 401  # "alice,bob" is no buyer id: neither of them is billed
     assert response.json()["error"] == "invalid_buyer_identity"
+
+
+# -- apps shaped in ways that must never make a paid route free ----------------------------------
+def _get(app: Any, *requests: tuple[str, dict[str, str]]) -> list[httpx.Response]:
+    async def go() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            return [await client.get(path, headers=headers) for path, headers in requests]
+
+    return asyncio.run(go())
+
+
+def _settings(**extra: Any) -> ZeroClickSettings:
+    return ZeroClickSettings(meters={"api-requests": {}}, plans=PLANS, ledger="memory://", **extra)
+
+
+async def _free(request: Request) -> Response:
+    return JSONResponse({"free": True})
+
+
+def test_host_routing_in_a_process_that_imports_fastapi_is_priced_by_host() -> None:
+    import fastapi  # noqa: F401  # FastAPI wraps every route it flattens, Starlette apps' too
+    from starlette.routing import Host
+
+    app = Starlette(
+        routes=[
+            Host("api.local", Starlette(routes=[Route("/s", paid)])),
+            Host("{sub}.example", Starlette(routes=[Route("/s", _free)])),
+        ]
+    )
+    app.add_middleware(ZeroClickMiddleware, settings=_settings())
+    free, paid_one = _get(app, ("http://www.example/s", {}), ("http://api.local/s", {}))
+    assert free.status_code == 200
+    assert paid_one.status_code == 401  # not the free host's cached answer
+
+
+def test_routes_added_or_replaced_at_run_time_are_priced_again() -> None:
+    app = Starlette(routes=[Route("/free", _free)])
+    app.add_middleware(ZeroClickMiddleware, settings=_settings())
+    assert [r.status_code for r in _get(app, ("/late", {}), ("/free", {}))] == [404, 200]  # both known free
+    app.add_route("/late", paid)
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/free"]
+    app.add_route("/free", paid)  # the same number of routes as before
+    assert [r.status_code for r in _get(app, ("/late", {}), ("/free", {}))] == [401, 401]
+
+
+def test_a_mounted_app_wrapped_in_middleware_is_priced() -> None:
+    from starlette.middleware.gzip import GZipMiddleware
+    from starlette.routing import Mount, Router
+
+    app = Starlette(routes=[Mount("/gz", GZipMiddleware(Router(routes=[Route("/s", paid)])))])
+    app.add_middleware(ZeroClickMiddleware, settings=_settings())
+    assert _get(app, ("/gz/s", {}))[0].status_code == 401
+
+
+def test_wrapping_an_app_directly_prices_its_routes_and_a_routerless_app_fails_start_up() -> None:
+    inner = Starlette(routes=[Route("/s", paid)])
+    wrapped = ZeroClickMiddleware(inner, settings=_settings())
+    assert _get(wrapped, ("/s", {}))[0].status_code == 401
+
+    async def plain(scope: Any, receive: Any, send: Any) -> None: ...
+
+    sent = asyncio.run(
+        _asgi(ZeroClickMiddleware(plain, settings=_settings()), {"type": "lifespan"}, [{"type": "lifespan.startup"}])
+    )  # type: ignore[arg-type]
+    assert sent[0]["type"] == "lifespan.startup.failed" and "no router" in str(sent[0]["message"])
+
+
+def test_installed_twice_or_around_a_mounted_app_with_its_own_it_debits_once() -> None:
+    from starlette.routing import Mount
+
+    ledger = MemoryLedger(plans=PLANS)
+    sub = Starlette(routes=[Route("/s", paid)])
+    sub.add_middleware(ZeroClickMiddleware, settings=_settings(), ledger=ledger)
+    app = Starlette(routes=[Route("/s", paid), Mount("/sub", sub)])
+    app.add_middleware(ZeroClickMiddleware, settings=_settings(), ledger=ledger)
+    app.add_middleware(ZeroClickMiddleware, settings=_settings(), ledger=ledger)
+    responses = _get(app, ("/s", {"zc-agent-id": "once"}), ("/sub/s", {"zc-agent-id": "once"}))
+    assert [r.headers["x-zeroclick-usage"] for r in responses] == ["api-requests=1", "api-requests=1"]
+    assert ledger.balance("once").meter("api-requests").used == 2
+
+
+def test_a_route_name_in_settings_prices_it_in_every_mount_and_a_partial_keeps_its_marks() -> None:
+    import functools
+
+    from starlette.routing import Mount
+
+    async def scoped(request: Request, tenant: str) -> Response:
+        return JSONResponse({"tenant": tenant})
+
+    app = Starlette(
+        routes=[
+            Mount("/v2", routes=[Route("/search", _free, name="search")], name="v2"),
+            Route("/partial", functools.partial(metered("api-requests")(scoped), tenant="acme")),
+        ]
+    )
+    app.add_middleware(ZeroClickMiddleware, settings=_settings(routes={"search": {"api-requests": 1}}))
+    assert [r.status_code for r in _get(app, ("/v2/search", {}), ("/partial", {}))] == [401, 401]
+
+
+def test_middleware_inside_ours_is_named_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
+    from starlette.middleware.gzip import GZipMiddleware
+
+    class StripVersion:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            await self.app(scope, receive, send)
+
+    app = Starlette(routes=[Route("/s", paid)])
+    app.add_middleware(StripVersion)
+    app.add_middleware(GZipMiddleware)
+    app.add_middleware(ZeroClickMiddleware, settings=_settings())
+    asyncio.run(_asgi(app, {"type": "lifespan"}, [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]))
+    warnings = [r.getMessage() for r in caplog.records if "inside ZeroClickMiddleware" in r.getMessage()]
+    assert len(warnings) == 1 and "StripVersion" in warnings[0] and "GZip" not in warnings[0]
