@@ -14,8 +14,10 @@ unsettled for ever.
 ``after_request``/``teardown_request`` hooks, and in streamed bodies (with
 or without ``stream_with_context``): the counter is bound from
 ``before_request`` until ``app.wsgi_app`` returns, then again around every
-step of the body. Usage recorded while the body streams comes after the
-header went out, exactly as under Starlette.
+step of the body. Usage recorded after the header went out (in a streamed
+body, or in ``teardown_request``, which Flask runs after the response has
+started) is late, exactly as under Starlette: it goes through the batch
+channel, and without an ``api_key`` it is only logged.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from .wsgi import (
     buyer_of,
     header_getter,
     path_key,
+    refused_headers,
     routes_by_path,
 )
 
@@ -85,14 +88,14 @@ _UNWRAPPED = _Free(None, None, "")
 @functools.cache
 def _refusal_class(response_class: type[Response]) -> type[Response]:
     """The app's response class for the Gate's answers (``402``, ``401``, ``503``), which leave
-    without any usage header: ``after_request`` hooks still run on them, and one that reports usage
-    by hand must not bill a refused request."""
+    without any usage header and with ``no-store`` (:func:`~zc_middleware.wsgi.refused_headers`):
+    ``after_request`` hooks still run on them, and one that reports usage by hand must not bill a
+    refused request."""
 
     class Refusal(response_class):  # type: ignore[valid-type,misc]
         def get_wsgi_headers(self, environ: Environ) -> Headers:
             headers: Headers = super().get_wsgi_headers(environ)
-            headers.remove("X-ZeroClick-Usage")  # in any case
-            return headers
+            return Headers(refused_headers(headers.to_wsgi_list()))
 
     return Refusal
 
@@ -104,10 +107,12 @@ def _handler(view: object, method: str) -> object:
     cls = getattr(view, "view_class", None)
     if cls is None:
         return view
+    dispatch = getattr(cls, "dispatch_request", None)  # every method goes through it
+    outer = handler_marks(view, dispatch) if dispatch is not None else view
     handler = getattr(cls, method.lower(), None)
     if handler is None and method == "HEAD":
         handler = getattr(cls, "get", None)
-    return handler_marks(view, handler) if handler is not None else view
+    return handler_marks(outer, handler) if handler is not None else outer
 
 
 def _views(view_functions: Mapping[str, Any]) -> Iterator[tuple[object, str | None]]:
@@ -115,8 +120,7 @@ def _views(view_functions: Mapping[str, Any]) -> Iterator[tuple[object, str | No
         yield view, endpoint
         cls = getattr(view, "view_class", None)
         for method in _METHODS if cls is not None else ():
-            if hasattr(cls, method):
-                yield _handler(view, method.upper()), endpoint
+            yield _handler(view, method.upper()), endpoint
 
 
 class _Settle:
@@ -169,6 +173,7 @@ class _State:
         """Check every view's meters; returns how many routes are paid. Raises :class:`ConfigError`."""
         views = self.app.view_functions
         paid = self.gate.validate_views(_views(views))
+        self.gate.warn_unrouted(views)
         self.validated = len(views)
         return paid
 
@@ -243,7 +248,7 @@ class _State:
                     return None  # sent straight through as free, and Flask routed it just as before
             if len(views) != self.validated:
                 self.revalidate()  # routes added after init_app (Flask refuses new ones after the first request)
-            if method == "OPTIONS" and rule.provide_automatic_options:
+            if method == "OPTIONS" and getattr(rule, "provide_automatic_options", False):
                 charge = None  # Flask answers OPTIONS itself without calling the view (a property of the rule)
             else:
                 key = (view, endpoint, method)

@@ -174,6 +174,14 @@ class Gate:
         """Check every view's meters at start-up; returns how many routes are paid."""
         return sum(self.charge_for(view, route) is not None for view, route in views)
 
+    def warn_unrouted(self, names: Iterable[str | None]) -> None:
+        """Log each ``settings.routes`` entry that names none of ``names`` (the app's route names):
+        it prices nothing, and the route it meant stays free."""
+        known = set(names)
+        for route in self.settings.routes:
+            if route not in known:
+                log.warning("zc_middleware: settings.routes prices %r, but no route is named so: it stays free", route)
+
     def log_view_problems(self, views: Iterable[tuple[object, str | None]]) -> int:
         """Check views added after start-up without raising: each one metered on a meter settings do
         not declare is logged, once for the Gate's life. Pricing it raises the same

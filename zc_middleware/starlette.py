@@ -32,13 +32,14 @@ from .gate import Charge, Gate, Identify
 from .ledger import Ledger
 from .meters import bind_counter, current_counter, handler_marks, unbind_counter
 from .settings import ZeroClickSettings
-from .wsgi import paid_headers
+from .wsgi import REWRITTEN, paid_headers
 
 __all__ = ["ZeroClickMiddleware"]
 
 log = logging.getLogger("zc_middleware")
 _USAGE = b"x-zeroclick-usage"
 _CACHE_SIZE = 4096
+_REWRITTEN = frozenset(name.encode("latin-1") for name in REWRITTEN)
 View = tuple[object, "str | None"]
 
 
@@ -255,7 +256,9 @@ class ZeroClickMiddleware:
                     "(a WebSocket session has no response to carry a usage header); check the plan and report "
                     "its usage with report_usage() (batch) in the handler instead",
                 )
-        return self.gate.validate_views(self._named(view) for view in _walk(router.routes))
+        views = list(_walk(router.routes))
+        self.gate.warn_unrouted({name for _, name in views} | {name for _, name in map(self._named, views)})
+        return self.gate.validate_views(self._named(view) for view in views)
 
     def _warn_about_inner_middleware(self, app: object) -> None:
         """Middleware added before this one runs inside it, after the route was priced: one that
@@ -360,10 +363,9 @@ def _paid_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, b
     dropped, whatever its case or the status, and ``Cache-Control`` made private."""
     raw = list(headers)  # any iterable: read once, and never the app's own list
     for key, _ in raw:
-        name = key.lower()
-        if name == _USAGE or name == b"cache-control":
+        if key.lower() in _REWRITTEN:
             break
-    else:  # the common case: neither is there
+    else:  # the common case: none of them is there
         raw.append((b"cache-control", b"private"))
         return raw
     # the app set either itself: rewritten as WSGI's are (ASGI names are lower-case)

@@ -27,10 +27,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import Token
 from http import HTTPStatus
-from types import TracebackType
+from types import GeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .decision import Allow, Deny, private_cache_control
+from .errors import ConfigError
 from .gate import Charge, Gate, HeaderGetter, Identify
 from .ledger import Ledger
 from .meters import UsageCounter, bind_counter, unbind_counter
@@ -53,6 +54,7 @@ __all__ = [
     "header_getter",
     "paid_headers",
     "path_key",
+    "refused_headers",
     "routes_by_path",
 ]
 
@@ -62,6 +64,10 @@ StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 _USAGE = "x-zeroclick-usage"
+#: headers of a paid response that :func:`paid_headers` drops or rewrites (lower-case names)
+REWRITTEN = frozenset(
+    {_USAGE, "cache-control", "cdn-cache-control", "cloudflare-cdn-cache-control", "surrogate-control"}
+)
 _CACHE_SIZE = 4096
 _SPECIAL = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 
@@ -107,12 +113,12 @@ def routes_by_path(url_map: Map, rules: list[Rule]) -> bool:
 def paid_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """A paid route's response headers as they go out, before the usage header is added: the app's
     own usage header dropped, whatever its case or the status (only the Gate reports usage there,
-    and only on a success), and ``Cache-Control`` made private (:func:`private_cache_control`)."""
+    and only on a success), ``Cache-Control`` made private (:func:`private_cache_control`), and the
+    headers only CDNs read (``CDN-Cache-Control``, ``Surrogate-Control``) dropped."""
     for key, _ in headers:
-        name = key.lower()
-        if name == _USAGE or name == "cache-control":
+        if key.lower() in REWRITTEN:
             break
-    else:  # the common case: neither is there
+    else:  # the common case: none of them is there
         return [*headers, ("Cache-Control", "private")]
     out = []
     cache = None
@@ -120,10 +126,17 @@ def paid_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         name = item[0].lower()
         if name == "cache-control":
             cache = item[1] if cache is None else f"{cache}, {item[1]}"
-        elif name != _USAGE:
+        elif name not in REWRITTEN:
             out.append(item)
     out.append(("Cache-Control", private_cache_control(cache)))
     return out
+
+
+def refused_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The Gate's answer (``402``, ``401``, ``503``) as it goes out after hooks or middleware inside
+    ours had it: no usage header, and ``Cache-Control: no-store`` whatever they set (a cached ``402``
+    would keep refusing a buyer who has paid since)."""
+    return [*(item for item in headers if item[0].lower() not in REWRITTEN), ("Cache-Control", "no-store")]
 
 
 def deny_body(deny: Deny, start_response: StartResponse) -> list[bytes]:
@@ -210,8 +223,8 @@ class Exchange(WSGIBody):
                 value = self.gate.usage_header(self)
                 if value:
                     headers.append(("X-ZeroClick-Usage", value))
-        elif self.refused:  # a hook or middleware inside ours may have added one to the Gate's answer
-            headers = [item for item in headers if item[0].lower() != _USAGE]
+        elif self.refused:  # a hook or middleware inside ours may have changed the Gate's answer
+            headers = refused_headers(headers)
         # A late error start_response (exc_info, headers already out) raises here: the status that
         # settles the hold stays the one that really went out, as in starlette.py.
         if exc_info is None:
@@ -234,7 +247,12 @@ class Exchange(WSGIBody):
                 self._finish()
             raise
         if not self.granted:
-            return result
+            if result.__class__ is not GeneratorType:
+                return result
+            # A generator: middleware wrapping the app that calls it only once its body is iterated
+            # (werkzeug's DebuggedApplication). The request may be granted then: run it as our body.
+            self._iterator = self._inner = result
+            return self
         self._unbind()
         try:
             self._iterator = iter(result)
@@ -273,7 +291,8 @@ class Exchange(WSGIBody):
             close()
         finally:
             unbind_counter(token)
-            self._finish()
+            if self.granted:  # not, for a lazy body (see serve) whose request turned out free
+                self._finish()
 
 
 class ZeroClickWSGI:
@@ -295,6 +314,7 @@ class ZeroClickWSGI:
         ledger: Ledger | None = None,
         identify: Identify | None = None,
         gate: Gate | None = None,
+        server_name: str | None = None,
     ) -> None:
         try:
             from werkzeug.exceptions import HTTPException
@@ -303,6 +323,15 @@ class ZeroClickWSGI:
         self._no_route = HTTPException
         self.app = app
         self.url_map = url_map
+        #: what the app binds its map with (``bind_to_environ(environ, server_name=...)``): subdomain
+        #: rules match only with it
+        self.server_name = server_name
+        if server_name is None and any(rule.subdomain for rule in url_map.iter_rules()):
+            raise ConfigError(
+                "server_name_required",
+                "the URL map has subdomain rules, which match only when bound with the server's name: pass "
+                "ZeroClickWSGI(..., server_name=...) as the app passes it to bind_to_environ",
+            )
         self.views: dict[Any, object] = dict(views or {})
         if gate is None:
             env_settings = settings if settings is not None else ZeroClickSettings()  # type: ignore[call-arg]  # from ZEROCLICK_*
@@ -327,6 +356,7 @@ class ZeroClickWSGI:
 
     def validate(self) -> int:
         """Check every routed view's meters against settings (at construction); returns how many are paid."""
+        self.gate.warn_unrouted(name for _, name in self._views())
         return self.gate.validate_views(self._views())
 
     def _cacheable(self) -> bool:
@@ -348,11 +378,12 @@ class ZeroClickWSGI:
         if cacheable and key in self._cache:
             return self._cache[key]
         try:
-            endpoint, _ = self.url_map.bind_to_environ(environ).match()
+            endpoint, _ = self.url_map.bind_to_environ(environ, server_name=self.server_name).match()
         except self._no_route:
-            charge = None  # 404, 405, a slash redirect: the app answers, no handler of ours runs
-        else:
-            charge = self.gate.charge_for(*self._view(endpoint))
+            # 404, 405, a slash redirect: the app answers, no handler of ours runs. Not remembered: a
+            # converter may accept the same path later (a page published since).
+            return None
+        charge = self.gate.charge_for(*self._view(endpoint))
         if cacheable:
             if len(self._cache) >= _CACHE_SIZE:
                 self._cache.clear()

@@ -161,6 +161,10 @@ def test_middleware_reporting_usage_by_hand_never_reaches_a_refusal(mode: str) -
     assert refused.status_code == 402 and "x-zeroclick-usage" not in refused
     missing = call(mode, "GET", "/fn-sync", None, below=below)
     assert missing.status_code == 401 and "x-zeroclick-usage" not in missing
+    for answer in (refused, missing):  # never kept by a cache: the buyer may have paid by the next try
+        assert answer["cache-control"] == "no-store" and "cdn-cache-control" not in answer
+    served = call(mode, "GET", "/fn-sync", "agent-4b", below=below)
+    assert served["cache-control"] == "private, max-age=300" and "cdn-cache-control" not in served
     assert used("agent-4", "api-requests") == 5
     # a free route is the app's own business
     assert call(mode, "GET", "/free", None, below=below)["x-zeroclick-usage"] == "api-requests=5"

@@ -841,3 +841,155 @@ def test_werkzeug_websocket_rule_on_a_paid_path_never_makes_it_free() -> None:
     assert response.headers["X-ZeroClick-Usage"] == "api-requests=1"
     response.close()
     assert ran == ["paid"] and used(ledger) == 1
+
+
+# -- apps shaped in ways that must never make a paid route free -----------------------------------
+def test_werkzeug_subdomain_rules_need_the_server_name_the_app_binds_with() -> None:
+    @metered("api-requests")
+    def premium(request: WRequest) -> WResponse:
+        return WResponse("premium")
+
+    url_map = Map([Rule("/", endpoint="premium", subdomain="api")], default_subdomain="www")
+    views = {"premium": premium}
+
+    def dispatch(environ: dict[str, Any], start_response: Any) -> Any:
+        endpoint, _ = url_map.bind_to_environ(environ, server_name="example.com").match()
+        return views[endpoint](WRequest(environ))(environ, start_response)
+
+    config = ZeroClickSettings(**CONFIG)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="server_name"):
+        ZeroClickWSGI(dispatch, url_map=url_map, views=views, settings=config)
+    app = ZeroClickWSGI(dispatch, url_map=url_map, views=views, settings=config, server_name="example.com")
+    response = Client(app).get("/", base_url="http://api.example.com/")
+    assert response.status_code == 401
+
+
+def test_werkzeug_a_path_not_found_once_is_priced_when_it_exists() -> None:
+    from werkzeug.routing import BaseConverter, ValidationError
+
+    pages: set[str] = set()
+
+    class Page(BaseConverter):
+        def to_python(self, value: str) -> str:
+            if value not in pages:
+                raise ValidationError
+            return value
+
+    @metered("api-requests")
+    def doc(request: WRequest, name: str) -> WResponse:
+        return WResponse(f"doc {name}")
+
+    url_map = Map([Rule("/docs/<page:name>", endpoint="doc")], converters={"page": Page})
+
+    def dispatch(environ: dict[str, Any], start_response: Any) -> Any:
+        try:
+            _, args = url_map.bind_to_environ(environ).match()
+        except NotFound as exc:
+            return exc(environ, start_response)
+        return doc(WRequest(environ), **args)(environ, start_response)
+
+    app = ZeroClickWSGI(dispatch, url_map=url_map, views={"doc": doc}, settings=ZeroClickSettings(**CONFIG))  # type: ignore[arg-type]
+    assert Client(app).get("/docs/secret").status_code == 404
+    pages.add("secret")  # published since
+    assert Client(app).get("/docs/secret").status_code == 401
+
+
+def test_middleware_that_calls_flask_lazily_still_settles_every_request() -> None:
+    """Wrapped before ZeroClick(app), a generator middleware (werkzeug's DebuggedApplication is one)
+    calls the app only when its body is iterated: the request is granted then."""
+    ledger = MemoryLedger(plans=PLANS)
+    app = Flask(__name__)
+
+    @app.get("/search")
+    @metered("api-requests")
+    def search() -> tuple[str, int]:
+        return ("bad", 400) if request.args.get("fail") else ("ok", 200)
+
+    @app.post("/render")
+    @metered("compute-seconds", estimate=30)
+    def render() -> str:
+        record_usage("compute-seconds", 2)
+        return "rendered"
+
+    inner = app.wsgi_app
+
+    def lazily(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        yield from inner(environ, start_response)
+
+    app.wsgi_app = lazily  # type: ignore[method-assign,assignment]
+    ZeroClick(app, settings=CONFIG, ledger=ledger)
+    client = app.test_client()
+    for _ in range(3):
+        assert client.get("/search?fail=1", headers=AGENT, buffered=True).status_code == 400
+    assert used(ledger) == 0  # released, every time
+    response = client.post("/render", headers=AGENT, buffered=True)
+    assert response.headers["x-zeroclick-usage"] == "compute-seconds=2"
+    assert used(ledger, "compute-seconds") == 2  # settled at what was recorded, not the estimate
+    from zc_middleware.meters import current_counter
+
+    assert current_counter() is None  # no request's counter left bound
+
+
+def test_views_flask_reaches_through_dispatch_request_or_a_partial_are_priced() -> None:
+    import functools
+
+    from flask.views import View
+
+    class Plain(View):
+        @metered("api-requests")
+        def dispatch_request(self) -> str:
+            return "plain"
+
+    @metered("api-requests")
+    def scoped(tenant: str) -> str:
+        return tenant
+
+    app = Flask(__name__)
+    app.add_url_rule("/plain", view_func=Plain.as_view("plain"))
+    app.add_url_rule("/partial", "partial", functools.partial(scoped, tenant="acme"))
+    ZeroClick(app, settings=CONFIG, ledger=MemoryLedger(plans=PLANS))
+    client = app.test_client()
+    assert [client.get(path).status_code for path in ("/plain", "/partial")] == [401, 401]
+
+
+def test_options_on_a_rule_added_to_the_map_directly_is_flasks_answer() -> None:
+    app = make_app()
+    app.url_map.add(Rule("/direct", endpoint="direct", methods=["GET", "OPTIONS"]))
+
+    @app.endpoint("direct")
+    @metered("api-requests")
+    def direct() -> str:
+        return "direct"
+
+    ZeroClick(app, settings=CONFIG, ledger=MemoryLedger(plans=PLANS))
+    response = app.test_client().options("/direct", headers=AGENT)
+    assert response.status_code == 200  # the view answers it (the rule has no automatic OPTIONS): paid
+    assert response.headers["x-zeroclick-usage"] == "api-requests=1"
+
+
+def test_a_paid_response_loses_cdn_caching_and_a_refusal_is_never_cached() -> None:
+    ledger = MemoryLedger(plans=PLANS)
+    app = Flask(__name__)
+
+    @app.get("/search")
+    @metered("api-requests")
+    def search() -> tuple[str, dict[str, str]]:
+        return "ok", {"CDN-Cache-Control": "public, max-age=600", "Surrogate-Control": "max-age=600"}
+
+    @app.after_request
+    def cache_everything(response: Response) -> Response:
+        response.headers["Cache-Control"] = "public, max-age=300"
+        return response
+
+    ZeroClick(app, settings=CONFIG, ledger=ledger)
+    paid = app.test_client().get("/search", headers=AGENT)
+    assert paid.headers["cache-control"] == "private, max-age=300"
+    assert "cdn-cache-control" not in paid.headers and "surrogate-control" not in paid.headers
+    refused = app.test_client().get("/search")
+    assert refused.status_code == 401
+    assert refused.headers.getlist("cache-control") == ["no-store"]
+
+
+def test_settings_routes_naming_no_endpoint_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    ZeroClick(make_app(), settings={**CONFIG, "routes": {"serch": {"api-requests": 1}}})
+    assert "settings.routes prices 'serch', but no route is named so" in caplog.text

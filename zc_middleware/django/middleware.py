@@ -28,7 +28,7 @@ from ..decision import Allow, Deny, private_cache_control
 from ..errors import ConfigError
 from ..gate import Charge, Gate
 from ..meters import bind_counter, unbind_counter
-from ..wsgi import WSGIBody, buyer_key, buyer_of, header_getter
+from ..wsgi import REWRITTEN, WSGIBody, buyer_key, buyer_of, header_getter
 from . import conf
 from .checks import check_middleware
 from .conf import get_gate
@@ -39,6 +39,7 @@ __all__ = ["ZeroClickMiddleware"]
 
 _USAGE = "X-ZeroClick-Usage"
 _USAGE_KEY = _USAGE.lower()
+_CDN_ONLY = REWRITTEN - {_USAGE_KEY, "cache-control"}  # what only CDNs read: dropped from paid responses
 _STATE = "_zeroclick"
 _CACHE_SIZE = 4096
 GetResponse = Callable[[HttpRequest], Any]
@@ -141,7 +142,7 @@ class ZeroClickMiddleware:
             if success is not None:
                 exchange.gate.finish(exchange, success=success)
         elif exchange.refused:
-            _set_usage(response.headers, None)  # middleware below ours may have added one on the way out
+            _refused(response.headers)  # middleware below ours may have changed the Gate's answer
         return response
 
     async def __acall__(self, request: HttpRequest) -> Any:
@@ -160,7 +161,7 @@ class ZeroClickMiddleware:
             if success is not None:
                 await exchange.gate.afinish(exchange, success=success)
         elif exchange.refused:
-            _set_usage(response.headers, None)  # middleware below ours may have added one on the way out
+            _refused(response.headers)  # middleware below ours may have changed the Gate's answer
         return response
 
     # -- the decision, once Django has resolved the view ---------------------------
@@ -261,6 +262,15 @@ def _set_usage(headers: Any, value: str | None) -> None:
         headers[_USAGE] = value
 
 
+def _refused(headers: Any) -> None:
+    """The Gate's answer as middleware below ours left it: no usage header, and ``no-store`` (a cached
+    ``402`` would keep refusing a buyer who has paid since)."""
+    _set_usage(headers, None)
+    for name in _CDN_ONLY:
+        headers.pop(name, None)
+    headers["Cache-Control"] = "no-store"
+
+
 def _set_private(headers: Any) -> None:
     """Make a paid response's ``Cache-Control`` private (:func:`private_cache_control`): Django's own
     cache middleware, like any shared cache, then never replays it without the plan check."""
@@ -268,8 +278,12 @@ def _set_private(headers: Any) -> None:
     if store.__class__ is dict:  # as in _set_usage; the value is the app's, already validated, or ours
         current = store.get("cache-control")
         store["cache-control"] = ("Cache-Control", private_cache_control(current[1] if current else None))
+        for name in _CDN_ONLY:
+            store.pop(name, None)
         return
     headers["Cache-Control"] = private_cache_control(headers.get("Cache-Control"))
+    for name in _CDN_ONLY:
+        headers.pop(name, None)
 
 
 def _validate_urlconf() -> Gate:
