@@ -71,7 +71,9 @@ def test_paid_responses_are_private_to_caches(served: Served) -> None:
     """A shared cache replaying a paid response would serve it without the plan check."""
     buyer = new_buyer(served)
     # /search said ``public, max-age=60`` itself: it may be kept, but only by the buyer's own client
-    assert get(served, "/search", buyer).headers.get_list("cache-control") == ["private, max-age=60"]
+    search = get(served, "/search", buyer)
+    assert search.headers.get_list("cache-control") == ["private, max-age=60"]
+    assert "cdn-cache-control" not in search.headers
     render = get(served, "/render", buyer, method="POST")
     assert render.headers.get_list("cache-control") == ["private"]
 

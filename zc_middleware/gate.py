@@ -180,7 +180,7 @@ class Gate:
         known = set(names)
         for route in self.settings.routes:
             if route not in known:
-                log.warning("zc_middleware: settings.routes prices %r, but no route is named so: it stays free", route)
+                log.warning("zc_middleware: settings.routes prices %r, but no route is named so (yet)", route)
 
     def log_view_problems(self, views: Iterable[tuple[object, str | None]]) -> int:
         """Check views added after start-up without raising: each one metered on a meter settings do

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 try:
-    from starlette.routing import Host, Match, WebSocketRoute
+    from starlette.routing import Host, Match, Mount, WebSocketRoute
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 except ImportError:  # pragma: no cover - exercised by tests/test_optional_imports.py
     raise ImportError("zc_middleware.starlette needs Starlette: pip install 'zc-middleware[starlette]'") from None
@@ -30,7 +30,7 @@ from .decision import Allow, Deny
 from .errors import ConfigError
 from .gate import Charge, Gate, Identify
 from .ledger import Ledger
-from .meters import bind_counter, current_counter, handler_marks, unbind_counter
+from .meters import bind_counter, handler_marks, unbind_counter
 from .settings import ZeroClickSettings
 from .wsgi import REWRITTEN, paid_headers
 
@@ -39,6 +39,7 @@ __all__ = ["ZeroClickMiddleware"]
 log = logging.getLogger("zc_middleware")
 _USAGE = b"x-zeroclick-usage"
 _CACHE_SIZE = 4096
+_CHECKED = "zc_middleware.checked"  # in the scope of a request a ZeroClickMiddleware has checked
 _REWRITTEN = frozenset(name.encode("latin-1") for name in REWRITTEN)
 View = tuple[object, "str | None"]
 
@@ -59,11 +60,12 @@ def _view(endpoint: object, method: str) -> object:
     return endpoint
 
 
-def _subroutes(app: object) -> Any:
-    """The routes of a mounted app (a ``Mount``'s, a ``Host``'s), also through middleware wrapping it
-    (``Mount("/v1", GZipMiddleware(router))``: each keeps what it wraps as ``.app``); ``None`` for
-    an endpoint."""
-    for _ in range(16):
+def _subroutes(route: Any, app: object) -> Any:
+    """The routes of what ``route`` hands requests to: for a ``Mount`` or a ``Host``, its app's, also
+    through middleware wrapping that app (``Mount("/v1", GZipMiddleware(router))``: each keeps what
+    it wraps as ``.app``); ``None`` for an endpoint."""
+    mounts = isinstance(getattr(route, "original_route", route), (Mount, Host))  # FastAPI wraps routes
+    for _ in range(16 if mounts else 1):
         if app is None or inspect.isfunction(app) or inspect.ismethod(app):
             return None
         routes = getattr(app, "routes", None)
@@ -88,7 +90,7 @@ def _match(routes: Iterable[Any], scope: dict[str, Any], prefix: str | None) -> 
             continue  # PARTIAL is a 405 the router answers without running a handler
         endpoint = child.get("endpoint", getattr(route, "endpoint", None))
         name = getattr(route, "name", None)
-        subroutes = _subroutes(endpoint)
+        subroutes = _subroutes(route, endpoint)
         if subroutes is not None:  # Mount / Host
             scope.update(child)
             found, sub_cacheable = _match(subroutes, scope, _join(prefix, name) if name else prefix)
@@ -102,7 +104,7 @@ def _routes(routes: Iterable[Any], prefix: str | None = None) -> Iterator[tuple[
     for route in _flat(routes):
         endpoint = getattr(route, "endpoint", None) or getattr(route, "app", None)
         name = getattr(route, "name", None)
-        subroutes = _subroutes(endpoint)
+        subroutes = _subroutes(route, endpoint)
         if subroutes is not None:
             yield from _routes(subroutes, _join(prefix, name) if name else prefix)
         else:
@@ -169,7 +171,7 @@ class ZeroClickMiddleware:
             if charge is None and (len(routes) != self._routes_len or (routes and routes[-1] is not self._routes_last)):
                 self._cache.clear()
                 charge = self._charge(scope, key)
-        if charge is None or current_counter() is not None:
+        if charge is None or _CHECKED in scope:
             # free; or paid and already checked by a ZeroClickMiddleware outside this one (installed
             # twice, or around a mounted app that has its own): never debited twice
             await self.app(scope, receive, send)
@@ -193,6 +195,7 @@ class ZeroClickMiddleware:
             await _send_deny(send, decision)
             return
         token = bind_counter(exchange)
+        scope[_CHECKED] = True  # the scope mounted apps and routers pass on, updated in place
         try:
             await self.app(scope, exchange.receive, exchange.send)
         finally:
@@ -208,22 +211,27 @@ class ZeroClickMiddleware:
 
     # -- routing -----------------------------------------------------------------
     def _router(self, app: object) -> Any:
-        """The router of the app this middleware serves: ``scope["app"]`` (set by Starlette and FastAPI
-        before their middleware stack runs), else the app it wraps (``ZeroClickMiddleware(app)``)."""
-        router = getattr(app, "router", None)
-        return router if router is not None else getattr(self.app, "router", None)
+        """The router of the app this middleware serves: the app it wraps (``ZeroClickMiddleware(app)``,
+        mounted anywhere), else ``scope["app"]`` (set by Starlette and FastAPI before their middleware
+        stack, in which this one then sits)."""
+        router = getattr(self.app, "router", None)
+        return router if router is not None else getattr(app, "router", None)
 
     def _charge(self, scope: Scope, key: tuple[str, str, str] | None) -> Charge | None:
         router = self._router(scope.get("app"))
         if router is None:
             return None  # no router to ask: validate() refused to start
         routes = router.routes
-        if key is not None and not self._cache:  # remember the routes the cache is filled from
-            self._routes, self._routes_len, self._routes_last = routes, len(routes), routes[-1] if routes else None
         probe = dict(scope)
         probe.pop("fastapi", None)  # FastAPI keeps routing state here; never touch the real one
         found, cacheable = _match(routes, probe, None)
-        charge = None if found is None else self.gate.charge_for(*self._named(found))
+        if found is None:
+            return None  # 404, 405: the app answers. Not remembered: a route may be added there later
+        charge = self.gate.charge_for(*self._named(found))
+        if not isinstance(routes, list):
+            return charge  # nothing to tell a change of routes by: priced on every request
+        if key is not None and not self._cache:  # remember the routes the cache is filled from
+            self._routes, self._routes_len, self._routes_last = routes, len(routes), routes[-1] if routes else None
         if cacheable and key is not None:
             if len(self._cache) >= _CACHE_SIZE:
                 self._cache.clear()
@@ -268,7 +276,12 @@ class ZeroClickMiddleware:
         if ZeroClickMiddleware not in stack:
             return
         inner = stack[stack.index(ZeroClickMiddleware) + 1 :]
-        mine = [cls for cls in inner if not getattr(cls, "__module__", "").startswith(("starlette.", "fastapi."))]
+        mine = [
+            cls
+            for cls in inner
+            if cls is not ZeroClickMiddleware
+            and not getattr(cls, "__module__", "").startswith(("starlette.", "fastapi."))
+        ]
         if mine:
             names = ", ".join(getattr(cls, "__qualname__", repr(cls)) for cls in mine)
             log.warning(

@@ -64,9 +64,20 @@ StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 _USAGE = "x-zeroclick-usage"
-#: headers of a paid response that :func:`paid_headers` drops or rewrites (lower-case names)
+#: headers of a paid response that :func:`paid_headers` drops or rewrites (lower-case names): ours,
+#: ``Cache-Control``, and those only CDNs and caching proxies read, which would override it there
 REWRITTEN = frozenset(
-    {_USAGE, "cache-control", "cdn-cache-control", "cloudflare-cdn-cache-control", "surrogate-control"}
+    {
+        _USAGE,
+        "cache-control",
+        "cdn-cache-control",  # RFC 9213, and its vendors' own
+        "cloudflare-cdn-cache-control",
+        "netlify-cdn-cache-control",
+        "vercel-cdn-cache-control",
+        "surrogate-control",  # Fastly, Varnish
+        "edge-control",  # Akamai
+        "x-accel-expires",  # nginx proxy_cache
+    }
 )
 _CACHE_SIZE = 4096
 _SPECIAL = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
@@ -114,7 +125,7 @@ def paid_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """A paid route's response headers as they go out, before the usage header is added: the app's
     own usage header dropped, whatever its case or the status (only the Gate reports usage there,
     and only on a success), ``Cache-Control`` made private (:func:`private_cache_control`), and the
-    headers only CDNs read (``CDN-Cache-Control``, ``Surrogate-Control``) dropped."""
+    headers only CDNs and caching proxies read (:data:`REWRITTEN`) dropped."""
     for key, _ in headers:
         if key.lower() in REWRITTEN:
             break

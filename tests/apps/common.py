@@ -67,7 +67,11 @@ def do_work() -> None:
 
 
 #: what ``/search`` and ``/missing`` set themselves: a usage header, as a seller reporting by hand would (it
-#: never goes out), and public caching (a paid response goes out private)
-OWN_HEADERS = {"X-ZeroClick-Usage": "api-requests=7", "Cache-Control": "public, max-age=60"}
+#: never goes out), and public caching, in CDNs too (a paid response goes out private, without the CDNs')
+OWN_HEADERS = {
+    "X-ZeroClick-Usage": "api-requests=7",
+    "Cache-Control": "public, max-age=60",
+    "CDN-Cache-Control": "max-age=600",
+}
 
 CHUNKS = [b"chunk-0\n", b"chunk-1\n", b"chunk-2\n"]

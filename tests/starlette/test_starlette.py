@@ -364,7 +364,7 @@ async def _free(request: Request) -> Response:
 
 
 def test_host_routing_in_a_process_that_imports_fastapi_is_priced_by_host() -> None:
-    import fastapi  # noqa: F401  # FastAPI wraps every route it flattens, Starlette apps' too
+    pytest.importorskip("fastapi")  # FastAPI wraps every route it flattens, Starlette apps' too
     from starlette.routing import Host
 
     app = Starlette(
@@ -460,3 +460,79 @@ def test_middleware_inside_ours_is_named_at_start_up(caplog: pytest.LogCaptureFi
     asyncio.run(_asgi(app, {"type": "lifespan"}, [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]))
     warnings = [r.getMessage() for r in caplog.records if "inside ZeroClickMiddleware" in r.getMessage()]
     assert len(warnings) == 1 and "StripVersion" in warnings[0] and "GZip" not in warnings[0]
+
+
+def test_a_wrapped_app_mounted_in_another_prices_its_own_routes() -> None:
+    from starlette.routing import Mount
+
+    inner = Starlette(routes=[Route("/s", paid), Route("/f", _free)])
+    parent = Starlette(routes=[Route("/f", paid), Mount("/sub", ZeroClickMiddleware(inner, settings=_settings()))])
+    statuses = [r.status_code for r in _get(parent, ("/sub/s", {}), ("/sub/f", {}))]
+    assert statuses == [401, 200]  # by the sub-app's routes, not the parent's /f
+
+
+def test_a_route_added_inside_a_mount_after_its_path_was_not_found_is_priced() -> None:
+    from starlette.routing import Mount, Router
+
+    sub = Router(routes=[])
+    app = Starlette(routes=[Mount("/v1", sub)])
+    app.add_middleware(ZeroClickMiddleware, settings=_settings())
+    assert _get(app, ("/v1/late", {}))[0].status_code == 404
+    sub.routes.append(Route("/late", paid))
+    assert _get(app, ("/v1/late", {}))[0].status_code == 401
+
+
+def test_a_request_made_in_process_from_a_paid_handler_is_checked_on_its_own() -> None:
+    ledger = MemoryLedger(plans=PLANS)
+    inner_statuses: list[int] = []
+
+    @metered("api-requests")
+    async def calls_itself(request: Request) -> Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            inner_statuses.append((await client.get("/paid")).status_code)  # no identity
+            inner_statuses.append((await client.get("/paid", headers={"zc-agent-id": "bob"})).status_code)
+        return JSONResponse({})
+
+    app = Starlette(routes=[Route("/paid", paid), Route("/outer", calls_itself)])
+    app.add_middleware(ZeroClickMiddleware, settings=_settings(), ledger=ledger)
+    assert _get(app, ("/outer", {"zc-agent-id": "alice"}))[0].status_code == 200
+    assert inner_statuses == [401, 200]
+    assert ledger.balance("bob").meter("api-requests").used == 1
+
+
+def test_odd_endpoints_and_routers_are_priced_without_failing() -> None:
+    from starlette.routing import Mount
+
+    class Endpoint:  # an ASGI endpoint object that keeps the app it belongs to as .app
+        app: Any = None
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            await JSONResponse({})(scope, receive, send)
+
+    class IterRouter:  # routes handed out as an iterator: nothing to tell a change by
+        def __init__(self, routes: list[Any]) -> None:
+            self._routes = routes
+
+        @property
+        def routes(self) -> Any:
+            return iter(self._routes)
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            await self._routes[0].handle(scope, receive, send)
+
+    endpoint = Endpoint()
+    app = Starlette(routes=[Route("/obj", endpoint), Mount("/t", IterRouter([Route("/s", paid)]))])
+    endpoint.app = app
+    app.add_middleware(ZeroClickMiddleware, settings=_settings())
+    sent = asyncio.run(_asgi(app, {"type": "lifespan"}, [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]))
+    assert sent[0]["type"] == "lifespan.startup.complete"
+    assert [r.status_code for r in _get(app, ("/obj", {}), ("/t/s", {}), ("/t/s", {}))] == [200, 401, 401]
+
+    class IterApp:  # an app of its own whose router hands out an iterator, wrapped directly
+        router = IterRouter([Route("/s", paid)])
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            await self.router(scope, receive, send)
+
+    wrapped = ZeroClickMiddleware(IterApp(), settings=_settings())  # type: ignore[arg-type]
+    assert [r.status_code for r in _get(wrapped, ("/s", {}), ("/s", {}))] == [401, 401]
