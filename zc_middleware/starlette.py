@@ -265,8 +265,9 @@ class ZeroClickMiddleware:
                     "its usage with report_usage() (batch) in the handler instead",
                 )
         views = list(_walk(router.routes))
-        self.gate.warn_unrouted({name for _, name in views} | {name for _, name in map(self._named, views)})
-        return self.gate.validate_views(self._named(view) for view in views)
+        named = [self._named(view) for view in views]
+        self.gate.warn_unrouted({name for _, name in views} | {name for _, name in named})
+        return self.gate.validate_views(named)
 
     def _warn_about_inner_middleware(self, app: object) -> None:
         """Middleware added before this one runs inside it, after the route was priced: one that

@@ -367,8 +367,9 @@ class ZeroClickWSGI:
 
     def validate(self) -> int:
         """Check every routed view's meters against settings (at construction); returns how many are paid."""
-        self.gate.warn_unrouted(name for _, name in self._views())
-        return self.gate.validate_views(self._views())
+        views = list(self._views())
+        self.gate.warn_unrouted(name for _, name in views)
+        return self.gate.validate_views(views)
 
     def _cacheable(self) -> bool:
         """Whether :meth:`_charge` may cache by :func:`path_key` (see :func:`routes_by_path`)."""
