@@ -1,13 +1,14 @@
-"""Text for terminals: the one table formatter every CLI and ``Balance.as_table`` use, and the one
-reading of a moment typed on a command line."""
+"""Text for people: the one table formatter every CLI and ``Balance.as_table`` use, the one reading
+of a moment typed on a command line, and the one "did you mean" hint for a mistyped name."""
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-__all__ = ["moment", "table"]
+__all__ = ["did_you_mean", "moment", "table"]
 
 _DAY = re.compile(r"(\d{4}-\d{2}-\d{2})(Z|[+-]\d{2}:\d{2})?")
 
@@ -35,3 +36,14 @@ def table(rows: Sequence[Sequence[str]]) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
+    """`` (did you mean 'api-requests'?)`` for the closest of ``choices`` to a mistyped ``word``,
+    else ``""``: appended to an error message that already names what was wrong."""
+    if not isinstance(word, str):
+        return ""
+    options = list(choices)
+    by_lower = {choice.lower(): choice for choice in options}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
