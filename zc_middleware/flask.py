@@ -58,7 +58,7 @@ from .wsgi import (
     routes_by_path,
 )
 
-__all__ = ["ZeroClick", "zeroclick_cli"]
+__all__ = ["ZeroClick", "route_rows", "zeroclick_cli"]
 
 log = logging.getLogger("zc_middleware")
 
@@ -359,21 +359,26 @@ def _state(app: Flask) -> _State:
 zeroclick_cli = AppGroup("zeroclick", help="ZeroClick metering: paid routes, buyers' balances and plans.")
 
 
-@zeroclick_cli.command("routes")
-def routes_command() -> None:
-    """List the metered routes and what each costs."""
-    state = _state(current_app)
-    rows: list[tuple[str, ...]] = [("route", "methods", "endpoint", "meters")]
-    for rule in sorted(current_app.url_map.iter_rules(), key=lambda r: (r.rule, r.endpoint)):
-        view = current_app.view_functions.get(rule.endpoint)
+def route_rows(app: Flask, gate: Gate) -> list[tuple[str, str, str, str]]:
+    """``(route, methods, endpoint, meters)`` for every metered rule of ``app``, priced by ``gate``."""
+    rows: list[tuple[str, str, str, str]] = []
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: (r.rule, r.endpoint)):
+        view = app.view_functions.get(rule.endpoint)
         by_charge: dict[Charge, list[str]] = {}
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            charge = state.gate.charge_for(_handler(view, method), rule.endpoint)
+            charge = gate.charge_for(_handler(view, method), rule.endpoint)
             if charge is not None:
                 by_charge.setdefault(charge, []).append(method)
         for charge, methods in by_charge.items():
             rows.append((rule.rule, ",".join(methods), rule.endpoint, ", ".join(spec.describe() for spec in charge)))
-    click.echo(table(rows) if len(rows) > 1 else "No metered routes.")
+    return rows
+
+
+@zeroclick_cli.command("routes")
+def routes_command() -> None:
+    """List the metered routes and what each costs."""
+    rows = route_rows(current_app, _state(current_app).gate)
+    click.echo(table([("route", "methods", "endpoint", "meters"), *rows]) if rows else "No metered routes.")
 
 
 @zeroclick_cli.command("balance")

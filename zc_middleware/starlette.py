@@ -34,7 +34,7 @@ from .meters import bind_counter, handler_marks, unbind_counter
 from .settings import ZeroClickSettings
 from .wsgi import REWRITTEN, paid_headers
 
-__all__ = ["ZeroClickMiddleware"]
+__all__ = ["ZeroClickMiddleware", "route_rows"]
 
 log = logging.getLogger("zc_middleware")
 _USAGE = b"x-zeroclick-usage"
@@ -126,6 +126,39 @@ def _websockets(routes: Iterable[Any]) -> Iterator[tuple[object, str | None, str
     for route, endpoint, name in _routes(routes):
         if isinstance(getattr(route, "original_route", route), WebSocketRoute):  # FastAPI wraps routes
             yield endpoint, name, route.path
+
+
+def _paths(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, Any, object]]:
+    """``(full path, route, endpoint)`` of every route, mounts and included routers flattened."""
+    for route in _flat(routes):
+        endpoint = getattr(route, "endpoint", None) or getattr(route, "app", None)
+        path = prefix + getattr(route, "path", "")
+        subroutes = _subroutes(route, endpoint)
+        if subroutes is not None:
+            yield from _paths(subroutes, path)
+        else:
+            yield path, route, endpoint
+
+
+def route_rows(app: Any, gate: Gate) -> list[tuple[str, str, str, str]]:
+    """``(route, methods, name, meters)`` for every metered HTTP route of a Starlette or FastAPI
+    ``app``, priced by ``gate`` as :class:`ZeroClickMiddleware` prices them."""
+    pricer = ZeroClickMiddleware(app, gate=gate)
+    names = dict(((id(route), name) for route, _, name in _routes(app.router.routes)))
+    rows: list[tuple[str, str, str, str]] = []
+    for path, route, endpoint in _paths(app.router.routes):
+        if endpoint is None or isinstance(getattr(route, "original_route", route), WebSocketRoute):
+            continue
+        name = names.get(id(route))
+        methods = sorted(set(getattr(route, "methods", None) or ("GET",)) - {"HEAD", "OPTIONS"})
+        by_charge: dict[Charge, list[str]] = {}
+        for method in methods:
+            charge = gate.charge_for(*pricer._named((_view(endpoint, method), name)))
+            if charge is not None:
+                by_charge.setdefault(charge, []).append(method)
+        for charge, used in by_charge.items():
+            rows.append((path, ",".join(used), name or "-", ", ".join(spec.describe() for spec in charge)))
+    return sorted(rows)
 
 
 class ZeroClickMiddleware:
