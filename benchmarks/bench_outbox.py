@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from tests.reporter.helpers import KEY, batch_api  # noqa: E402
 from zc_middleware import ZeroClickSettings  # noqa: E402
 from zc_middleware.gate import Gate  # noqa: E402
-from zc_middleware.meters import MeterSpec  # noqa: E402
+from zc_middleware.meters import metered  # noqa: E402
 from zc_middleware.outbox import make_event, open_outbox  # noqa: E402
 from zc_middleware.reporter import Reporter  # noqa: E402
 
@@ -81,18 +81,21 @@ def request_path(base: str, tmp: str, meter: str, channel: str, *, sender: bool 
     if not sender:  # isolate the request path: no sender thread competing for the GIL and the file
         reporter.start = reporter.notify = lambda *a: None  # type: ignore[method-assign]
     gate = Gate(settings, reporter=reporter)
-    charge = (MeterSpec.make(meter, estimate=30),)
+    charge = gate.charge_for(metered(meter, estimate=30)(lambda: None))
+    assert charge is not None
     headers = {"zc-agent-id": "buyer-1", "zc-request-id": ""}
     for i in range(200):  # warm up (nothing recorded: a zero batch quantity queues no event)
         headers["zc-request-id"] = f"warm-{i}"
-        allow = gate.check(headers.get, charge)
-        gate.finish(allow, success=True)  # type: ignore[arg-type]
+        usage = gate.new_usage()
+        gate.check(headers.get, charge, usage)
+        gate.finish(usage, success=True)
     started = time.perf_counter()
     for i in range(REQUESTS):
         headers["zc-request-id"] = f"r-{i}"
-        allow = gate.check(headers.get, charge)
-        allow.counter.add(meter, 4)  # type: ignore[union-attr]
-        gate.finish(allow, success=True)  # type: ignore[arg-type]
+        usage = gate.new_usage()
+        gate.check(headers.get, charge, usage)
+        usage.add(meter, 4)
+        gate.finish(usage, success=True)
     per = (time.perf_counter() - started) / REQUESTS * 1e6
     if channel == "batch":
         status = reporter.outbox.status(dead_limit=0)  # the sender ran alongside, as in production

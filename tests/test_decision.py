@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from zc_middleware.decision import private_cache_control
-from zc_middleware.wsgi import paid_headers
+from zc_middleware.policy import paid_headers, private_cache_control
 
 
 @pytest.mark.parametrize(

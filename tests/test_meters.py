@@ -6,7 +6,8 @@ import math
 import pytest
 
 from zc_middleware import ConfigError, ZcError, metered, record_usage
-from zc_middleware.meters import UsageCounter, bind_counter, metered_specs, unbind_counter
+from zc_middleware.meters import Charge, metered_specs
+from zc_middleware.usage import Usage, bind_counter, unbind_counter
 
 
 def test_metered_returns_the_same_function_and_stacks() -> None:
@@ -54,34 +55,35 @@ def test_record_usage_outside_a_request_is_an_error() -> None:
 @pytest.fixture
 def counter():  # type: ignore[no-untyped-def]
     specs = metered_specs(metered("compute-seconds", estimate=30)(lambda: None))
-    counter = UsageCounter(specs, frozenset({"compute-seconds", "api-requests"}))
+    counter = Usage(frozenset({"compute-seconds", "api-requests"}))
+    counter.arm(Charge.build(specs))
     token = bind_counter(counter)
     yield counter
     unbind_counter(token)
 
 
 @pytest.mark.parametrize("quantity", [-1, math.nan, 1.5, 2.0, True, "3", None, 2**60])
-def test_bad_quantities_are_refused(counter: UsageCounter, quantity: object) -> None:
+def test_bad_quantities_are_refused(counter: Usage, quantity: object) -> None:
     with pytest.raises(ZcError, match="invalid_quantity"):
         record_usage("compute-seconds", quantity)  # type: ignore[arg-type]
     assert counter.values["compute-seconds"] == 0
 
 
-def test_record_usage_adds_and_normalises(counter: UsageCounter) -> None:
+def test_record_usage_adds_and_normalises(counter: Usage) -> None:
     record_usage("compute-seconds", 4)
     record_usage("Compute Seconds", 0)
     record_usage("compute_seconds", 3)
     assert counter.values == {"compute-seconds": 7}
 
 
-def test_unknown_and_unchecked_meters_are_refused(counter: UsageCounter) -> None:
+def test_unknown_and_unchecked_meters_are_refused(counter: Usage) -> None:
     with pytest.raises(ZcError, match="unknown_meter"):
         record_usage("gigabytes", 1)
     with pytest.raises(ZcError, match="meter_not_metered"):
         record_usage("api-requests", 1)
 
 
-def test_usage_after_settlement_is_refused(counter: UsageCounter) -> None:
+def test_usage_after_settlement_is_refused(counter: Usage) -> None:
     counter.closed = True
     with pytest.raises(ZcError, match="request_finished"):
         record_usage("compute-seconds", 1)

@@ -12,9 +12,10 @@ from .decision import Allow, Deny
 from .errors import ConfigError, ZcError
 from .gate import Gate
 from .ledger import Balance, Ledger, MeterBalance, open_ledger
-from .meters import metered, record_usage
+from .meters import metered
 from .reporter import report_usage
 from .settings import ZeroClickSettings
+from .usage import Usage, record_usage
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,7 @@ __all__ = [
     "Gate",
     "Ledger",
     "MeterBalance",
+    "Usage",
     "ZcError",
     "ZeroClickSettings",
     "__version__",

@@ -1,17 +1,18 @@
-"""Decisions: :class:`Allow` lets the handler run (and counts its usage), :class:`Deny` carries the response.
+"""Decisions, as frozen values: :class:`Allow` lets the handler run, :class:`Deny` carries the response.
 
 Adapters render a ``Deny`` in their framework's own response type without
-looking inside it; the bytes and headers are built here once.
+looking inside it; the bytes and headers are built here once. What a granted
+request uses is counted apart, by its :class:`~zc_middleware.usage.Usage`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from .ledger.base import Hold, Refusal
-from .meters import UsageCounter
+from .ledger import Hold, Refusal
+from .meters import Charge
 
 __all__ = [
     "Allow",
@@ -20,7 +21,6 @@ __all__ = [
     "identity_required",
     "ledger_unavailable",
     "payment_required",
-    "private_cache_control",
     "route_repriced",
 ]
 
@@ -31,31 +31,17 @@ _MESSAGES = {
 }
 
 
-class Allow(UsageCounter):
-    """Run the handler. The grant is also the request's usage counter: one object per paid request.
+class Allow(NamedTuple):
+    """Run the handler: ``buyer`` pays for ``charge``; ``hold`` is the ledger's provisional debit
+    (``None`` when failing open), settled later from what the request's
+    :class:`~zc_middleware.usage.Usage` counted. ``request_id`` is the proxy's id for the request,
+    kept for batch events' keys. A frozen value (a named tuple: made on every paid request, and
+    half the cost of a frozen dataclass)."""
 
-    ``buyer`` is who pays, ``hold`` the ledger's provisional debit (``None`` when failing
-    open), ``charge`` (inherited) what the route costs; the hold is settled from the counted
-    usage. ``request_id`` is the proxy's id for this request, kept for batch events' keys.
-    """
-
-    buyer = ""
-    hold: Hold | None = None
+    buyer: str
+    charge: Charge
+    hold: Hold | None
     request_id: str | None = None
-
-    def __init__(self, known: frozenset[str] = frozenset()) -> None:
-        """An unarmed grant: the gate arms it and fills it in when the plan covers the charge."""
-        super().__init__((), known)
-
-    @property
-    def counter(self) -> UsageCounter:
-        """What adapters bind for :func:`~zc_middleware.record_usage`: the grant itself."""
-        return self
-
-    @property
-    def finished(self) -> bool:
-        """Settled or released already."""
-        return self.closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,26 +56,6 @@ class Deny:
 
 
 Decision = Allow | Deny
-
-
-def private_cache_control(value: str | None) -> str:
-    """The ``Cache-Control`` a paid route's response goes out with: ``private`` first, so that no
-    shared cache (a CDN, a caching proxy, Django's cache middleware, which looks for exactly that
-    word) replays it to another buyer, or to the same one, without the plan check. The app's own
-    directives follow, except ``public`` and any ``private`` of its own (one limited to some fields
-    included). ``value`` is every ``Cache-Control`` the app set, joined with commas."""
-    value = value or ""
-    kept = []
-    for directive in _DIRECTIVES.split(value) if value.count('"') % 2 == 0 else value.split(","):
-        directive = directive.strip()
-        name = directive.partition("=")[0].strip().lower()
-        if directive and name != "public" and name != "private":
-            kept.append(directive)
-    return ", ".join(["private", *kept])
-
-
-#: the commas between ``Cache-Control`` directives: not those inside a quoted string (``no-cache="a, b"``)
-_DIRECTIVES = re.compile(r',(?=(?:[^"]*"[^"]*")*[^"]*$)')
 
 
 def _json(status: int, payload: dict[str, object], *extra: tuple[str, str], **kw: str | None) -> Deny:

@@ -1,37 +1,32 @@
-"""Meter names, the ``@metered`` marker and the per-request usage counter.
+"""What a route costs: meter names, the ``@metered`` marker, and a route's :class:`Charge`.
 
 ``@metered`` only marks a view: it returns the very function it was given, so
 signatures (FastAPI dependency injection, OpenAPI), ``functools.wraps`` chains
 and decorator order are untouched. Adapters read the mark after the
-framework's own router has matched the request.
-
-One ``ContextVar`` holds the counter of the current request. The adapter sets it
-once and resets it in ``finally``; handlers only mutate the object, because
-thread pools copy the context forward but never back.
+framework's own router has matched the request. What a request records is
+counted by :mod:`zc_middleware.usage`.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterable, Mapping
-from contextvars import ContextVar, Token
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from ._cache import remember
 from .errors import ConfigError, ZcError
 
 __all__ = [
     "MAX_QUANTITY",
     "Charge",
     "MeterSpec",
-    "UsageCounter",
-    "current_counter",
+    "check_quantity",
     "handler_marks",
     "metered",
     "metered_specs",
     "normalize_meter_name",
-    "record_usage",
 ]
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -186,9 +181,7 @@ def handler_marks(view: object, handler: object) -> object:
     key = (view, handler)
     stacked = _stacked.get(key)
     if stacked is None:
-        if len(_stacked) >= 4096:  # views are few; bounded all the same, like every cache here
-            _stacked.clear()
-        stacked = _stacked[key] = _Stacked(view, handler)
+        stacked = remember(_stacked, key, _Stacked(view, handler))
     return stacked
 
 
@@ -231,106 +224,3 @@ class Charge(tuple[MeterSpec, ...]):
         charge.header = ", ".join(parts) if parts else None
         charge.header_bytes = (charge.header or "").encode("latin-1")
         return charge
-
-
-_UNARMED = Charge.build(())
-
-
-class UsageCounter:
-    """The usage of one request, meter by meter, in the order settings declare.
-
-    ``values`` is the route's shared ``charge.base`` until the first :meth:`add`
-    copies it (``touched``): most requests record nothing, and pay for no copy.
-    """
-
-    # Class-level defaults (no ``__slots__``): a new counter pays only for what it changes.
-    #: what the route costs; empty until :meth:`arm`
-    charge: Charge = _UNARMED
-    values: dict[str, int] = _UNARMED.base
-    #: what the usage header said, once it has gone out (``None`` before)
-    reported: Mapping[str, int] | None = None
-    #: settled or released: recording more is an error
-    closed = False
-    #: ``record_usage`` was called: ``values`` is this request's own copy
-    touched = False
-
-    def __init__(self, specs: Iterable[MeterSpec] = (), known: frozenset[str] = frozenset()) -> None:
-        self.known = known
-        if specs:
-            self.arm(specs)
-
-    @property
-    def holds(self) -> Mapping[str, int]:
-        """``{meter: units checked beforehand}``."""
-        return self.charge.amounts
-
-    def arm(self, specs: Iterable[MeterSpec]) -> None:
-        """Start counting ``specs`` (a :class:`Charge`, or specs to build one from). A counter bound
-        before routing (Django binds in ``__call__``, resolves in ``process_view``) is created empty;
-        the Gate arms it when it grants the request."""
-        charge = specs if isinstance(specs, Charge) else Charge.build(specs)
-        self.charge = charge
-        self.values = charge.base
-        self.touched = False
-
-    def add(self, meter: str, quantity: object) -> None:
-        qty = check_quantity(quantity)
-        if self.closed:
-            raise ZcError("request_finished", "this request's usage was already settled")
-        values = self.values
-        name = meter if meter in values else self._resolve(meter)
-        total = values[name] + qty
-        if total > MAX_QUANTITY:
-            raise ZcError("invalid_quantity", f"usage of {name!r} would exceed {MAX_QUANTITY}")
-        if not self.touched:
-            self.values = values = dict(values)
-            self.touched = True
-        values[name] = total
-
-    def _resolve(self, meter: str) -> str:
-        if self.charge is _UNARMED:  # bound before routing (Django), and the view turned out free
-            raise _outside_request()
-        name = normalize_meter_name(meter)
-        if name in self.values:
-            return name
-        if name not in self.known:
-            raise ZcError("unknown_meter", f"meter {meter!r} is not declared in settings.meters")
-        raise ZcError(
-            "meter_not_metered",
-            f"meter {name!r} was not checked for this route; add @metered({name!r}, estimate=...)",
-        )
-
-
-_current: ContextVar[UsageCounter | None] = ContextVar("zc_usage_counter", default=None)
-
-
-def current_counter() -> UsageCounter | None:
-    return _current.get()
-
-
-def record_usage(meter: str, quantity: int) -> None:
-    """Add ``quantity`` units of ``meter`` to the current paid request.
-
-    Works in async handlers, sync handlers run in a thread pool, and any code
-    they call. Outside a paid request it raises :class:`ZcError`
-    (``outside_request``) rather than dropping the usage.
-    """
-    counter = _current.get()
-    if counter is None:
-        check_quantity(quantity)
-        raise _outside_request()
-    counter.add(meter, quantity)
-
-
-def _outside_request() -> ZcError:
-    return ZcError(
-        "outside_request",
-        "record_usage() was called outside a metered request; decorate the view with "
-        "@metered(...) or use report_usage() for work outside requests",
-    )
-
-
-#: Make a counter the current request's counter; returns the token for :func:`unbind_counter`.
-#: (The ContextVar's own methods: adapters call them on every paid request.)
-bind_counter: Callable[[UsageCounter | None], Token[UsageCounter | None]] = _current.set
-unbind_counter: Callable[[Token[UsageCounter | None]], None] = _current.reset

@@ -925,7 +925,7 @@ def test_middleware_that_calls_flask_lazily_still_settles_every_request() -> Non
     response = client.post("/render", headers=AGENT, buffered=True)
     assert response.headers["x-zeroclick-usage"] == "compute-seconds=2"
     assert used(ledger, "compute-seconds") == 2  # settled at what was recorded, not the estimate
-    from zc_middleware.meters import current_counter
+    from zc_middleware.usage import current_counter
 
     assert current_counter() is None  # no request's counter left bound
 

@@ -74,12 +74,13 @@ def test_shared_file_settles_and_queues_in_one_transaction(api: BatchAPI, tmp_pa
     reporter = Reporter(open_outbox(url), api_key=KEY, base_url=api.base, flush_interval=60)
     gate = Gate(settings, reporter=reporter)
     try:
-        assert gate._shared_file
+        assert gate.ledger.joins(reporter.outbox)  # the store says so: one transaction for both
         charge = gate.charge_for(metered("compute-seconds", estimate=30)(lambda: None))
         assert charge is not None
-        allow = gate.check({"zc-agent-id": "b", "zc-request-id": "r1"}.get, charge)
-        allow.counter.add("compute-seconds", 7)  # type: ignore[union-attr]
-        gate.finish(allow, success=True)  # type: ignore[arg-type]
+        usage = gate.new_usage()
+        gate.check({"zc-agent-id": "b", "zc-request-id": "r1"}.get, charge, usage)
+        usage.add("compute-seconds", 7)
+        gate.finish(usage, success=True)
         assert gate.ledger.balance("b").meter("compute-seconds").used == 7
         assert reporter.outbox.status().pending == 1
         assert reporter.counters["queued"] == 1
@@ -109,9 +110,10 @@ def test_a_long_request_id_and_meter_name_still_make_a_valid_key(tmp_path: Path)
         charge = gate.charge_for(metered(meter, estimate=10)(lambda: None))
         assert charge is not None
         for _ in range(2):  # the proxy retrying the same request: the same key
-            allow = gate.check({"zc-agent-id": "b", "zc-request-id": "r" * 200}.get, charge)
-            allow.counter.add(meter, 7)  # type: ignore[union-attr]
-            gate.finish(allow, success=True)  # type: ignore[arg-type]
+            usage = gate.new_usage()
+            gate.check({"zc-agent-id": "b", "zc-request-id": "r" * 200}.get, charge, usage)
+            usage.add(meter, 7)
+            gate.finish(usage, success=True)
         assert gate.ledger.balance("b").meter(meter).used == 14
         assert reporter.outbox.status().pending == 1
         assert gate.stats["outbox_errors"] == 0

@@ -8,8 +8,7 @@ its resolver matched. Under ASGI a sync ``process_view`` runs in a worker
 thread whose context never flows back, which is why only the counter
 *object* is shared, never a ``.set()`` made there.
 
-``__call__`` and ``__acall__`` share every decision; only the ledger calls
-are written twice.
+``__call__`` and ``__acall__`` share every step; only the Gate calls differ.
 """
 
 from __future__ import annotations
@@ -24,11 +23,13 @@ from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
-from ..decision import Allow, Deny, private_cache_control
+from .._cache import remember
+from ..decision import Allow, Deny
+from ..environ import buyer_key, buyer_of, header_getter
 from ..errors import ConfigError
 from ..gate import Charge, Gate
-from ..meters import bind_counter, unbind_counter
-from ..wsgi import REWRITTEN, WSGIBody, buyer_key, buyer_of, header_getter
+from ..policy import apply_paid, apply_refused, succeeded
+from ..usage import bind_counter, unbind_counter
 from . import conf
 from .checks import check_middleware
 from .conf import get_gate
@@ -37,28 +38,25 @@ from .streaming import settle_at_close
 
 __all__ = ["ZeroClickMiddleware"]
 
-_USAGE = "X-ZeroClick-Usage"
-_USAGE_KEY = _USAGE.lower()
-_CDN_ONLY = REWRITTEN - {_USAGE_KEY, "cache-control"}  # what only CDNs read: dropped from paid responses
 _STATE = "_zeroclick"
-_CACHE_SIZE = 4096
 GetResponse = Callable[[HttpRequest], Any]
 RouteKey = tuple[object, str | None, str | None, str | None]
 
 
-class _Exchange(WSGIBody):
-    """One request through the middleware: the usage counter, bound before Django resolves the
-    view; the Gate arms it and fills it in (it becomes the ``Allow``) when the view is paid."""
+class _Request:
+    """One request through the middleware: the Gate that serves it, its usage counter (bound before
+    Django resolves the view, armed when the Gate grants it), and whether the Gate refused it."""
 
-    #: the Gate allowed the view: settle or release when the response is done
-    granted = False
-    #: the Gate refused the view: its answer leaves without any usage header
-    refused = False
+    __slots__ = ("gate", "refused", "usage")
 
     def __init__(self, gate: Gate) -> None:
-        # One frame, no super().__init__(): every other field starts at its class default.
-        self.known = gate.known
         self.gate = gate
+        self.usage = gate.new_usage()
+        self.refused = False
+
+    def bind(self, request: HttpRequest) -> Any:
+        setattr(request, _STATE, self)
+        return bind_counter(self.usage)
 
 
 class _Routing:
@@ -86,14 +84,9 @@ class _Routing:
             pass
         except TypeError:  # an unhashable view: priced on every request
             return self._price(view_func, method, url_name, view_name)
-        charge = self._price(view_func, method, url_name, view_name)
-        if len(self.charges) >= _CACHE_SIZE:
-            self.charges.clear()
-        self.charges[key] = charge
+        charge = remember(self.charges, key, self._price(view_func, method, url_name, view_name))
         if not self.gate.settings.routes and getattr(view_func, "view_class", None) is None:
-            if len(self.by_view) >= _CACHE_SIZE:
-                self.by_view.clear()
-            self.by_view[view_func] = charge  # neither the method nor the URL name changes its price
+            remember(self.by_view, view_func, charge)  # neither the method nor the URL name changes its price
         return charge
 
     def _price(
@@ -123,54 +116,40 @@ class ZeroClickMiddleware:
             raise ImproperlyConfigured(f"zc_middleware: {problem.msg}")
         self._routing = _Routing(_validate_urlconf())
 
-    # -- the request around the view ---------------------------------------------
+    # -- the request around the view: the twins share every step ------------------------
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        exchange = request._zeroclick = _Exchange(conf._gate or get_gate())
-        token = bind_counter(exchange)
+        state = _Request(conf._gate or get_gate())
+        token = state.bind(request)
+        response = None
         try:
             response = self.get_response(request)
-        except BaseException:
-            if exchange.granted:
-                exchange.gate.finish(exchange, success=False)
-            raise
-        finally:
+        finally:  # a view that raised (response None) releases its hold
             unbind_counter(token)
-        if exchange.granted:
-            success = _respond(exchange, response, request)
-            if success is not None:
-                exchange.gate.finish(exchange, success=success)
-        elif exchange.refused:
-            _refused(response.headers)  # middleware below ours may have changed the Gate's answer
+            if (success := _outcome(state, request, response)) is not None:
+                state.gate.finish(state.usage, success=success)
         return response
 
     async def __acall__(self, request: HttpRequest) -> Any:
-        exchange = request._zeroclick = _Exchange(conf._gate or get_gate())
-        token = bind_counter(exchange)
+        state = _Request(conf._gate or get_gate())
+        token = state.bind(request)
+        response = None
         try:
             response = await self.get_response(request)
-        except BaseException:  # CancelledError included: Django cancels the view when the client leaves
-            if exchange.granted:
-                await exchange.gate.afinish(exchange, success=False)
-            raise
-        finally:
+        finally:  # a view that raised, or was cancelled as the client left, releases its hold
             unbind_counter(token)
-        if exchange.granted:
-            success = _respond(exchange, response, request)
-            if success is not None:
-                await exchange.gate.afinish(exchange, success=success)
-        elif exchange.refused:
-            _refused(response.headers)  # middleware below ours may have changed the Gate's answer
+            if (success := _outcome(state, request, response)) is not None:
+                await state.gate.afinish(state.usage, success=success)
         return response
 
     # -- the decision, once Django has resolved the view ---------------------------
-    def _charge(self, request: HttpRequest, view_func: object) -> tuple[_Exchange, Charge, str | None] | None:
-        """The request's exchange, what its view costs and the buyer, or ``None`` for a free view."""
-        exchange = getattr(request, _STATE, None)
-        if exchange.__class__ is not _Exchange:
+    def _charge(self, request: HttpRequest, view_func: object) -> tuple[_Request, Charge, str | None] | None:
+        """The request's state, what its view costs and the buyer, or ``None`` for a free view."""
+        state = getattr(request, _STATE, None)
+        if state.__class__ is not _Request:
             return None  # process_view without __call__: not a request this middleware saw
-        gate = exchange.gate
+        gate = state.gate
         routing = self._routing
         if routing.gate is not gate:  # ZEROCLICK changed (tests): price with the request's own Gate
             routing = self._routing = _Routing(gate)
@@ -180,7 +159,7 @@ class ZeroClickMiddleware:
             charge = routing.charge(request, view_func)
         if charge is None:
             return None
-        return exchange, charge, buyer_of(gate, request.META, routing.meta_key)
+        return state, charge, buyer_of(gate, request.META, routing.meta_key)
 
     def process_view(
         self, request: HttpRequest, view_func: object, view_args: tuple[Any, ...], view_kwargs: dict[str, Any]
@@ -188,9 +167,8 @@ class ZeroClickMiddleware:
         found = self._charge(request, view_func)
         if found is None:
             return None
-        exchange, charge, buyer = found
-        decision = exchange.gate.check_buyer(buyer, header_getter(request.META), charge, exchange)
-        return _decided(exchange, decision)
+        state, charge, buyer = found
+        return _decided(state, state.gate.check_buyer(buyer, header_getter(request.META), charge, state.usage))
 
     async def _aprocess_view(
         self, request: HttpRequest, view_func: object, view_args: tuple[Any, ...], view_kwargs: dict[str, Any]
@@ -198,20 +176,15 @@ class ZeroClickMiddleware:
         found = self._charge(request, view_func)
         if found is None:
             return None
-        exchange, charge, buyer = found
-        gate = exchange.gate
-        if gate.inline:  # embedded ledgers answer in microseconds: no coroutine, no thread hop
-            decision = gate.check_buyer(buyer, header_getter(request.META), charge, exchange)
-        else:
-            decision = await gate.acheck_buyer(buyer, header_getter(request.META), charge, exchange)
-        return _decided(exchange, decision)
+        state, charge, buyer = found
+        decision = await state.gate.acheck_buyer(buyer, header_getter(request.META), charge, state.usage)
+        return _decided(state, decision)
 
 
-def _decided(exchange: _Exchange, decision: Allow | Deny) -> HttpResponse | None:
-    if decision is not exchange:  # anything but the exchange itself, armed, is a refusal
-        exchange.refused = True
-        return _deny_response(decision)  # type: ignore[arg-type]  # returned from process_view: the view never runs
-    exchange.granted = True
+def _decided(state: _Request, decision: Allow | Deny) -> HttpResponse | None:
+    if isinstance(decision, Deny):
+        state.refused = True
+        return _deny_response(decision)  # returned from process_view: the view never runs
     return None
 
 
@@ -223,67 +196,31 @@ def _deny_response(deny: Deny) -> HttpResponse:
     return response
 
 
-def _respond(exchange: _Exchange, response: HttpResponseBase, request: HttpRequest) -> bool | None:
-    """Put the usage header on the response: ours on a success, replacing the view's own; none on a
-    failure. Returns how to settle now, or ``None`` when the body settles at close."""
-    success: bool = response.status_code < 400
-    headers = response.headers
-    _set_usage(headers, exchange.gate.usage_header(exchange) if success else None)
-    _set_private(headers)
-    if response.streaming:
-        # As for any WSGI body: once the headers went out the proxy bills them, so the ledger keeps
-        # the usage even if the body fails later; a body failing before that releases the hold.
-        gate = exchange.gate
-        settle_at_close(
-            response,
-            exchange,
-            lambda: gate.finish(exchange, success=success and not exchange.failed),
-            headers_first=not isinstance(request, WSGIRequest),
-        )
+def _outcome(state: _Request, request: HttpRequest, response: HttpResponseBase | None) -> bool | None:
+    """Apply the response policy to ``response`` (``None``: the view raised) and say how to settle
+    now: ``True``/``False``, or ``None`` for nothing to settle (free, refused, or settled when a
+    streamed body closes)."""
+    usage = state.usage
+    if usage.allow is None:  # not granted
+        if state.refused and response is not None:
+            apply_refused(response.headers)  # middleware below ours may have changed the Gate's answer
         return None
-    return success
-
-
-def _set_usage(headers: Any, value: str | None) -> None:
-    """Replace any usage header the view set, or drop it when ``value`` is ``None``: on a paid
-    route only the Gate reports usage, and only on a success."""
-    store = getattr(headers, "_store", None)
-    if store.__class__ is dict:
-        # Django's ResponseHeaders keeps ``{lower-case name: (name, value)}`` (4.2 to 6.1). Its
-        # ``__setitem__`` re-validates the value, which costs about 1 µs a request; ours is built from
-        # validated meter names and integers, plain ASCII without line breaks.
-        if value:
-            store[_USAGE_KEY] = (_USAGE, value)
-        else:
-            store.pop(_USAGE_KEY, None)
-        return
-    headers.pop(_USAGE, None)
-    if value:
-        headers[_USAGE] = value
-
-
-def _refused(headers: Any) -> None:
-    """The Gate's answer as middleware below ours left it: no usage header, and ``no-store`` (a cached
-    ``402`` would keep refusing a buyer who has paid since)."""
-    _set_usage(headers, None)
-    for name in _CDN_ONLY:
-        headers.pop(name, None)
-    headers["Cache-Control"] = "no-store"
-
-
-def _set_private(headers: Any) -> None:
-    """Make a paid response's ``Cache-Control`` private (:func:`private_cache_control`): Django's own
-    cache middleware, like any shared cache, then never replays it without the plan check."""
-    store = getattr(headers, "_store", None)
-    if store.__class__ is dict:  # as in _set_usage; the value is the app's, already validated, or ours
-        current = store.get("cache-control")
-        store["cache-control"] = ("Cache-Control", private_cache_control(current[1] if current else None))
-        for name in _CDN_ONLY:
-            store.pop(name, None)
-        return
-    headers["Cache-Control"] = private_cache_control(headers.get("Cache-Control"))
-    for name in _CDN_ONLY:
-        headers.pop(name, None)
+    if response is None:
+        return False
+    success = succeeded(response.status_code, False)
+    apply_paid(response.headers, usage.report() if success else None)
+    if not response.streaming:
+        return success
+    # As for any WSGI body: once the headers went out the proxy bills them, so the ledger keeps the
+    # usage even if the body fails later; a body failing before that releases the hold.
+    gate = state.gate
+    settle_at_close(
+        response,
+        usage,
+        lambda body: gate.finish(usage, success=success and not body.failed),
+        headers_first=not isinstance(request, WSGIRequest),
+    )
+    return None
 
 
 def _validate_urlconf() -> Gate:

@@ -6,9 +6,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._schemes import load, scheme_of
-from .base import Balance, Hold, Ledger, MeterBalance, Refusal
+from .base import BUYER_ID, Balance, Hold, Ledger, MeterBalance, Refusal, check_buyer_id
 
-__all__ = ["SCHEMES", "Balance", "Hold", "Ledger", "MeterBalance", "Refusal", "check_url", "open_ledger"]
+__all__ = [
+    "BUYER_ID",
+    "SCHEMES",
+    "Balance",
+    "Hold",
+    "Ledger",
+    "MeterBalance",
+    "Refusal",
+    "check_buyer_id",
+    "check_url",
+    "open_ledger",
+]
 
 #: scheme -> "module:Class"
 SCHEMES: dict[str, str] = {

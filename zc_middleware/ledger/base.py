@@ -277,6 +277,14 @@ class Ledger(ABC):
     def release(self, hold: Hold) -> None:
         self.adjust(hold, {})
 
+    def joins(self, outbox: object) -> bool:
+        """Whether a settle and an insert into ``outbox`` can commit in one transaction."""
+        return False
+
+    def adjust_with_events(self, hold: Hold, used: Mapping[str, int], outbox: Any, events: Any) -> int:
+        """:meth:`adjust` and store ``events`` in ``outbox`` in one transaction (when :meth:`joins`)."""
+        raise NotImplementedError
+
     async def areserve(self, buyer: str, amounts: Mapping[str, int]) -> Hold | Refusal:
         return self.reserve(buyer, amounts)
 

@@ -25,6 +25,7 @@ import math
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -277,6 +278,16 @@ class SQLiteLedger(Ledger):
             return also(conn)
 
         return self._write(body)
+
+    def joins(self, outbox: object) -> bool:
+        path = getattr(outbox, "path", None)
+        return isinstance(path, str) and os.path.realpath(path) == os.path.realpath(self.path)
+
+    def adjust_with_events(self, hold: Hold, used: Mapping[str, int], outbox: Any, events: Any) -> int:
+        from ..outbox.sqlite import insert_events
+
+        now = time.time()
+        return self.adjust_with(hold, used, lambda conn: insert_events(conn, events, now, strict=False))
 
     def adjust(self, hold: Hold, used: Mapping[str, int]) -> None:
         changes = self._changes(hold, used)

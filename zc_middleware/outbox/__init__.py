@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from .._schemes import load, scheme_of
-from .base import Event, Leased, Outbox, OutboxStatus, make_event
+from .base import MAX_KEY, Event, Leased, Outbox, OutboxStatus, make_event
 
-__all__ = ["SCHEMES", "Event", "Leased", "Outbox", "OutboxStatus", "check_url", "make_event", "open_outbox"]
+__all__ = ["MAX_KEY", "SCHEMES", "Event", "Leased", "Outbox", "OutboxStatus", "check_url", "make_event", "open_outbox"]
 
 #: scheme -> "module:Class"
 SCHEMES: dict[str, str] = {

@@ -1,0 +1,47 @@
+"""Request headers as PEP 3333 keeps them in ``environ`` (and Django in ``request.META``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .identity import HeaderGetter
+
+if TYPE_CHECKING:
+    from .gate import Gate
+
+__all__ = ["Environ", "buyer_key", "buyer_of", "environ_key", "header_getter", "path_key"]
+
+Environ = dict[str, Any]
+_SPECIAL = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
+
+
+def environ_key(name: str) -> str:
+    """Where header ``name`` is kept: ``zc-agent-id`` is ``HTTP_ZC_AGENT_ID``."""
+    name = name.lower()
+    return _SPECIAL.get(name) or "HTTP_" + name.upper().replace("-", "_")
+
+
+def header_getter(environ: Environ) -> HeaderGetter:
+    """Look request headers up in ``environ`` by lower-case name."""
+
+    def get_header(name: str) -> str | None:
+        value = environ.get(environ_key(name))
+        return value if isinstance(value, str) else None
+
+    return get_header
+
+
+def buyer_key(gate: Gate) -> str | None:
+    """The ``environ`` key of the Gate's identity header; ``None`` when a custom ``identify`` decides."""
+    return environ_key(gate.identity_header) if gate.identity_header else None
+
+
+def buyer_of(gate: Gate, environ: Environ, key: str | None) -> str | None:
+    """The buyer id of a request: ``environ[key]`` for the default identity, else ``gate.identify``.
+    (The Gate refuses a value that is not a valid id, a non-string included.)"""
+    return environ.get(key) if key is not None else gate.identify(header_getter(environ))
+
+
+def path_key(environ: Environ) -> tuple[object, object, object]:
+    """What a router that decides by method and path alone sees: method, script name and path."""
+    return environ.get("REQUEST_METHOD"), environ.get("SCRIPT_NAME"), environ.get("PATH_INFO")

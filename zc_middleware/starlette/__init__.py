@@ -1,0 +1,225 @@
+"""Pure ASGI middleware for Starlette and FastAPI: ``app.add_middleware(ZeroClickMiddleware, settings=...)``.
+
+Not ``BaseHTTPMiddleware``: that buffers responses, breaks streaming and
+drops context variables set downstream. Whether a request is paid is decided
+from the router's own match (:mod:`.routes`); a paid request runs through an
+:class:`~.exchange.Exchange` that applies the response policy on
+``http.response.start`` and passes every other message through untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+try:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+except ImportError:  # pragma: no cover - exercised by tests/test_optional_imports.py
+    raise ImportError("zc_middleware.starlette needs Starlette: pip install 'zc-middleware[starlette]'") from None
+
+from .._cache import remember
+from ..decision import Deny
+from ..errors import ConfigError
+from ..gate import Charge, Gate
+from ..identity import Identify
+from ..ledger import Ledger
+from ..policy import succeeded
+from ..pricing import View
+from ..settings import ZeroClickSettings
+from ..usage import bind_counter, unbind_counter
+from .exchange import Exchange, refuse_websocket, send_deny
+from .routes import match, named, route_rows, views, websockets
+
+__all__ = ["ZeroClickMiddleware", "route_rows"]
+
+log = logging.getLogger("zc_middleware")
+_CHECKED = "zc_middleware.checked"  # in the scope of a request a ZeroClickMiddleware has checked
+
+
+class ZeroClickMiddleware:
+    """``app.add_middleware(ZeroClickMiddleware, settings=ZeroClickSettings(...))``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: ZeroClickSettings | None = None,
+        ledger: Ledger | None = None,
+        identify: Identify | None = None,
+        gate: Gate | None = None,
+    ) -> None:
+        self.app = app
+        if gate is None:
+            gate = Gate(settings if settings is not None else ZeroClickSettings(), ledger=ledger, identify=identify)  # type: ignore[call-arg]
+        self.gate = gate
+        self._identity = gate.identity_header.encode("latin-1") if gate.identity_header else None
+        self._cache: dict[tuple[str, str, str], Charge | None] = {}
+        #: the router's route list :attr:`_cache` was filled from, its length and last route then:
+        #: routes added or removed at run time (``add_route``, ``include_router``) make it stale
+        self._routes: list[Any] = []
+        self._routes_len = 0
+        self._routes_last: object = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(scope, receive, send)
+            elif scope["type"] == "websocket" and self._charge(scope, None) is not None:
+                await refuse_websocket(receive, send)  # refused at start-up too: see validate()
+            else:
+                await self.app(scope, receive, send)
+            return
+        key = (scope["method"], scope["path"], scope.get("root_path", ""))
+        try:
+            charge = self._cache[key]
+        except KeyError:
+            charge = self._charge(scope, key)
+        else:
+            routes = self._routes  # a path known free may be paid now: inline, on every free request
+            if charge is None and (len(routes) != self._routes_len or (routes and routes[-1] is not self._routes_last)):
+                self._cache.clear()
+                charge = self._charge(scope, key)
+        if charge is None or _CHECKED in scope:
+            # free; or paid and already checked by a ZeroClickMiddleware outside this one (installed
+            # twice, or around a mounted app that has its own): never debited twice
+            await self.app(scope, receive, send)
+            return
+        # A paid request, written out in one coroutine: this is the per-request cost of the middleware.
+        gate = self.gate
+        exchange = Exchange(gate.new_usage(), scope["headers"], receive, send)
+        if self._identity is not None:  # the default identity: one header, read straight from the scope
+            buyer = None
+            for name, value in exchange.headers:
+                if name == self._identity:
+                    # Repeated, joined as WSGI servers and Django join it: two buyers are not an id.
+                    buyer = value.decode("latin-1") if buyer is None else f"{buyer},{value.decode('latin-1')}"
+        else:
+            buyer = gate.identify(exchange.header)
+        if gate.inline:
+            decision = gate.check_buyer(buyer, exchange.header, charge, exchange.usage)
+        else:
+            decision = await gate.acheck_buyer(buyer, exchange.header, charge, exchange.usage)
+        if decision.__class__ is Deny:
+            await send_deny(send, decision)
+            return
+        token = bind_counter(exchange.usage)
+        scope[_CHECKED] = True  # the scope mounted apps and routers pass on, updated in place
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        finally:
+            unbind_counter(token)
+            # Once a usage header went out the proxy bills it, so the ledger keeps it
+            # even if the body later fails; before that, any failure releases the hold.
+            success = succeeded(exchange.status, exchange.disconnected_early)
+            if gate.inline:
+                gate.finish(exchange.usage, success=success)
+            else:
+                await gate.afinish(exchange.usage, success=success)
+
+    # -- routing -----------------------------------------------------------------
+    def _router(self, app: object) -> Any:
+        """The router of the app this middleware serves: the app it wraps (``ZeroClickMiddleware(app)``,
+        mounted anywhere), else ``scope["app"]`` (set by Starlette and FastAPI before their middleware
+        stack, in which this one then sits)."""
+        router = getattr(self.app, "router", None)
+        return router if router is not None else getattr(app, "router", None)
+
+    def _charge(self, scope: Scope, key: tuple[str, str, str] | None) -> Charge | None:
+        router = self._router(scope.get("app"))
+        if router is None:
+            return None  # no router to ask: validate() refused to start
+        routes = router.routes
+        probe = dict(scope)
+        probe.pop("fastapi", None)  # FastAPI keeps routing state here; never touch the real one
+        found, cacheable = match(routes, probe, None)
+        if found is None:
+            return None  # 404, 405: the app answers. Not remembered: a route may be added there later
+        charge = self.gate.charge_for(*self._named(found))
+        if not isinstance(routes, list):
+            return charge  # nothing to tell a change of routes by: priced on every request
+        if key is not None and not self._cache:  # remember the routes the cache is filled from
+            self._routes, self._routes_len, self._routes_last = routes, len(routes), routes[-1] if routes else None
+        if cacheable and key is not None:
+            remember(self._cache, key, charge)
+        return charge
+
+    def _named(self, view: View) -> View:
+        return named(view, self.gate.settings.routes)
+
+    def validate(self, app: object) -> int:
+        """Check every route's meters against settings; returns how many routes are paid."""
+        router = self._router(app)
+        if router is None:
+            raise ConfigError(
+                "no_router",
+                "ZeroClickMiddleware found no router to price routes with: add it to a Starlette or FastAPI "
+                "app with app.add_middleware(ZeroClickMiddleware, ...), or wrap such an app directly",
+            )
+        self._warn_about_inner_middleware(app)
+        for endpoint, name, path in websockets(router.routes):
+            if self.gate.charge_for(*self._named((endpoint, name))) is not None:
+                raise ConfigError(
+                    "metered_websocket",
+                    f"the WebSocket route {path!r} is metered, but zc_middleware meters HTTP requests only "
+                    "(a WebSocket session has no response to carry a usage header); check the plan and report "
+                    "its usage with report_usage() (batch) in the handler instead",
+                )
+        found = list(views(router.routes))
+        priced = [self._named(view) for view in found]
+        self.gate.warn_unrouted({name for _, name in found} | {name for _, name in priced})
+        return self.gate.validate_views(priced)
+
+    def _warn_about_inner_middleware(self, app: object) -> None:
+        """Middleware added before this one runs inside it, after the route was priced: one that
+        rewrites the path or the method (a method override, a prefix stripper) would change the
+        route that runs. Starlette's and FastAPI's own middleware never do."""
+        stack = [getattr(m, "cls", None) for m in getattr(app, "user_middleware", ())]  # outermost first
+        if ZeroClickMiddleware not in stack:
+            return
+        inner = stack[stack.index(ZeroClickMiddleware) + 1 :]
+        mine = [
+            cls
+            for cls in inner
+            if cls is not ZeroClickMiddleware
+            and not getattr(cls, "__module__", "").startswith(("starlette.", "fastapi."))
+        ]
+        if mine:
+            names = ", ".join(getattr(cls, "__qualname__", repr(cls)) for cls in mine)
+            log.warning(
+                "zc_middleware: %s run(s) inside ZeroClickMiddleware, after a request's route was priced; if "
+                "any rewrites the path or the method, add ZeroClickMiddleware after it (outermost)",
+                names,
+            )
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        first = await receive()
+        if first["type"] == "lifespan.startup":
+            try:
+                paid = self.validate(scope.get("app"))
+            except Exception as exc:
+                log.error("zc_middleware: %s", exc)
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            log.info("zc_middleware: %d paid routes, ledger %s", paid, self.gate.settings.ledger)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return first
+            return await receive()
+
+        async def send_after_flush(message: Message) -> None:
+            # Deliver queued usage (bounded by settings.shutdown_timeout) before the server exits;
+            # in a worker thread so the loop keeps serving whatever is still draining.
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                if self.gate.reporter is not None:
+                    import anyio.to_thread
+
+                    await anyio.to_thread.run_sync(self.gate.close_reporter)
+            await send(message)
+
+        await self.app(scope, replay, send_after_flush)
+
+

@@ -1,0 +1,72 @@
+"""One paid ASGI request: ``send`` wrapped to apply the response policy on ``http.response.start``.
+
+The wrapper edits headers only on ``http.response.start``, sends it exactly
+once, records the status only after it really went out, and passes every
+other message through untouched; the app's own message and header list are
+never edited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from starlette.types import Message, Receive, Send
+
+from ..decision import Deny
+from ..policy import paid_raw_headers
+from ..usage import Usage
+
+__all__ = ["Exchange", "refuse_websocket", "send_deny"]
+
+
+class Exchange:
+    """One paid request: its :class:`~zc_middleware.usage.Usage`, and the ``receive``/``send`` pair
+    that applies the response policy and notes the status and an early disconnect."""
+
+    #: the status of the ``http.response.start`` that really went out
+    status: int | None = None
+    disconnected_early = False
+
+    def __init__(self, usage: Usage, headers: Iterable[tuple[bytes, bytes]], receive: Receive, send: Send) -> None:
+        self.usage = usage
+        self.headers = headers
+        self._receive = receive
+        self._send = send
+
+    def header(self, name: str) -> str | None:
+        """A request header by lower-case name (ASGI servers send header names lower-cased); a
+        repeated one joined with commas, as WSGI servers and Django join it."""
+        raw = name.encode("latin-1")
+        values = [value.decode("latin-1") for key, value in self.headers if key == raw]
+        return ",".join(values) if values else None
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            usage = self.usage.report_bytes() if status < 400 and not self.disconnected_early else b""
+            # the app's message and header list stay untouched
+            message = {**message, "headers": paid_raw_headers(message.get("headers", ()), usage)}
+            await self._send(message)
+            self.status = status  # only once the start really went out
+            return
+        await self._send(message)
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.disconnect" and self.status is None:
+            self.disconnected_early = True
+        return message
+
+
+async def refuse_websocket(receive: Receive, send: Send) -> None:
+    """A metered WebSocket route (never served unchecked): closed before it is accepted, which
+    servers answer with ``403``."""
+    await receive()  # websocket.connect
+    await send({"type": "websocket.close", "code": 1008, "reason": "metered routes are HTTP only"})
+
+
+async def send_deny(send: Send, deny: Deny) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in deny.headers]
+    headers.append((b"content-length", str(len(deny.body)).encode("latin-1")))
+    await send({"type": "http.response.start", "status": deny.status, "headers": headers})
+    await send({"type": "http.response.body", "body": deny.body})

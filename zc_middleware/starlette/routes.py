@@ -1,0 +1,152 @@
+"""Starlette and FastAPI routing as the middleware sees it: the route a request will reach, every route.
+
+Whether a request is paid is decided from the router's own match, run on a
+copy of the scope before the app is called: the same ``Route.matches`` the
+router will use, on the decoded ``scope["path"]``, so ``/a%2Fb`` is matched
+exactly as the router will match it. Under uvicorn, ``scope["path"]`` is
+already percent-decoded and ``raw_path`` is not; we never read ``raw_path``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from starlette.routing import Host, Match, Mount, WebSocketRoute
+
+from ..meters import handler_marks
+from ..pricing import View
+
+if TYPE_CHECKING:
+    from ..gate import Charge, Gate
+
+__all__ = ["match", "named", "route_rows", "views", "websockets"]
+
+
+def _flat(routes: Iterable[Any]) -> Iterable[Any]:
+    """FastAPI >= 0.16x includes routers lazily; its ``iter_route_contexts`` flattens them."""
+    fastapi_routing = sys.modules.get("fastapi.routing")
+    flatten = getattr(fastapi_routing, "iter_route_contexts", None)
+    return flatten(list(routes)) if flatten is not None else routes
+
+
+def _view(endpoint: object, method: str) -> object:
+    if inspect.isclass(endpoint):  # HTTPEndpoint: the handler is a method named after the verb
+        handler = getattr(endpoint, method.lower(), None)
+        if handler is None and method == "HEAD":
+            handler = getattr(endpoint, "get", None)
+        return handler_marks(endpoint, handler) if handler is not None else endpoint  # a metered class too
+    return endpoint
+
+
+def _subroutes(route: Any, app: object) -> Any:
+    """The routes of what ``route`` hands requests to: for a ``Mount`` or a ``Host``, its app's, also
+    through middleware wrapping that app (``Mount("/v1", GZipMiddleware(router))``: each keeps what
+    it wraps as ``.app``); ``None`` for an endpoint."""
+    mounts = isinstance(getattr(route, "original_route", route), (Mount, Host))  # FastAPI wraps routes
+    for _ in range(16 if mounts else 1):
+        if app is None or inspect.isfunction(app) or inspect.ismethod(app):
+            return None
+        routes = getattr(app, "routes", None)
+        if routes is not None:
+            return routes
+        app = getattr(app, "app", None)
+    return None
+
+
+def _join(prefix: str | None, name: str | None) -> str | None:
+    return f"{prefix}:{name}" if prefix and name else name
+
+
+def match(routes: Iterable[Any], scope: dict[str, Any], prefix: str | None) -> tuple[View | None, bool]:
+    """``((view, route_name) | None, cacheable)`` for the route the router will pick."""
+    cacheable = True
+    for route in _flat(routes):
+        kind, child = route.matches(scope)
+        if isinstance(getattr(route, "original_route", route), Host):  # FastAPI wraps routes
+            cacheable = False  # depends on the Host header, not only the path
+        if kind is not Match.FULL:
+            continue  # PARTIAL is a 405 the router answers without running a handler
+        endpoint = child.get("endpoint", getattr(route, "endpoint", None))
+        name = getattr(route, "name", None)
+        subroutes = _subroutes(route, endpoint)
+        if subroutes is not None:  # Mount / Host
+            scope.update(child)
+            found, sub_cacheable = match(subroutes, scope, _join(prefix, name) if name else prefix)
+            return found, cacheable and sub_cacheable
+        return (_view(endpoint, scope.get("method", "")), _join(prefix, name)), cacheable
+    return None, cacheable
+
+
+def _routes(routes: Iterable[Any], prefix: str | None = None) -> Iterator[tuple[Any, object, str | None]]:
+    """``(route, endpoint, route name)`` of every route, mounts and included routers flattened."""
+    for route in _flat(routes):
+        endpoint = getattr(route, "endpoint", None) or getattr(route, "app", None)
+        name = getattr(route, "name", None)
+        subroutes = _subroutes(route, endpoint)
+        if subroutes is not None:
+            yield from _routes(subroutes, _join(prefix, name) if name else prefix)
+        else:
+            yield route, endpoint, _join(prefix, name)
+
+
+def views(routes: Iterable[Any]) -> Iterator[View]:
+    for _, endpoint, name in _routes(routes):
+        if inspect.isclass(endpoint):
+            for method in ("get", "head", "post", "put", "patch", "delete", "options"):
+                if hasattr(endpoint, method):
+                    yield _view(endpoint, method.upper()), name
+        elif endpoint is not None:
+            yield endpoint, name
+
+
+def websockets(routes: Iterable[Any]) -> Iterator[tuple[object, str | None, str]]:
+    """``(endpoint, route name, path)`` of every WebSocket route."""
+    for route, endpoint, name in _routes(routes):
+        if isinstance(getattr(route, "original_route", route), WebSocketRoute):  # FastAPI wraps routes
+            yield endpoint, name, route.path
+
+
+def named(view: View, priced: Iterable[str]) -> View:
+    """The route name settings ``routes`` price ``view`` by: the full ``mount:name`` if ``priced``
+    lists it, else the route's own name, in whatever mount it is (as Django's URL namespaces)."""
+    endpoint, name = view
+    if name is None or name in priced:
+        return view
+    return endpoint, name.rpartition(":")[2]
+
+
+def _paths(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, Any, object]]:
+    """``(full path, route, endpoint)`` of every route, mounts and included routers flattened."""
+    for route in _flat(routes):
+        endpoint = getattr(route, "endpoint", None) or getattr(route, "app", None)
+        path = prefix + getattr(route, "path", "")
+        subroutes = _subroutes(route, endpoint)
+        if subroutes is not None:
+            yield from _paths(subroutes, path)
+        else:
+            yield path, route, endpoint
+
+
+def route_rows(app: Any, gate: Gate) -> list[tuple[str, str, str, str]]:
+    """``(route, methods, name, meters)`` for every metered HTTP route of a Starlette or FastAPI
+    ``app``, priced by ``gate`` as :class:`ZeroClickMiddleware` prices them."""
+    names = dict(((id(route), name) for route, _, name in _routes(app.router.routes)))
+    rows: list[tuple[str, str, str, str]] = []
+    for path, route, endpoint in _paths(app.router.routes):
+        if endpoint is None or isinstance(getattr(route, "original_route", route), WebSocketRoute):
+            continue
+        name = names.get(id(route))
+        methods = sorted(set(getattr(route, "methods", None) or ("GET",)) - {"HEAD", "OPTIONS"})
+        by_charge: dict[Charge, list[str]] = {}
+        for method in methods:
+            charge = gate.charge_for(*named((_view(endpoint, method), name), gate.settings.routes))
+            if charge is not None:
+                by_charge.setdefault(charge, []).append(method)
+        for charge, used in by_charge.items():
+            rows.append((path, ",".join(used), name or "-", ", ".join(spec.describe() for spec in charge)))
+    return sorted(rows)
+
+
