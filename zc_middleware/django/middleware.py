@@ -28,8 +28,9 @@ from ..decision import Allow, Deny
 from ..environ import buyer_key, buyer_of, header_getter
 from ..errors import ConfigError
 from ..gate import Charge, Gate
+from ..identity import HeaderGetter
 from ..policy import apply_paid, apply_refused, succeeded
-from ..usage import bind_counter, unbind_counter
+from ..usage import Usage, bind_counter, unbind_counter
 from . import conf
 from .checks import check_middleware
 from .conf import get_gate
@@ -41,6 +42,7 @@ __all__ = ["ZeroClickMiddleware"]
 _STATE = "_zeroclick"
 GetResponse = Callable[[HttpRequest], Any]
 RouteKey = tuple[object, str | None, str | None, str | None]
+CheckArgs = tuple["str | None", HeaderGetter, Charge, Usage]
 
 
 class _Request:
@@ -144,8 +146,9 @@ class ZeroClickMiddleware:
         return response
 
     # -- the decision, once Django has resolved the view ---------------------------
-    def _charge(self, request: HttpRequest, view_func: object) -> tuple[_Request, Charge, str | None] | None:
-        """The request's state, what its view costs and the buyer, or ``None`` for a free view."""
+    def _check(self, request: HttpRequest, view_func: object) -> tuple[_Request, CheckArgs] | None:
+        """The request's state and what to ask the Gate (buyer, header getter, charge, usage), or
+        ``None`` for a free view."""
         state = getattr(request, _STATE, None)
         if state.__class__ is not _Request:
             return None  # process_view without __call__: not a request this middleware saw
@@ -159,26 +162,22 @@ class ZeroClickMiddleware:
             charge = routing.charge(request, view_func)
         if charge is None:
             return None
-        return state, charge, buyer_of(gate, request.META, routing.meta_key)
+        buyer = buyer_of(gate, request.META, routing.meta_key)
+        return state, (buyer, header_getter(request.META), charge, state.usage)
 
     def process_view(
         self, request: HttpRequest, view_func: object, view_args: tuple[Any, ...], view_kwargs: dict[str, Any]
     ) -> HttpResponse | None:
-        found = self._charge(request, view_func)
-        if found is None:
+        if (found := self._check(request, view_func)) is None:
             return None
-        state, charge, buyer = found
-        return _decided(state, state.gate.check_buyer(buyer, header_getter(request.META), charge, state.usage))
+        return _decided(found[0], found[0].gate.check_buyer(*found[1]))
 
     async def _aprocess_view(
         self, request: HttpRequest, view_func: object, view_args: tuple[Any, ...], view_kwargs: dict[str, Any]
     ) -> HttpResponse | None:
-        found = self._charge(request, view_func)
-        if found is None:
+        if (found := self._check(request, view_func)) is None:
             return None
-        state, charge, buyer = found
-        decision = await state.gate.acheck_buyer(buyer, header_getter(request.META), charge, state.usage)
-        return _decided(state, decision)
+        return _decided(found[0], await found[0].gate.acheck_buyer(*found[1]))
 
 
 def _decided(state: _Request, decision: Allow | Deny) -> HttpResponse | None:
