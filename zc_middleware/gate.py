@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from typing import Any
 
 from .decision import Allow, Deny, identity_required, ledger_unavailable, payment_required
 from .identity import Buyers, HeaderGetter, Identify, header_identity
@@ -242,3 +243,24 @@ class Gate:
 
     def close(self) -> None:
         self.ledger.close()
+
+    @classmethod
+    def unavailable(cls, settings: ZeroClickSettings, error: Exception, *, identify: Identify | None = None) -> Gate:
+        """A Gate for an app whose store could not be opened at start-up: it prices routes as usual,
+        answers every paid request ``503 ledger_unavailable`` and lets free ones through, so that a
+        server that starts anyway never serves a paid route unchecked nor fails a free one."""
+        degraded = settings.model_copy(update={"on_ledger_error": "deny", "api_key": None})
+        return cls(degraded, ledger=_Unavailable(error, plans=settings.plans), identify=identify)
+
+
+class _Unavailable(Ledger):
+    """A ledger that could not be opened: every call raises the error that said why."""
+
+    def __init__(self, error: Exception, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.error = error
+
+    def _fail(self, *args: object, **kwargs: object) -> Any:
+        raise self.error
+
+    reserve = adjust = balance = _account = _store_account = _fail

@@ -226,7 +226,10 @@ def _validate_urlconf() -> Gate:
     """Fail at start-up, not on a request: bad settings, an unopenable ledger, a view metered on
     a meter settings do not declare. Django builds the middleware when the WSGI/ASGI application is
     created, so gunicorn and uvicorn refuse to start instead of answering 500s."""
-    gate = get_gate()
+    try:
+        gate = get_gate()
+    except ConfigError as exc:  # e.g. a ledger that cannot be opened
+        raise ImproperlyConfigured(f"zc_middleware: {exc.message}") from exc
     if not getattr(settings, "ROOT_URLCONF", None):
         return gate
     try:

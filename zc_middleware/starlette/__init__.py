@@ -49,8 +49,20 @@ class ZeroClickMiddleware:
         gate: Gate | None = None,
     ) -> None:
         self.app = app
+        #: why the store could not be opened: start-up fails with it (ASGI lifespan)
+        self.startup_error: ConfigError | None = None
         if gate is None:
-            gate = Gate(settings if settings is not None else ZeroClickSettings(), ledger=ledger, identify=identify)  # type: ignore[call-arg]
+            config = settings if settings is not None else ZeroClickSettings()  # type: ignore[call-arg]
+            try:
+                gate = Gate(config, ledger=ledger, identify=identify)
+            except ConfigError as exc:
+                # Starlette builds its middleware inside the first ASGI call, the lifespan one, and a
+                # server on ``--lifespan auto`` reads an exception there as "no lifespan support" and
+                # serves on, with every request failing the same way. Fail start-up with the reason
+                # instead; without lifespan, paid requests get 503 and free ones are served.
+                log.error("zc_middleware: %s", exc.message)
+                self.startup_error = exc
+                gate = Gate.unavailable(config, exc, identify=identify)
         self.gate = gate
         self._identity = gate.identity_header.encode("latin-1") if gate.identity_header else None
         self._cache: dict[tuple[str, str, str], Charge | None] = {}
@@ -195,9 +207,12 @@ class ZeroClickMiddleware:
         first = await receive()
         if first["type"] == "lifespan.startup":
             try:
+                if self.startup_error is not None:
+                    raise self.startup_error
                 paid = self.validate(scope.get("app"))
             except Exception as exc:
-                log.error("zc_middleware: %s", exc)
+                if exc is not self.startup_error:  # that one was logged when it happened
+                    log.error("zc_middleware: %s", exc)
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
             log.info("zc_middleware: %d paid routes, ledger %s", paid, self.gate.settings.ledger)
