@@ -22,12 +22,14 @@ ASGI's ``(bytes, bytes)`` pairs, or a case-insensitive mapping (Django's
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable
+from typing import Protocol
 
 __all__ = [
     "CDN_ONLY",
     "REWRITTEN",
     "USAGE_HEADER",
+    "HeaderMap",
     "apply_paid",
     "apply_refused",
     "paid_headers",
@@ -70,7 +72,8 @@ def private_cache_control(value: str | None) -> str:
     lower-case word) replays it. The app's own directives follow, except ``public`` and any
     ``private`` of its own (one limited to some fields included). ``value`` is every
     ``Cache-Control`` the app set, joined with commas."""
-    value = value or ""
+    if not value:
+        return "private"
     kept = []
     for directive in _DIRECTIVES.split(value) if value.count('"') % 2 == 0 else value.split(","):
         directive = directive.strip()
@@ -128,19 +131,31 @@ def refused_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]
     return [*(item for item in headers if item[0].lower() not in REWRITTEN), ("Cache-Control", "no-store")]
 
 
-def apply_paid(headers: MutableMapping[str, str], usage: str | None) -> None:
+class HeaderMap(Protocol):
+    """Response headers looked up by any case of a name (Django's ``response.headers``)."""
+
+    def names(self) -> Iterable[str]:
+        """Every header's name, lower-case."""
+    def get(self, name: str, default: str | None = None, /) -> str | None: ...
+    def pop(self, name: str, default: str | None = None, /) -> str | None: ...
+    def __setitem__(self, name: str, value: str, /) -> None: ...
+
+
+def apply_paid(headers: HeaderMap, usage: str | None) -> None:
     """:func:`paid_headers` on a case-insensitive header mapping, in place."""
-    headers.pop(USAGE_HEADER, None)
-    for name in CDN_ONLY:
-        headers.pop(name, None)
-    headers["Cache-Control"] = private_cache_control(headers.get("Cache-Control"))
+    cache = None
+    for name in [name for name in headers.names() if name in REWRITTEN]:  # usually none: a few names read
+        if name == "cache-control":
+            cache = headers.get(name)
+        else:
+            headers.pop(name)
+    headers["Cache-Control"] = private_cache_control(cache)
     if usage:
         headers[USAGE_HEADER] = usage
 
 
-def apply_refused(headers: MutableMapping[str, str]) -> None:
+def apply_refused(headers: HeaderMap) -> None:
     """:func:`refused_headers` on a case-insensitive header mapping, in place."""
-    headers.pop(USAGE_HEADER, None)
-    for name in CDN_ONLY:
-        headers.pop(name, None)
+    for name in [name for name in headers.names() if name in REWRITTEN]:
+        headers.pop(name)
     headers["Cache-Control"] = "no-store"

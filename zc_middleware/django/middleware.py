@@ -13,7 +13,7 @@ thread whose context never flows back, which is why only the counter
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -187,6 +187,59 @@ def _decided(state: _Request, decision: Allow | Deny) -> HttpResponse | None:
     return None
 
 
+class _Headers:
+    """Django's response headers as the response policy edits them. ``ResponseHeaders`` keeps
+    ``{lower-case name: (name, value)}`` in ``_store`` (Django 4.2 to 6.0); its own ``get`` raises and
+    catches a ``KeyError`` for a missing header and its ``__setitem__`` re-validates the value, which
+    cost microseconds on every paid response. The values written here are the policy's own (meter
+    names and integers, directives the app already set), plain ASCII without line breaks."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: dict[str, tuple[str, str]]) -> None:
+        self._store = store
+
+    def names(self) -> Iterable[str]:
+        return self._store.keys()
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        item = self._store.get(name.lower())
+        return default if item is None else item[1]
+
+    def pop(self, name: str, default: str | None = None) -> str | None:
+        item = self._store.pop(name.lower(), None)
+        return default if item is None else item[1]
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self._store[name.lower()] = (name, value)
+
+
+class _Public(_Headers):
+    """The same through ``ResponseHeaders``' public methods, should its ``_store`` ever change shape."""
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers: Any) -> None:
+        self._headers = headers
+
+    def names(self) -> Iterable[str]:
+        return [name.lower() for name in self._headers]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._headers.get(name, default)  # type: ignore[no-any-return]
+
+    def pop(self, name: str, default: str | None = None) -> str | None:
+        return self._headers.pop(name, default)  # type: ignore[no-any-return]
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self._headers[name] = value
+
+
+def _headers(response: HttpResponseBase) -> _Headers:
+    store = getattr(response.headers, "_store", None)
+    return _Headers(store) if store.__class__ is dict else _Public(response.headers)
+
+
 def _deny_response(deny: Deny) -> HttpResponse:
     response = HttpResponse(deny.body, status=deny.status)
     for name, value in deny.headers:
@@ -202,12 +255,12 @@ def _outcome(state: _Request, request: HttpRequest, response: HttpResponseBase |
     usage = state.usage
     if usage.allow is None:  # not granted
         if state.refused and response is not None:
-            apply_refused(response.headers)  # middleware below ours may have changed the Gate's answer
+            apply_refused(_headers(response))  # middleware below ours may have changed the Gate's answer
         return None
     if response is None:
         return False
     success = succeeded(response.status_code, False)
-    apply_paid(response.headers, usage.report() if success else None)
+    apply_paid(_headers(response), usage.report() if success else None)
     if not response.streaming:
         return success
     # As for any WSGI body: once the headers went out the proxy bills them, so the ledger keeps the
