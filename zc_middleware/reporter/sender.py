@@ -1,109 +1,36 @@
-"""The batch sender: moves usage from the outbox to ``POST {base}/v1/usage/batch``.
+"""The sender: one background thread per process leases batches from the outbox and delivers them.
 
-Shaped like sentry's ``_batcher.py``: one background thread per process,
-started lazily on first use and again in a forked child (gunicorn
-``--preload``), woken early when a full batch is waiting, and
-``flush()``/``close()`` for shutdown within a bounded time.
-
-What each answer means (the contract is at-least-once, deduplicated by the
-server on ``idempotencyKey``, so resending is always safe and losing never is):
-
-* **2xx**: the batch is delivered; only now are its rows marked sent.
-* **timeouts, connection errors, 408, 429, 5xx, other non-4xx**: the rows go
-  back to the queue after a full-jitter exponential backoff, or ``Retry-After``
-  when the API says so.
-* **401/403**: the key is wrong. Every event is kept, an ERROR says so, and the
-  sender backs off to ``retry_backoff_max`` until the key is fixed.
-* **404/405**: the base URL is wrong: treated like a bad key (nothing is dropped).
-* **any other 4xx**: the API rejected the batch as invalid. A batch of one goes
-  to the dead letters with the API's reason; a larger batch is bisected so the
-  one bad event cannot hold back the good ones behind it.
+Shaped like sentry's ``_batcher.py``: the thread starts lazily on first use and
+again in a forked child (gunicorn ``--preload``), is woken early when a full
+batch is waiting, and ``flush()``/``close()`` finish within a bounded time.
+What each answer of the API means is in :mod:`.contract`.
 """
 
 from __future__ import annotations
 
-import atexit
-import json
 import logging
 import os
 import random
 import threading
 import time
-import uuid
-import weakref
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
+from datetime import datetime
 
 import httpx
 
-from .errors import ConfigError, ZcError
-from .outbox import Event, Leased, Outbox, make_event, open_outbox
+from ..errors import ConfigError
+from ..outbox import Event, Leased, Outbox, make_event
+from .contract import api_reason, retry_after
+from .lifecycle import track
+from .owner import new_owner, owner_gone
 
-if TYPE_CHECKING:
-    from .settings import ZeroClickSettings
-
-__all__ = ["Reporter", "get_reporter", "report_usage", "reporter_for"]
+__all__ = ["Reporter"]
 
 log = logging.getLogger("zc_middleware")
 
 _RETRY = frozenset({408, 429})
 _MISCONFIGURED = frozenset({401, 403, 404, 405})
-_REASON_FIELDS = ("reason", "message", "error", "detail", "errors")
-
-
-def retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` if absent or garbage."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(0.0, seconds), 3600.0)
-
-
-def api_reason(response: httpx.Response) -> str:
-    """The API's own words for a rejection, short enough for a status table."""
-    text = response.text.strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        parts = [f"{k}: {data[k]}" for k in _REASON_FIELDS if data.get(k) not in (None, "")]
-        if parts:
-            text = "; ".join(parts)
-    return f"HTTP {response.status_code}: {' '.join(text.split())[:400] or response.reason_phrase}"
-
-
-def _owner_gone(owner: str) -> bool:
-    """Whether ``host:pid:nonce`` names a process on this host that no longer exists.
-
-    Only ever ``True`` for this host; a reused pid reads as alive, and that lease simply expires.
-    """
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != os.uname().nodename or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
 
 
 class Reporter:
@@ -148,7 +75,7 @@ class Reporter:
         self.counters: Counter[str] = Counter()
         self._counters_lock = threading.Lock()
         self._reset()
-        _instances.add(self)
+        track(self)
 
     def _reset(self) -> None:
         """Forget this process's thread, client and locks (fresh after ``fork``)."""
@@ -163,7 +90,7 @@ class Reporter:
         self._failures = 0
         self._backlog = 0
         self._next_prune = 0.0
-        self.owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = new_owner()
 
     def __repr__(self) -> str:  # the key never appears here
         return f"<Reporter {self.url} owner={self.owner}>"
@@ -224,7 +151,7 @@ class Reporter:
                 return
             self._stopping = False
             try:
-                reclaimed = self.outbox.reclaim(_owner_gone)
+                reclaimed = self.outbox.reclaim(owner_gone)
             except Exception:
                 log.exception("zc_middleware: could not reclaim leases of dead senders")
                 reclaimed = 0
@@ -394,91 +321,3 @@ class Reporter:
             self._client.close()
             self._client = None
         return done
-
-
-_instances: weakref.WeakSet[Reporter] = weakref.WeakSet()
-_registry: dict[tuple[str, str, str], Reporter] = {}
-_registry_lock = threading.Lock()
-_default: Reporter | None = None
-
-
-def _after_fork() -> None:
-    global _registry_lock
-    _registry_lock = threading.Lock()
-    for reporter in list(_instances):
-        reporter._reset()
-
-
-def _close_all() -> None:
-    for reporter in list(_instances):
-        if reporter._thread is not None:
-            reporter.close()
-
-
-os.register_at_fork(after_in_child=_after_fork)
-atexit.register(_close_all)
-
-
-def reporter_for(settings: ZeroClickSettings) -> Reporter:
-    """The process's reporter for ``settings``' outbox and key (one per outbox URL, key and base URL)."""
-    global _default
-    if settings.api_key is None:
-        raise ConfigError("missing_api_key", "usage reporting needs the service API key: set api_key")
-    key = settings.api_key.get_secret_value()
-    assert settings.outbox is not None  # resolved by the settings validator
-    ident = (settings.outbox, settings.api_base_url, key)
-    with _registry_lock:
-        reporter = _registry.get(ident)
-        if reporter is None:
-            reporter = _registry[ident] = Reporter(
-                open_outbox(settings.outbox),
-                api_key=key,
-                base_url=settings.api_base_url,
-                known_meters=settings.meters,
-                batch_size=settings.batch_size,
-                flush_interval=settings.flush_interval,
-                timeout=settings.request_timeout,
-                backoff=settings.retry_backoff,
-                backoff_max=settings.retry_backoff_max,
-                shutdown_timeout=settings.shutdown_timeout,
-            )
-        _default = reporter
-        return reporter
-
-
-def get_reporter(settings: ZeroClickSettings | None = None) -> Reporter:
-    """The reporter ``report_usage`` uses: the one the middleware set up, else one from ``settings``
-    (default: ``ZeroClickSettings()`` read from ``ZEROCLICK_*`` environment variables)."""
-    if settings is not None:
-        return reporter_for(settings)
-    if _default is not None:
-        return _default
-    from .settings import ZeroClickSettings
-
-    return reporter_for(ZeroClickSettings())  # type: ignore[call-arg]  # from ZEROCLICK_*
-
-
-def report_usage(
-    *,
-    user_id: str,
-    meter: str,
-    quantity: int,
-    idempotency_key: str,
-    timestamp: datetime | None = None,
-    settings: ZeroClickSettings | None = None,
-) -> bool:
-    """Queue one usage event for the batch API; returns once it is durable in the outbox.
-
-    ``timestamp`` (timezone-aware; default now) is stored with the event and resent
-    unchanged. Re-reporting a key with the same payload is a no-op (returns ``False``);
-    with a different payload it raises :class:`ZcError` ``idempotency_conflict``.
-    """
-    try:
-        reporter = get_reporter(settings)
-    except ConfigError:
-        raise
-    except ValueError as exc:  # pydantic's ValidationError when the environment has no settings
-        raise ZcError("not_configured", f"report_usage() needs ZeroClick settings: {exc}") from None
-    return reporter.report(
-        user_id=user_id, meter=meter, quantity=quantity, idempotency_key=idempotency_key, timestamp=timestamp
-    )
