@@ -1,8 +1,9 @@
 """The batch reporter: usage moves from the outbox to ``POST {base}/v1/usage/batch``, one module per job.
 
 ==============  ================================================================
-``contract``    what each answer of the batch API means (pure functions)
-``sender``      :class:`Reporter`: the background thread, leases, delivery
+``contract``    the request body, and what each answer of the API means (pure)
+``delivery``    one batch: post it and act on the answer (sent, retry, dead, bisect)
+``sender``      :class:`Reporter`: accepts usage; the background thread leases batches
 ``owner``       lease owner ids, and whether the process behind one is gone
 ``lifecycle``   every reporter reset after ``fork`` and closed at exit
 ``registry``    the process's reporter for given settings

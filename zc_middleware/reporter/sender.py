@@ -3,14 +3,13 @@
 Shaped like sentry's ``_batcher.py``: the thread starts lazily on first use and
 again in a forked child (gunicorn ``--preload``), is woken early when a full
 batch is waiting, and ``flush()``/``close()`` finish within a bounded time.
-What each answer of the API means is in :mod:`.contract`.
+Delivering one batch is :mod:`.delivery`'s job.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
 from collections import Counter
@@ -20,17 +19,14 @@ from datetime import datetime
 import httpx
 
 from ..errors import ConfigError
-from ..outbox import Event, Leased, Outbox, make_event
-from .contract import api_reason, retry_after
+from ..outbox import Event, Outbox, make_event
+from .delivery import Delivery
 from .lifecycle import track
 from .owner import new_owner, owner_gone
 
 __all__ = ["Reporter"]
 
 log = logging.getLogger("zc_middleware")
-
-_RETRY = frozenset({408, 429})
-_MISCONFIGURED = frozenset({401, 403, 404, 405})
 
 
 class Reporter:
@@ -84,13 +80,21 @@ class Reporter:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
-        self._client: httpx.Client | None = None
         self._stopping = False
         self._pause_until = 0.0
-        self._failures = 0
         self._backlog = 0
         self._next_prune = 0.0
         self.owner = new_owner()
+        self._delivery = Delivery(
+            self.outbox,
+            url=self.url,
+            api_key=self._api_key,
+            owner=self.owner,
+            backoff=self.backoff,
+            backoff_max=self.backoff_max,
+            count=self._count,
+            transport=self._transport,
+        )
 
     def __repr__(self) -> str:  # the key never appears here
         return f"<Reporter {self.url} owner={self.owner}>"
@@ -194,84 +198,11 @@ class Reporter:
                 self._backlog = 0
                 return False
             self._backlog = max(0, self._backlog - len(rows))
-            delay = self._deliver(rows, timeout)
+            delay = self._delivery.deliver(rows, timeout)
         if delay is not None:
             self._pause_until = time.monotonic() + delay
             return False
         return len(rows) == self.batch_size
-
-    def _client_for(self) -> httpx.Client:
-        if self._client is None:
-            self._client = httpx.Client(
-                transport=self._transport,
-                headers={
-                    "authorization": f"Bearer {self._api_key}",
-                    "content-type": "application/json",
-                    "user-agent": "zc-middleware",
-                },
-            )
-        return self._client
-
-    def _backoff(self, hint: float | None) -> float:
-        self._failures += 1
-        delay = random.uniform(0, min(self.backoff_max, self.backoff * 2 ** min(self._failures, 30)))
-        return delay if hint is None else max(delay, hint)
-
-    def _deliver(self, rows: Sequence[Leased], timeout: float) -> float | None:
-        """Send ``rows`` as one batch; returns the pause before the next call after a retryable failure."""
-        ids = [row.id for row in rows]
-        body = ('{"events":[' + ",".join(row.body for row in rows) + "]}").encode()
-        try:
-            response = self._client_for().post(self.url, content=body, timeout=timeout)
-        except httpx.TransportError as exc:  # timeouts, refused, reset: the batch may or may not have landed
-            return self._retry(ids, self._backoff(None), f"{type(exc).__name__}: {exc}")
-        status = response.status_code
-        if 200 <= status < 300:
-            self.outbox.delivered(self.owner, ids)
-            self._failures = 0
-            self._count("sent", len(ids))
-            return None
-        if status in _MISCONFIGURED:
-            self._count("auth_failures")
-            what = "rejected the service API key" if status in (401, 403) else "has no batch endpoint at"
-            log.error(
-                "zc_middleware: ZeroClick %s %s (HTTP %d): check api_key / ZEROCLICK_API_KEY and api_base_url. "
-                "%d usage events are kept in the outbox and will be sent once this is fixed.",
-                what,
-                self.url,
-                status,
-                len(ids),
-            )
-            self.outbox.retry(self.owner, ids, self.backoff_max, count=False)
-            return self.backoff_max
-        if 400 <= status < 500 and status not in _RETRY:
-            return self._rejected(rows, api_reason(response), timeout)
-        hint = retry_after(response.headers.get("retry-after"))
-        return self._retry(ids, self._backoff(hint), f"HTTP {status}")
-
-    def _retry(self, ids: Sequence[int], delay: float, why: str) -> float:
-        log.warning("zc_middleware: usage batch of %d not delivered (%s); retrying in %.2fs", len(ids), why, delay)
-        self.outbox.retry(self.owner, ids, delay)
-        self._count("retried", len(ids))
-        return delay
-
-    def _rejected(self, rows: Sequence[Leased], reason: str, timeout: float) -> float | None:
-        if len(rows) == 1:
-            log.error("zc_middleware: usage event %r rejected, moved to dead letters: %s", rows[0].key, reason)
-            self.outbox.dead(self.owner, [(rows[0].id, reason)])
-            self._count("dead")
-            return None
-        # Bisect: the good events go through, the bad ones end alone in the dead letters.
-        mid = len(rows) // 2
-        halves = [rows[:mid], rows[mid:]]
-        for i, half in enumerate(halves):
-            delay = self._deliver(half, timeout)
-            if delay is not None:
-                rest = [row.id for later in halves[i + 1 :] for row in later]
-                if rest:
-                    self.outbox.retry(self.owner, rest, delay, count=False)
-                return delay
-        return None
 
     # -- shutdown -------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> bool:
@@ -317,7 +248,5 @@ class Reporter:
             done = False
         if not done:
             log.warning("zc_middleware: usage events are still pending at shutdown; the next run sends them")
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._delivery.close()
         return done
