@@ -44,12 +44,12 @@ def deliver(outbox: Outbox, handler: Handler) -> tuple[float | None, Counter[str
         outbox,
         url="http://api.test/v1/usage/batch",
         api_key="k",
-        owner="test:1:owner",
         backoff=0.5,
         backoff_max=60.0,
         count=count,
         transport=httpx.MockTransport(record),
     )
+    delivery.reset("test:1:owner")
     try:
         pause = delivery.deliver(outbox.lease("test:1:owner", 100, 60.0), 1.0)
     finally:

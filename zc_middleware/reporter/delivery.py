@@ -21,9 +21,8 @@ log = logging.getLogger("zc_middleware")
 
 
 class Delivery:
-    """Delivers leased rows for one sender in one process.
+    """Delivers leased rows for one sender, under the lease owner given by :meth:`reset`.
 
-    A forked child gets a new one: the parent's HTTP client and lease owner are not its own.
     ``count(name, n)`` adds to the reporter's counters.
     """
 
@@ -33,7 +32,6 @@ class Delivery:
         *,
         url: str,
         api_key: str,
-        owner: str,
         backoff: float,
         backoff_max: float,
         count: Callable[[str, int], None],
@@ -41,12 +39,19 @@ class Delivery:
     ) -> None:
         self.outbox = outbox
         self.url = url
-        self.owner = owner
         self.backoff = backoff
         self.backoff_max = backoff_max
         self._api_key = api_key
         self._count = count
         self._transport = transport
+        self.reset("")
+
+    def reset(self, owner: str) -> None:
+        """Start afresh in this process (after ``fork``), leasing as ``owner``.
+
+        The parent's HTTP client is dropped, not closed: its connections are the parent's.
+        """
+        self.owner = owner
         self._client: httpx.Client | None = None
         self._failures = 0
 

@@ -61,15 +61,20 @@ class Reporter:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.timeout = timeout
-        self.backoff = backoff
-        self.backoff_max = backoff_max
         self.shutdown_timeout = shutdown_timeout
         self.lease_ttl = lease_ttl if lease_ttl is not None else max(60.0, 4 * timeout)
         self.retention = retention
-        self._api_key = api_key
-        self._transport = transport
         self.counters: Counter[str] = Counter()
         self._counters_lock = threading.Lock()
+        self._delivery = Delivery(
+            outbox,
+            url=self.url,
+            api_key=api_key,
+            backoff=backoff,
+            backoff_max=backoff_max,
+            count=self._count,
+            transport=transport,
+        )
         self._reset()
         track(self)
 
@@ -85,16 +90,7 @@ class Reporter:
         self._backlog = 0
         self._next_prune = 0.0
         self.owner = new_owner()
-        self._delivery = Delivery(
-            self.outbox,
-            url=self.url,
-            api_key=self._api_key,
-            owner=self.owner,
-            backoff=self.backoff,
-            backoff_max=self.backoff_max,
-            count=self._count,
-            transport=self._transport,
-        )
+        self._delivery.reset(self.owner)
 
     def __repr__(self) -> str:  # the key never appears here
         return f"<Reporter {self.url} owner={self.owner}>"
