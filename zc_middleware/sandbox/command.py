@@ -16,6 +16,9 @@ __all__ = ["add_parser", "run"]
 
 log = logging.getLogger("zc_middleware.sandbox")
 _URL = re.compile(r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
+#: the ``create_app`` keywords that are options of the same name (``--buyer`` is ``default_buyer``);
+#: ``tests/sandbox/test_command.py`` keeps this in step with ``create_app``'s signature
+_APP_OPTIONS = ("api_key", "upstream", "identity_header", "fail_rate", "seed", "hang_seconds")
 
 
 def _rate(text: str) -> float:
@@ -108,15 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from . import create_app
 
     try:
-        app = create_app(
-            api_key=args.api_key,
-            upstream=args.upstream,
-            identity_header=args.identity_header,
-            default_buyer=args.buyer,
-            fail_rate=args.fail_rate,
-            seed=args.seed,
-            hang_seconds=args.hang_seconds,
-        )
+        app = create_app(default_buyer=args.buyer, **{name: getattr(args, name) for name in _APP_OPTIONS})
     except ValueError as exc:
         raise SystemExit(f"zc-middleware sandbox: {exc}") from None
     # A program, not the library: it may give its own logger a handler (and only its own).
