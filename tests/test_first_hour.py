@@ -53,11 +53,12 @@ def test_no_default_plan_warns_at_start_up(caplog: pytest.LogCaptureFixture) -> 
         meters={"api-requests": {}}, plans={"pro": {"includes": {"api-requests": {"limit": 5}}}}, ledger="memory://"
     )
     with caplog.at_level(logging.WARNING, logger="zc_middleware"):
-        Gate(settings).close()
+        Gate(settings).validate_views([])  # what every adapter runs at start-up
     assert "402 plan_expired" in caplog.text and "default" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="zc_middleware"):
-        Gate(settings.model_copy(update={"plans": {"pro": settings.plans["pro"].model_copy(update={"default": True})}}))
+        plans = {"pro": settings.plans["pro"].model_copy(update={"default": True})}
+        Gate(settings.model_copy(update={"plans": plans})).validate_views([])
     assert "plan_expired" not in caplog.text
 
 

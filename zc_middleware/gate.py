@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from .decision import Allow, Deny, identity_required, ledger_unavailable, payment_required
@@ -21,7 +22,7 @@ from .identity import Buyers, HeaderGetter, Identify, header_identity
 from .ledger import Hold, Ledger, Refusal, open_ledger
 from .meters import Charge
 from .outbox import Event
-from .pricing import Pricing
+from .pricing import Pricing, View
 from .reporter import Reporter, reporter_for
 from .settings import ZeroClickSettings
 from .settlement import NOTHING, Bill, bill, events_for
@@ -47,7 +48,6 @@ class Gate:
         self.pricing = pricing = Pricing(settings)
         #: what a view costs (:meth:`Pricing.charge_for`), and the start-up checks of the views
         self.charge_for = pricing.charge_for
-        self.validate_views = pricing.validate_views
         self.warn_unrouted = pricing.warn_unrouted
         self.log_view_problems = pricing.log_view_problems
         #: every meter settings declare
@@ -73,11 +73,6 @@ class Gate:
         self._buyers = Buyers()
         self._allowed = 0  # the per-request counts are plain ints: cheaper than a Counter's item update
         self._settled = 0
-        if settings.default_plan is None:
-            log.warning(
-                "zc_middleware: no plan has default: true, so every buyer without an assigned plan gets "
-                "402 plan_expired; assign plans (zc-middleware assign) or mark one plan as the default"
-            )
 
     @property
     def stats(self) -> Counter[str]:
@@ -88,6 +83,17 @@ class Gate:
             if count:
                 stats[name] = count
         return stats
+
+    def validate_views(self, views: Iterable[View]) -> int:
+        """The start-up check every adapter runs: every view's meters (a :class:`ConfigError` for one
+        settings do not declare), and a warning for settings that refuse every new buyer. Returns how
+        many routes are paid."""
+        if self.settings.default_plan is None:
+            log.warning(
+                "zc_middleware: no plan has default: true, so every buyer without an assigned plan gets "
+                "402 plan_expired; assign plans (zc-middleware assign) or mark one plan as the default"
+            )
+        return self.pricing.validate_views(views)
 
     def new_usage(self) -> Usage:
         """An unarmed usage counter for one request: bind it, and pass it to :meth:`check_buyer`."""
