@@ -90,3 +90,45 @@ def test_settings_are_frozen() -> None:
     settings = make()
     with pytest.raises(ValidationError):
         settings.ledger = "memory://"  # type: ignore[misc]
+
+
+# -- mistyped names say what was meant -------------------------------------------------------
+
+
+def test_a_mistyped_key_names_the_closest_one_and_lists_the_keys_once() -> None:
+    with pytest.raises(ValidationError) as info:
+        make(ledgr="memory://", plan={})
+    errors = {".".join(map(str, e["loc"])): e["msg"] for e in info.value.errors()}
+    assert errors["ledgr"] == "unknown key (did you mean 'ledger'?)"
+    assert errors["plan"].startswith("unknown key (did you mean 'plans'?); valid keys: meters, plans, routes, ledger,")
+    assert str(info.value).count("valid keys") == 1
+
+
+def test_a_mistyped_key_inside_a_plan_or_meter_names_the_closest_one() -> None:
+    with pytest.raises(ValidationError) as info:
+        make(meters={"api-requests": {"chanel": "batch"}}, plans={"starter": {"include": {}}})
+    errors = {".".join(map(str, e["loc"])): e["msg"] for e in info.value.errors()}
+    assert errors == {
+        "meters.api-requests.chanel": "unknown key (did you mean 'channel'?); valid keys: channel, description",
+        "plans.starter.include": "unknown key (did you mean 'includes'?); valid keys: default, includes",
+    }
+
+
+def test_every_undeclared_meter_is_named_at_its_key_with_the_closest_declared_one() -> None:
+    with pytest.raises(ValidationError) as info:
+        make(plans={"starter": {"includes": {"api-request": {"limit": 5}}}}, routes={"search": {"cpu": 1}})
+    errors = [(".".join(map(str, e["loc"])), e["msg"]) for e in info.value.errors()]
+    assert errors == [
+        ("plans.starter.includes", "unknown meter 'api-request' (did you mean 'api-requests'?)"),
+        ("routes.search", "unknown meter 'cpu'"),
+    ]
+
+
+def test_braces_in_a_route_name_are_not_read_as_a_template() -> None:
+    with pytest.raises(ValidationError, match=r"routes\.items/\{id\}\n  unknown meter 'nope'"):
+        make(routes={"items/{id}": {"nope": 1}})
+
+
+def test_the_batch_channel_without_an_api_key_is_reported_at_api_key() -> None:
+    with pytest.raises(ValidationError, match=r"api_key\n  required: meters \['usage'\] use the batch channel"):
+        make(meters={"usage": {"channel": "batch"}})
