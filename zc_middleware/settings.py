@@ -1,4 +1,4 @@
-"""One validated settings object, built at start-up.
+"""One validated settings object, built at start-up from arguments, a framework's mapping or the environment.
 
 Explicit arguments win over environment variables (``ZEROCLICK_*``; mappings
 such as ``ZEROCLICK_METERS`` are JSON). Every invalid value fails here, naming
@@ -28,13 +28,13 @@ from pydantic import (
 from pydantic_core import InitErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from ._settings_errors import problem, with_hints
+from ._settings_errors import InvalidSettings, fold_keys, located, problem, with_hints
 from ._text import did_you_mean
 from .errors import ConfigError
 from .meters import MAX_QUANTITY, MeterSpec, normalize_meter_name
 from .periods import Reset
 
-__all__ = ["MeterAllowance", "MeterConfig", "PlanConfig", "ZeroClickSettings"]
+__all__ = ["MeterAllowance", "MeterConfig", "PlanConfig", "ZeroClickSettings", "settings_from_mapping"]
 
 
 def _no_bool(value: object) -> object:
@@ -271,6 +271,24 @@ class ZeroClickSettings(BaseSettings):
         return tuple(
             MeterSpec.make(meter, cost.quantity, cost.estimate) for meter, cost in self.routes.get(route, {}).items()
         )
+
+
+def settings_from_mapping(raw: object, where: str, overrides: Mapping[str, Any] | None = None) -> ZeroClickSettings:
+    """Settings from a framework's mapping, keys in either case; ``overrides`` (explicit arguments) win over
+    it, ``ZEROCLICK_*`` variables fill in. Raises ``InvalidSettings`` (a :class:`ConfigError`) listing every
+    problem at its key as written, under ``where`` or ``settings``: ``ZEROCLICK.PLANS.starter.includes``."""
+    if not isinstance(raw, Mapping | None):
+        raise InvalidSettings([f"{where} must be a dict, got {type(raw).__name__}"])
+    sources = [(where, raw or {}), ("settings", overrides or {})]
+    values, paths, problems = fold_keys(sources, ZeroClickSettings.model_fields)
+    if problems:
+        raise InvalidSettings(problems)
+    try:
+        return ZeroClickSettings(**values)
+    except ValidationError as exc:
+        raise InvalidSettings([located(error, where, paths) for error in exc.errors()]) from None
+    except ConfigError as exc:  # a ZEROCLICK_* variable that cannot be read
+        raise InvalidSettings([exc.message]) from None
 
 
 def limit_of(settings: ZeroClickSettings, plan: str, meter: str) -> float:
