@@ -4,6 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from zc_middleware import ConfigError, ZeroClickSettings
+from zc_middleware.settings import settings_from_mapping
 
 METERS = {"api-requests": {}, "compute-seconds": {}}
 
@@ -90,3 +91,118 @@ def test_settings_are_frozen() -> None:
     settings = make()
     with pytest.raises(ValidationError):
         settings.ledger = "memory://"  # type: ignore[misc]
+
+
+# -- mistyped names say what was meant -------------------------------------------------------
+
+
+def test_a_mistyped_key_names_the_closest_one_and_lists_the_keys_once() -> None:
+    with pytest.raises(ValidationError) as info:
+        make(ledgr="memory://", plan={})
+    errors = {".".join(map(str, e["loc"])): e["msg"] for e in info.value.errors()}
+    assert errors["ledgr"] == "unknown key (did you mean 'ledger'?)"
+    assert errors["plan"].startswith("unknown key (did you mean 'plans'?); valid keys: meters, plans, routes, ledger,")
+    assert str(info.value).count("valid keys") == 1
+
+
+def test_a_mistyped_key_inside_a_plan_or_meter_names_the_closest_one() -> None:
+    with pytest.raises(ValidationError) as info:
+        make(meters={"api-requests": {"chanel": "batch"}}, plans={"starter": {"include": {}}})
+    errors = {".".join(map(str, e["loc"])): e["msg"] for e in info.value.errors()}
+    assert errors == {
+        "meters.api-requests.chanel": "unknown key (did you mean 'channel'?); valid keys: channel, description",
+        "plans.starter.include": "unknown key (did you mean 'includes'?); valid keys: default, includes",
+    }
+
+
+def test_every_undeclared_meter_is_named_at_its_key_with_the_closest_declared_one() -> None:
+    with pytest.raises(ValidationError) as info:
+        make(plans={"starter": {"includes": {"api-request": {"limit": 5}}}}, routes={"search": {"cpu": 1}})
+    errors = [(".".join(map(str, e["loc"])), e["msg"]) for e in info.value.errors()]
+    assert errors == [
+        ("plans.starter.includes", "unknown meter 'api-request' (did you mean 'api-requests'?)"),
+        ("routes.search", "unknown meter 'cpu'"),
+    ]
+
+
+def test_braces_in_a_route_name_are_not_read_as_a_template() -> None:
+    with pytest.raises(ValidationError, match=r"routes\.items/\{id\}\n  unknown meter 'nope'"):
+        make(routes={"items/{id}": {"nope": 1}})
+
+
+def test_the_batch_channel_without_an_api_key_is_reported_at_api_key() -> None:
+    with pytest.raises(ValidationError, match=r"api_key\n  required: meters \['usage'\] use the batch channel"):
+        make(meters={"usage": {"channel": "batch"}})
+
+
+# -- settings_from_mapping: one reading of a framework's mapping -----------------------------------
+
+
+def from_mapping(raw: object, overrides: dict[str, object] | None = None) -> list[str]:
+    """The problems ``raw`` has, as ``settings.ZEROCLICK``."""
+    with pytest.raises(ConfigError) as info:
+        settings_from_mapping(raw, "ZEROCLICK", overrides)
+    assert info.value.code == "invalid_settings"
+    return list(info.value.problems)  # type: ignore[attr-defined]
+
+
+def test_keys_are_read_in_either_case_and_explicit_overrides_win() -> None:
+    raw = {"METERS": METERS, "ledger": "memory://", "Service_Slug": "from-config"}
+    settings = settings_from_mapping(raw, "ZEROCLICK", {"SERVICE_SLUG": "explicit"})
+    assert (list(settings.meters), settings.ledger, settings.service_slug) == (list(METERS), "memory://", "explicit")
+    assert raw == {"METERS": METERS, "ledger": "memory://", "Service_Slug": "from-config"}  # read, never written
+
+
+def test_one_key_given_in_two_cases_names_both() -> None:
+    problems = from_mapping({"meters": METERS, "METERS": METERS})
+    assert problems == ["ZEROCLICK gives 'meters' twice, as 'meters' and 'METERS' (keys ignore case)"]
+
+
+def test_mistyped_keys_are_named_as_written_with_the_valid_keys_listed_once() -> None:
+    problems = from_mapping({"METERS": METERS, "LEDGR": "memory://", "PLAN": {}})
+    assert problems[0] == "ZEROCLICK.LEDGR: unknown key (did you mean 'LEDGER'?)"
+    assert problems[1].startswith("ZEROCLICK.PLAN: unknown key (did you mean 'PLANS'?); valid keys: METERS, PLANS,")
+    assert len(problems) == 2
+    fields = ", ".join(ZeroClickSettings.model_fields)  # listed in the case of the keys written
+    assert from_mapping({"meters": METERS, "ledgr": "x"}, {"colour": 1}) == [
+        f"ZEROCLICK.ledgr: unknown key (did you mean 'ledger'?); valid keys: {fields}",
+        f"settings.colour: unknown key; valid keys: {fields}",
+    ]
+
+
+def test_every_invalid_value_is_named_at_its_key_as_written() -> None:
+    raw = {
+        "METERS": METERS,
+        "Plans": {"starter": {"includes": {"api-request": {"limit": 5}}}, "pro": {"includes": {}, "colour": "red"}},
+        "ROUTES": {"search": {"api-requests": 0}},
+    }
+    assert from_mapping(raw) == [
+        "ZEROCLICK.Plans.pro.colour: unknown key; valid keys: default, includes",
+        "ZEROCLICK.ROUTES.search.api-requests.quantity: Input should be greater than or equal to 1",
+    ]
+    del raw["Plans"]["pro"], raw["ROUTES"]  # type: ignore[attr-defined]
+    assert from_mapping(raw) == [
+        "ZEROCLICK.Plans.starter.includes: unknown meter 'api-request' (did you mean 'api-requests'?)"
+    ]
+
+
+def test_a_value_from_the_environment_is_named_by_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZEROCLICK_SERVICE_SLUG", "Acme Search")
+    assert from_mapping({"METERS": METERS}) == [
+        "ZEROCLICK_SERVICE_SLUG: 'Acme Search' is not a service slug (lowercase letters, digits, hyphens)"
+    ]
+    monkeypatch.setenv("ZEROCLICK_METERS", "{api-requests: {}}")
+    assert from_mapping({"METERS": METERS})[0].startswith("ZEROCLICK_METERS cannot be read from the environment")
+
+
+def test_a_missing_key_says_where_it_may_be_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ZEROCLICK_METERS", raising=False)
+    assert from_mapping(None) == ["ZEROCLICK.METERS: Field required (give it here or as ZEROCLICK_METERS)"]
+    assert from_mapping(["METERS"]) == ["ZEROCLICK must be a dict, got list"]
+
+
+def test_several_problems_make_one_readable_message() -> None:
+    with pytest.raises(ConfigError) as info:
+        settings_from_mapping({"METERS": {}, "LEDGER": "mongo://x"}, 'app.config["ZEROCLICK"]')
+    assert info.value.message.startswith('2 problems:\n  app.config["ZEROCLICK"].METERS: declare at least one meter')
+    assert '\n  app.config["ZEROCLICK"].LEDGER: ' in info.value.message

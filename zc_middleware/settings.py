@@ -1,15 +1,16 @@
-"""One validated settings object, built at start-up.
+"""One validated settings object, built at start-up from arguments, a framework's mapping or the environment.
 
 Explicit arguments win over environment variables (``ZEROCLICK_*``; mappings
-such as ``ZEROCLICK_METERS`` are JSON). Every invalid value fails here, with
-pydantic's error naming the key (``plans.starter.includes.api-requests.limit``).
+such as ``ZEROCLICK_METERS`` are JSON). Every invalid value fails here, naming
+its key (``plans.starter.includes.api-requests.limit``); a mistyped key or meter
+name also names the closest valid one.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -20,16 +21,20 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from ._settings_errors import InvalidSettings, fold_keys, located, problem, with_hints
+from ._text import did_you_mean
 from .errors import ConfigError
 from .meters import MAX_QUANTITY, MeterSpec, normalize_meter_name
 from .periods import Reset
 
-__all__ = ["MeterAllowance", "MeterConfig", "PlanConfig", "ZeroClickSettings"]
+__all__ = ["MeterAllowance", "MeterConfig", "PlanConfig", "ZeroClickSettings", "settings_from_mapping"]
 
 
 def _no_bool(value: object) -> object:
@@ -120,6 +125,8 @@ class ZeroClickSettings(BaseSettings):
                     f"{name} cannot be read from the environment ({exc.__cause__ or exc}); mappings are "
                     """JSON, e.g. ZEROCLICK_METERS='{"api-requests": {}}'""",
                 ) from exc
+            except ValidationError as exc:
+                raise with_hints(exc, type(self)) from None
 
     meters: dict[MeterName, MeterConfig]
     plans: dict[str, PlanConfig] = Field(default_factory=dict)
@@ -222,26 +229,31 @@ class ZeroClickSettings(BaseSettings):
     def _references(self) -> ZeroClickSettings:
         if self.outbox is None:  # resolved once here, so everyone reads the same URL
             object.__setattr__(self, "outbox", self.ledger if self.ledger.startswith("sqlite:") else "memory://")
+        problems: list[InitErrorDetails] = []
         batch = [name for name, meter in self.meters.items() if meter.channel == "batch"]
         if batch and self.api_key is None:
-            raise ValueError(
-                f"meters {batch} use the batch channel, which needs the service API key: "
-                "set api_key (or ZEROCLICK_API_KEY)"
-            )
+            message = f"required: meters {batch} use the batch channel, which needs the service API key"
+            problems.append(problem("missing_api_key", ("api_key",), message))
         defaults = [name for name, plan in self.plans.items() if plan.default]
         if len(defaults) > 1:
-            raise ValueError(f"plans: only one plan may be the default, got {defaults}")
+            problems.append(problem("two_defaults", ("plans",), f"only one plan may be the default, got {defaults}"))
         for name, plan in self.plans.items():
-            for meter in plan.includes:
-                if meter not in self.meters:
-                    raise ValueError(f"plans.{name}.includes: unknown meter {meter!r}")
+            problems += self._unknown_meters(("plans", name, "includes"), plan.includes)
         for route, costs in self.routes.items():
             if not costs:
-                raise ValueError(f"routes.{route}: give at least one meter")
-            for meter in costs:
-                if meter not in self.meters:
-                    raise ValueError(f"routes.{route}: unknown meter {meter!r}")
+                problems.append(problem("no_meter", ("routes", route), "give at least one meter"))
+            problems += self._unknown_meters(("routes", route), costs)
+        if problems:
+            # raised as a ValidationError, pydantic keeps each problem's location (a ValueError has none)
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
+
+    def _unknown_meters(self, loc: tuple[str, ...], names: Iterable[str]) -> list[InitErrorDetails]:
+        return [
+            problem("unknown_meter", loc, f"unknown meter {name!r}{did_you_mean(name, self.meters)}", name)
+            for name in names
+            if name not in self.meters
+        ]
 
     @property
     def batch_meters(self) -> frozenset[str]:
@@ -259,6 +271,24 @@ class ZeroClickSettings(BaseSettings):
         return tuple(
             MeterSpec.make(meter, cost.quantity, cost.estimate) for meter, cost in self.routes.get(route, {}).items()
         )
+
+
+def settings_from_mapping(raw: object, where: str, overrides: Mapping[str, Any] | None = None) -> ZeroClickSettings:
+    """Settings from a framework's mapping, keys in either case; ``overrides`` (explicit arguments) win over
+    it, ``ZEROCLICK_*`` variables fill in. Raises ``InvalidSettings`` (a :class:`ConfigError`) listing every
+    problem at its key as written, under ``where`` or ``settings``: ``ZEROCLICK.PLANS.starter.includes``."""
+    if not isinstance(raw, Mapping | None):
+        raise InvalidSettings([f"{where} must be a dict, got {type(raw).__name__}"])
+    sources = [(where, raw or {}), ("settings", overrides or {})]
+    values, paths, problems = fold_keys(sources, ZeroClickSettings.model_fields)
+    if problems:
+        raise InvalidSettings(problems)
+    try:
+        return ZeroClickSettings(**values)
+    except ValidationError as exc:
+        raise InvalidSettings([located(error, where, paths) for error in exc.errors()]) from None
+    except ConfigError as exc:  # a ZEROCLICK_* variable that cannot be read
+        raise InvalidSettings([exc.message]) from None
 
 
 def limit_of(settings: ZeroClickSettings, plan: str, meter: str) -> float:

@@ -332,8 +332,8 @@ def test_check_reports_unknown_and_lower_case_keys(tmp_path: Path) -> None:
     result = manage(tmp_path, "check", settings_body='ZEROCLICK = {**ZEROCLICK, "meters": {}, "LEDGERS": "x"}\n')
     assert result.returncode != 0
     assert result.stderr.count("zc_middleware.E001") == 2
-    assert "unknown key 'meters' (write 'METERS')" in result.stderr
-    assert "unknown key 'LEDGERS'" in result.stderr
+    assert "ZEROCLICK gives 'meters' twice, as 'METERS' and 'meters' (keys ignore case)" in result.stderr
+    assert "ZEROCLICK.LEDGERS: unknown key (did you mean 'LEDGER'?)" in result.stderr
 
 
 def test_check_names_an_unreadable_environment_variable(tmp_path: Path) -> None:
@@ -482,3 +482,22 @@ def test_import_without_django_names_the_extra() -> None:
     assert result.returncode != 0
     assert "pip install 'zc-middleware[django]'" in result.stderr
     assert "During handling" not in result.stderr
+
+
+def test_check_accepts_lower_case_keys_and_lists_the_valid_keys_once(tmp_path: Path) -> None:
+    body = """
+        ZEROCLICK = {key.lower(): value for key, value in ZEROCLICK.items()}
+        ZEROCLICK["ledgr"] = ZEROCLICK["plan"] = "x"
+        ZEROCLICK["plans"] = {"starter": {"includes": {"api-request": {"limit": 1}}}}
+    """
+    result = manage(tmp_path, "check", settings_body=body)
+    out = result.stderr
+    assert result.returncode != 0
+    assert "(zc_middleware.E001) ZEROCLICK.ledgr: unknown key (did you mean 'ledger'?)\n" in out
+    assert "(zc_middleware.E001) ZEROCLICK.plan: unknown key (did you mean 'plans'?); valid keys: meters," in out
+    assert out.count("identity_header") == 1
+    assert "HINT" not in out
+    fixed = body.replace('ZEROCLICK["ledgr"] = ZEROCLICK["plan"] = "x"', "")
+    out = manage(tmp_path, "check", settings_body=fixed).stderr
+    assert "(zc_middleware.E001) ZEROCLICK.plans.starter.includes: unknown meter 'api-request' (did you mean" in out
+    assert manage(tmp_path, "check", settings_body=fixed.replace("api-request", "api-requests")).returncode == 0

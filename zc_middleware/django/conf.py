@@ -1,74 +1,45 @@
 """``settings.ZEROCLICK`` to one validated :class:`ZeroClickSettings`, and the one Gate of this process.
 
-Keys are the upper-case names of the :class:`ZeroClickSettings` fields
-(``METERS``, ``PLANS``, ``LEDGER``, ``ROUTES``, ...); anything else is an error.
-Keys left out fall back to ``ZEROCLICK_*`` environment variables, then to the
-defaults; nothing is ever written back into Django's settings.
+Keys are the names of the :class:`ZeroClickSettings` fields in either case
+(``METERS`` or ``meters``, as Flask reads ``app.config["ZEROCLICK"]``); one key
+given twice, in two cases, and anything else are errors. Keys left out fall back
+to ``ZEROCLICK_*`` environment variables, then to the defaults; nothing is ever
+written back into Django's settings.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
-from pydantic import ValidationError
 
-from ..errors import ConfigError
+from .._settings_errors import InvalidSettings
 from ..gate import Gate
 from ..ledger import open_ledger
-from ..settings import ZeroClickSettings
+from ..settings import ZeroClickSettings, settings_from_mapping
 
-__all__ = ["FIELDS", "build_settings", "checking_gate", "get_gate", "reset_gate", "zeroclick_settings"]
-
-#: ``ZEROCLICK`` key -> ``ZeroClickSettings`` field
-FIELDS: dict[str, str] = {name.upper(): name for name in ZeroClickSettings.model_fields}
+__all__ = ["build_settings", "checking_gate", "get_gate", "reset_gate", "zeroclick_settings"]
 
 _lock = threading.Lock()
 _gate: Gate | None = None
 
 
-def _where(loc: tuple[int | str, ...]) -> str:
-    if not loc:
-        return "ZEROCLICK"
-    head, *rest = loc
-    return ".".join([str(head).upper(), *map(str, rest)])
-
-
 def build_settings(raw: object) -> tuple[ZeroClickSettings | None, list[str]]:
     """Validate a ``ZEROCLICK`` value: ``(settings, [])`` or ``(None, problems)``, each naming its key."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        return None, [f"ZEROCLICK must be a dict, got {type(raw).__name__}"]
-    problems: list[str] = []
-    fields: dict[str, Any] = {}
-    for key, value in raw.items():
-        field = FIELDS.get(key) if isinstance(key, str) else None
-        if field is None:
-            hint = f" (write {key.upper()!r})" if isinstance(key, str) and key.upper() in FIELDS else ""
-            problems.append(f"unknown key {key!r}{hint}; expected one of {', '.join(FIELDS)}")
-        else:
-            fields[field] = value
-    if problems:
-        return None, problems
     try:
-        return ZeroClickSettings(**fields), []
-    except ValidationError as exc:
-        return None, [f"{_where(err['loc'])}: {err['msg']}" for err in exc.errors()]
-    except ConfigError as exc:  # a ZEROCLICK_* environment variable that cannot be read
-        return None, [exc.message]
+        return settings_from_mapping(raw, "ZEROCLICK"), []
+    except InvalidSettings as exc:
+        return None, list(exc.problems)
 
 
 def zeroclick_settings() -> ZeroClickSettings:
     """This project's settings, or :class:`ImproperlyConfigured` listing every problem."""
-    built, problems = build_settings(getattr(settings, "ZEROCLICK", None))
-    if built is None:
-        raise ImproperlyConfigured("ZEROCLICK setting is malformed: " + "; ".join(problems))
-    return built
+    try:
+        return settings_from_mapping(getattr(settings, "ZEROCLICK", None), "ZEROCLICK")
+    except InvalidSettings as exc:
+        raise ImproperlyConfigured(f"ZEROCLICK setting is malformed: {exc.message}") from None
 
 
 def get_gate() -> Gate:
