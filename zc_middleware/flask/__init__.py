@@ -30,13 +30,11 @@ try:
 except ImportError:  # pragma: no cover - exercised by tests/flask/test_flask.py
     raise ImportError("zc_middleware.flask needs Flask: pip install 'zc-middleware[flask]'") from None
 
-from pydantic import ValidationError
-
 from ..errors import ConfigError
 from ..gate import Gate
 from ..identity import Identify
 from ..ledger import Ledger
-from ..settings import ZeroClickSettings
+from ..settings import ZeroClickSettings, settings_from_mapping
 from .cli import zeroclick_cli
 from .state import KEY, Settle, State, state_of
 from .views import route_rows
@@ -66,15 +64,7 @@ class ZeroClick:
         """The validated settings ``app`` gets, from the explicit ones, its config and the environment."""
         if isinstance(self.settings, ZeroClickSettings):
             return self.settings
-        raw = app.config.get("ZEROCLICK", {})
-        if not isinstance(raw, Mapping):
-            raise ConfigError("invalid_settings", f'app.config["ZEROCLICK"] must be a dict, got {type(raw).__name__}')
-        merged = _lower(raw, 'app.config["ZEROCLICK"]')
-        merged.update(_lower(self.settings or {}, "settings"))
-        try:
-            return ZeroClickSettings(**merged)
-        except ValidationError as exc:
-            raise ConfigError("invalid_settings", f'app.config["ZEROCLICK"]: {exc}') from None
+        return settings_from_mapping(app.config.get("ZEROCLICK"), 'app.config["ZEROCLICK"]', overrides=self.settings)
 
     def init_app(self, app: Flask) -> None:
         """Check every view's meters now (an unknown meter is a :class:`ConfigError`), then hook in."""
@@ -98,15 +88,3 @@ class ZeroClick:
     def gate_for(self, app: Flask | None = None) -> Gate:
         """The :class:`Gate` of ``app`` (default: the current app)."""
         return state_of(app if app is not None else current_app).gate
-
-
-def _lower(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = key.lower() if isinstance(key, str) else key
-        if name in out:
-            raise ConfigError("invalid_settings", f"{where} gives {name!r} twice (keys are case-insensitive)")
-        out[name] = value
-    return out
-
-
