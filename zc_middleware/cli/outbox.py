@@ -1,8 +1,8 @@
-"""The ``zc-middleware`` command: operate the usage outbox (and, when installed, the sandbox).
+"""``zc-middleware outbox status|flush|retry-dead``: inspect and drive the usage outbox.
 
-``zc-middleware outbox status``     pending events, oldest pending age, dead letters with reasons
-``zc-middleware outbox flush``      deliver what is due now (needs ``ZEROCLICK_API_KEY``)
-``zc-middleware outbox retry-dead`` put dead letters back in the queue
+``status``      pending events, oldest pending age, dead letters with reasons
+``flush``       deliver what is due now (needs ``ZEROCLICK_API_KEY``)
+``retry-dead``  put dead letters back in the queue
 
 The outbox is ``--outbox URL``, else ``ZEROCLICK_OUTBOX``, else the SQLite
 ledger in ``ZEROCLICK_LEDGER``, else ``sqlite:///zeroclick.db`` (the defaults
@@ -13,18 +13,16 @@ from the command line, where other users could see it in the process list.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
-from .errors import ZcError
-from .outbox import Outbox, OutboxStatus, open_outbox
+from ..errors import ZcError
+from ..outbox import Outbox, OutboxStatus, open_outbox
 
-__all__ = ["build_parser", "main"]
+__all__ = ["add_parser"]
 
 
 def _default_outbox() -> str:
@@ -104,7 +102,7 @@ def _retry_dead(args: argparse.Namespace) -> int:
 
 
 def _flush(args: argparse.Namespace) -> int:
-    from .reporter import Reporter
+    from ..reporter import Reporter
 
     key = os.environ.get("ZEROCLICK_API_KEY", "").strip()
     if not key:
@@ -128,10 +126,9 @@ def _flush(args: argparse.Namespace) -> int:
     return 0 if done else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zc-middleware", description="Operate zc_middleware's usage reporting.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    outbox = commands.add_parser("outbox", help="inspect and drive the usage outbox")
+def add_parser(commands: Any) -> None:
+    """Add ``outbox`` and its actions to an argparse ``subparsers`` object."""
+    outbox: argparse.ArgumentParser = commands.add_parser("outbox", help="inspect and drive the usage outbox")
     actions = outbox.add_subparsers(dest="action", required=True)
 
     def add(name: str, help: str, func: Any) -> argparse.ArgumentParser:
@@ -147,35 +144,3 @@ def build_parser() -> argparse.ArgumentParser:
     flush.add_argument("--timeout", type=float, default=30.0, help="seconds to keep sending (default: %(default)s)")
     flush.add_argument("--request-timeout", type=float, default=10.0, help="seconds per batch call")
     add("retry-dead", "put every dead letter back in the queue", _retry_dead)
-
-    # The sandbox lives in its own package (and needs Starlette); add it only when it is there.
-    if importlib.util.find_spec("zc_middleware.sandbox") is not None:
-        try:
-            from .sandbox import add_parser as add_sandbox
-        except ImportError as exc:
-            message = str(exc)  # e.g. the Starlette install hint
-            missing = commands.add_parser("sandbox", help="(unavailable) local ZeroClick stand-in")
-            missing.set_defaults(func=lambda args: _unavailable(message))
-        else:
-            add_sandbox(commands)
-    return parser
-
-
-def _unavailable(message: str) -> int:
-    print(f"zc-middleware: {message}", file=sys.stderr)
-    return 2
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``zc-middleware`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except ZcError as exc:
-        print(f"zc-middleware: {exc}", file=sys.stderr)
-        return 2
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
