@@ -3,7 +3,8 @@
     zc-middleware outbox status|flush|retry-dead [--outbox URL]
     zc-middleware sandbox [--upstream URL]
 
-``python -m zc_middleware`` is the same command.
+``python -m zc_middleware`` is the same command. What a user can fix (a store that is not there)
+is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -50,6 +51,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except ZcError as exc:
-        print(f"zc-middleware: {exc}", file=sys.stderr)
+        print(f"zc-middleware: {exc.message}", file=sys.stderr)
         return 2
     return code

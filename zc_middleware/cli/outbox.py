@@ -6,8 +6,9 @@
 
 The outbox is ``--outbox URL``, else ``ZEROCLICK_OUTBOX``, else the SQLite
 ledger in ``ZEROCLICK_LEDGER``, else ``sqlite:///zeroclick.db`` (the defaults
-the middleware uses). The API key is read from the environment only, never
-from the command line, where other users could see it in the process list.
+the middleware uses); it must exist. The API key is read from the environment
+only, never from the command line, where other users could see it in the
+process list.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import sys
 import time
 from typing import Any
 
-from ..errors import ZcError
-from ..outbox import Outbox, OutboxStatus, open_outbox
+from ..outbox import OutboxStatus
+from .stores import existing_outbox
 
 __all__ = ["add_parser"]
 
@@ -31,13 +32,6 @@ def _default_outbox() -> str:
         return url
     ledger = os.environ.get("ZEROCLICK_LEDGER", "sqlite:///zeroclick.db")
     return ledger if ledger.startswith("sqlite:") else "sqlite:///zeroclick.db"
-
-
-def _open(args: argparse.Namespace) -> Outbox:
-    url: str = args.outbox or _default_outbox()
-    if url.startswith("memory:"):
-        raise ZcError("invalid_outbox", "memory:// lives inside one process; the command needs a sqlite:/// outbox")
-    return open_outbox(url)
 
 
 def _age(seconds: float | None) -> str:
@@ -83,16 +77,17 @@ def _report(url: str, status: OutboxStatus, as_json: bool) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    outbox = _open(args)
+    url = args.outbox or _default_outbox()
+    outbox = existing_outbox(url)
     try:
-        print(_report(args.outbox or _default_outbox(), outbox.status(dead_limit=args.limit), args.json))
+        print(_report(url, outbox.status(dead_limit=args.limit), args.json))
     finally:
         outbox.close()
     return 0
 
 
 def _retry_dead(args: argparse.Namespace) -> int:
-    outbox = _open(args)
+    outbox = existing_outbox(args.outbox or _default_outbox())
     try:
         count = outbox.retry_dead()
     finally:
@@ -104,12 +99,13 @@ def _retry_dead(args: argparse.Namespace) -> int:
 def _flush(args: argparse.Namespace) -> int:
     from ..reporter import Reporter
 
+    outbox = existing_outbox(args.outbox or _default_outbox())  # first: with no outbox there is nothing to send
     key = os.environ.get("ZEROCLICK_API_KEY", "").strip()
     if not key:
+        outbox.close()
         print("zc-middleware: set ZEROCLICK_API_KEY to the service API key to send usage", file=sys.stderr)
         return 2
     base = os.environ.get("ZEROCLICK_API_BASE_URL", "https://pay.zeroclick.io")
-    outbox = _open(args)
     reporter = Reporter(outbox, api_key=key, base_url=base, timeout=args.request_timeout)
     started = time.monotonic()
     try:
