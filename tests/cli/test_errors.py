@@ -6,11 +6,50 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import Run
+from tests.cli.conftest import Run, write
 
+#: settings that fail as the module is imported
+BROKEN = "from zc_middleware import ZeroClickSettings\nsettings = ZeroClickSettings(meters={})\n"
+NO_LEDGER = "no ledger at {project}/missing.db (sqlite:///missing.db)"
 NO_OUTBOX = "no outbox at {project}/missing.db (sqlite:///missing.db)"
 
 CASES = {
+    "module not importable": (
+        ["--settings", "nosuch:settings", "balance", "agent-1"],
+        "--settings nosuch:settings: cannot import 'nosuch': No module named 'nosuch'",
+    ),
+    "attribute missing": (
+        ["--settings", "conf:setings", "balance", "agent-1"],
+        "--settings conf:setings: module 'conf' has no attribute 'setings' (did you mean 'settings'?)",
+    ),
+    "no attribute named": (
+        ["--settings", "conf", "balance", "agent-1"],
+        "--settings 'conf': write module:attr, e.g. myproject.app:app",
+    ),
+    "attribute of the wrong type": (
+        ["--settings", "conf:not_settings", "balance", "agent-1"],
+        "--settings conf:not_settings: a list, not ZeroClickSettings or a mapping",
+    ),
+    "invalid mapping": (
+        ["--settings", "conf:invalid", "assign", "agent-1", "starter"],
+        "invalid settings from --settings conf:invalid: "
+        "plans.starter.includes.api-requests.limit: Input should be greater than or equal to 0",
+    ),
+    "invalid settings built on import": (
+        ["--settings", "broken:settings", "balance", "agent-1"],
+        "--settings broken:settings: invalid ZeroClickSettings: "
+        "meters: Value error, declare at least one meter, e.g. {'api-requests': {}}",
+    ),
+    "no settings at all": (
+        ["balance", "agent-1"],
+        "invalid settings from ZEROCLICK_* variables (no --settings given): ZEROCLICK_METERS: Field required",
+    ),
+    "balance on a missing ledger": (["--settings", "conf:missing_ledger", "balance", "agent-1"], NO_LEDGER),
+    "assign on a missing ledger": (["--settings", "conf:missing_ledger", "assign", "agent-1", "pro"], NO_LEDGER),
+    "a memory ledger": (
+        ["--settings", "conf:in_memory", "balance", "agent-1"],
+        "memory:// lives inside one process; the command needs a sqlite:/// ledger",
+    ),
     "outbox status on a missing outbox": (["outbox", "status", "--outbox", "sqlite:///missing.db"], NO_OUTBOX),
     "outbox flush on a missing outbox": (["outbox", "flush", "--outbox", "sqlite:///missing.db"], NO_OUTBOX),
     "outbox retry-dead on a missing outbox": (["outbox", "retry-dead", "--outbox", "sqlite:///missing.db"], NO_OUTBOX),
@@ -18,6 +57,7 @@ CASES = {
         ["outbox", "status", "--outbox", "memory://"],
         "memory:// lives inside one process; the command needs a sqlite:/// outbox",
     ),
+    "the settings' outbox missing": (["--settings", "conf:missing_ledger", "outbox", "status"], NO_OUTBOX),
 }
 
 
@@ -27,6 +67,7 @@ def files(project: Path) -> set[str]:
 
 @pytest.mark.parametrize("args, message", list(CASES.values()), ids=list(CASES))
 def test_one_line_and_status_2(run: Run, project: Path, args: list[str], message: str) -> None:
+    write(project, "broken.py", BROKEN)
     before = files(project)
     result = run(*args)
     assert (result.returncode, result.stderr) == (2, f"zc-middleware: {message.replace('{project}', str(project))}\n")

@@ -1,10 +1,12 @@
 """The ``zc-middleware`` command: one parser for every subcommand.
 
-    zc-middleware outbox status|flush|retry-dead [--outbox URL]
+    zc-middleware [--settings MODULE:ATTR] balance BUYER
+    zc-middleware [--settings MODULE:ATTR] assign BUYER PLAN [--expires ISO8601] [--starts ISO8601]
+    zc-middleware [--settings MODULE:ATTR] outbox status|flush|retry-dead [--outbox URL]
     zc-middleware sandbox [--upstream URL]
 
-``python -m zc_middleware`` is the same command. What a user can fix (a store that is not there)
-is one line on stderr and exit status 2.
+``python -m zc_middleware`` is the same command. What a user can fix (a module that does not import,
+invalid settings, a ledger that is not there) is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -16,16 +18,29 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import ZcError
-from . import outbox
+from . import buyers, outbox
 
 __all__ = ["build_parser", "main"]
 
+_SETTINGS_HELP = (
+    "a ZeroClickSettings, or a dict of its fields, imported from the current directory "
+    "(default: ZEROCLICK_* environment variables)"
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zc-middleware", description="Operate zc_middleware's usage reporting.")
+    parser = argparse.ArgumentParser(
+        prog="zc-middleware",
+        description="Operate zc_middleware from a shell: buyers' plans and the usage outbox.",
+    )
     parser.add_argument("--version", action="version", version=f"zc-middleware {__version__}")
+    parser.add_argument("--settings", metavar="MODULE:ATTR", help=_SETTINGS_HELP)
+    # Also accepted after the command name; SUPPRESS keeps a command from resetting one given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--settings", metavar="MODULE:ATTR", default=argparse.SUPPRESS, help=_SETTINGS_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
-    outbox.add_parser(commands)
+    buyers.add_parsers(commands, common)
+    outbox.add_parser(commands, common)
 
     # The sandbox lives in its own package (and needs Starlette); add it only when it is there.
     if importlib.util.find_spec("zc_middleware.sandbox") is not None:
