@@ -16,5 +16,5 @@ def test_help_names_every_command(run: Run) -> None:
     result = run("--help", module=True)
     assert result.returncode == 0
     assert result.stdout.startswith("usage: zc-middleware ")
-    for command in ("balance", "assign", "outbox"):
+    for command in ("balance", "assign", "routes", "outbox"):
         assert command in result.stdout

@@ -58,6 +58,15 @@ CASES = {
         "memory:// lives inside one process; the command needs a sqlite:/// outbox",
     ),
     "the settings' outbox missing": (["--settings", "conf:missing_ledger", "outbox", "status"], NO_OUTBOX),
+    "routes of something else": (
+        ["routes", "--app", "conf:settings"],
+        "--app conf:settings: a ZeroClickSettings, not a Starlette, FastAPI or Flask app "
+        "(for Django: manage.py zeroclick_routes)",
+    ),
+    "routes of an app that does not import": (
+        ["routes", "--app", "nosuch:app"],
+        "--app nosuch:app: cannot import 'nosuch': No module named 'nosuch'",
+    ),
 }
 
 
