@@ -1,4 +1,4 @@
-"""``manage.py zeroclick_balance BUYER``: the buyer's plan and per-meter usage as a table."""
+"""``manage.py zeroclick_balance BUYER``: the buyer's plan and per-meter usage, as ``zc-middleware balance``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from ....cli.buyers import add_balance_arguments
 from ...conf import get_gate
 
 
@@ -14,7 +15,7 @@ class Command(BaseCommand):
     help = "Show a buyer's plan and, per meter: limit, used, remaining, % used, period start and end."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("buyer", help="the buyer id (the value of the identity header)")
+        add_balance_arguments(parser)
 
     def handle(self, *args: Any, buyer: str, **options: Any) -> None:
         self.stdout.write(get_gate().ledger.balance(buyer).as_table())
