@@ -251,6 +251,13 @@ class Gate:
         self.ledger.close()
 
     @classmethod
+    def pricing_only(cls, settings: ZeroClickSettings) -> Gate:
+        """A Gate that only prices views, for checks and commands: a throwaway ``memory://`` ledger and
+        no batch sender, so it never opens the real store nor starts delivering a previous run's usage."""
+        quiet = settings.model_copy(update={"api_key": None})
+        return cls(quiet, ledger=open_ledger("memory://", plans=settings.plans))
+
+    @classmethod
     def unavailable(cls, settings: ZeroClickSettings, error: Exception, *, identify: Identify | None = None) -> Gate:
         """A Gate for an app whose store could not be opened at start-up: it prices routes as usual,
         answers every paid request ``503 ledger_unavailable`` and lets free ones through, so that a

@@ -125,12 +125,6 @@ def test_fastapi_routes_through_python_m(run: Run, apps: Path) -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="zc_middleware.starlette.route_rows pairs names with routes by id() across two walks of the "
-    "routes, and FastAPI's iter_route_contexts makes new RouteContext objects on every walk: names, and "
-    "routes priced by name in settings, come out wrong or missing",
-)
 def test_fastapi_route_names(run: Run, apps: Path) -> None:
     result = run("routes", "--app", "fastapi_app:app")
     assert result.stdout.splitlines()[2:] == [
@@ -174,4 +168,5 @@ def test_no_metered_routes(run: Run, apps: Path) -> None:
 )
 def test_an_app_not_set_up_needs_settings(run: Run, apps: Path, app: str, message: str) -> None:
     result = run("routes", "--app", app)
-    assert (result.returncode, result.stderr) == (2, f"zc-middleware: --app {app}: {message}\n")
+    # the module's other app warns as it starts (no default plan); the command's own error is last
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (2, f"zc-middleware: --app {app}: {message}")

@@ -293,7 +293,7 @@ def test_a_metered_websocket_route_is_refused_at_start_up_and_never_served() -> 
     startup = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
     sent = asyncio.run(_asgi(app, {"type": "lifespan"}, startup))
     assert sent[0]["type"] == "lifespan.startup.failed"  # as for an unknown meter: the server won't start
-    assert "WebSocket route '/ws' is metered" in str(sent[0]["message"])
+    assert "WebSocket route '/v1/ws' is metered" in str(sent[0]["message"])  # the full path
     # with the lifespan off, the route is still never served unchecked: closed before it is accepted
     sent = asyncio.run(_asgi(app, _socket("/v1/ws"), [{"type": "websocket.connect"}]))
     assert sent == [{"type": "websocket.close", "code": 1008, "reason": "metered routes are HTTP only"}]

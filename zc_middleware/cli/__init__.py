@@ -23,7 +23,6 @@ from .. import __version__
 from .._text import table
 from ..errors import ConfigError, ZcError
 from ..gate import Gate
-from ..ledger import open_ledger
 from ..settings import ZeroClickSettings
 from . import buyers, outbox
 from .load import load_object, load_settings
@@ -103,7 +102,7 @@ def _routes(args: argparse.Namespace) -> int:
     settings = load_settings(args.settings) if args.settings is not None else framework.settings()
     # Pricing needs no store: a throwaway memory ledger and no API key, so listing routes neither
     # opens the real ledger nor starts delivering usage a previous run left queued.
-    gate = Gate(settings.model_copy(update={"api_key": None}), ledger=open_ledger("memory://", plans=settings.plans))
+    gate = Gate.pricing_only(settings)
     try:
         rows = framework.rows(app, gate)
     finally:

@@ -17,7 +17,6 @@ from django.core.signals import setting_changed
 
 from .._settings_errors import InvalidSettings
 from ..gate import Gate
-from ..ledger import open_ledger
 from ..settings import ZeroClickSettings, settings_from_mapping
 
 __all__ = ["build_settings", "checking_gate", "get_gate", "reset_gate", "zeroclick_settings"]
@@ -64,14 +63,9 @@ def reset_gate() -> None:
 
 
 def checking_gate(config: ZeroClickSettings) -> Gate:
-    """A Gate that only prices views: a throwaway ``memory://`` ledger, no batch sender.
-
-    ``manage.py check`` and ``zeroclick_routes`` use it, so they never open the real
-    store nor start delivering a previous run's queued usage.
-    """
-    if "api_key" in type(config).model_fields:
-        config = config.model_copy(update={"api_key": None})
-    return Gate(config, ledger=open_ledger("memory://", plans=config.plans))
+    """A Gate that only prices views (:meth:`Gate.pricing_only`): ``manage.py check`` and
+    ``zeroclick_routes`` never open the real store nor start delivering a previous run's usage."""
+    return Gate.pricing_only(config)
 
 
 def _on_setting_changed(*, setting: str, **kwargs: object) -> None:

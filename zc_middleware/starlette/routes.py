@@ -80,20 +80,24 @@ def match(routes: Iterable[Any], scope: dict[str, Any], prefix: str | None) -> t
     return None, cacheable
 
 
-def _routes(routes: Iterable[Any], prefix: str | None = None) -> Iterator[tuple[Any, object, str | None]]:
-    """``(route, endpoint, route name)`` of every route, mounts and included routers flattened."""
+def _routes(
+    routes: Iterable[Any], prefix: str | None = None, path: str = ""
+) -> Iterator[tuple[Any, object, str | None, str]]:
+    """``(route, endpoint, route name, full path)`` of every route, mounts and included routers
+    flattened, in one walk (FastAPI's ``iter_route_contexts`` makes new route objects on every walk)."""
     for route in _flat(routes):
         endpoint = getattr(route, "endpoint", None) or getattr(route, "app", None)
         name = getattr(route, "name", None)
+        full = path + getattr(route, "path", "")
         subroutes = _subroutes(route, endpoint)
         if subroutes is not None:
-            yield from _routes(subroutes, _join(prefix, name) if name else prefix)
+            yield from _routes(subroutes, _join(prefix, name) if name else prefix, full)
         else:
-            yield route, endpoint, _join(prefix, name)
+            yield route, endpoint, _join(prefix, name), full
 
 
 def views(routes: Iterable[Any]) -> Iterator[View]:
-    for _, endpoint, name in _routes(routes):
+    for _, endpoint, name, _ in _routes(routes):
         if inspect.isclass(endpoint):
             for method in ("get", "head", "post", "put", "patch", "delete", "options"):
                 if hasattr(endpoint, method):
@@ -104,9 +108,9 @@ def views(routes: Iterable[Any]) -> Iterator[View]:
 
 def websockets(routes: Iterable[Any]) -> Iterator[tuple[object, str | None, str]]:
     """``(endpoint, route name, path)`` of every WebSocket route."""
-    for route, endpoint, name in _routes(routes):
+    for route, endpoint, name, path in _routes(routes):
         if isinstance(getattr(route, "original_route", route), WebSocketRoute):  # FastAPI wraps routes
-            yield endpoint, name, route.path
+            yield endpoint, name, path
 
 
 def named(view: View, priced: Iterable[str]) -> View:
@@ -118,27 +122,13 @@ def named(view: View, priced: Iterable[str]) -> View:
     return endpoint, name.rpartition(":")[2]
 
 
-def _paths(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, Any, object]]:
-    """``(full path, route, endpoint)`` of every route, mounts and included routers flattened."""
-    for route in _flat(routes):
-        endpoint = getattr(route, "endpoint", None) or getattr(route, "app", None)
-        path = prefix + getattr(route, "path", "")
-        subroutes = _subroutes(route, endpoint)
-        if subroutes is not None:
-            yield from _paths(subroutes, path)
-        else:
-            yield path, route, endpoint
-
-
 def route_rows(app: Any, gate: Gate) -> list[tuple[str, str, str, str]]:
     """``(route, methods, name, meters)`` for every metered HTTP route of a Starlette or FastAPI
     ``app``, priced by ``gate`` as :class:`ZeroClickMiddleware` prices them."""
-    names = dict(((id(route), name) for route, _, name in _routes(app.router.routes)))
     rows: list[tuple[str, str, str, str]] = []
-    for path, route, endpoint in _paths(app.router.routes):
+    for route, endpoint, name, path in _routes(app.router.routes):
         if endpoint is None or isinstance(getattr(route, "original_route", route), WebSocketRoute):
             continue
-        name = names.get(id(route))
         methods = sorted(set(getattr(route, "methods", None) or ("GET",)) - {"HEAD", "OPTIONS"})
         by_charge: dict[Charge, list[str]] = {}
         for method in methods:
