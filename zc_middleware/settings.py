@@ -27,27 +27,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from .errors import ConfigError
 from .meters import MAX_QUANTITY, MeterSpec, normalize_meter_name
-from .periods import Reset
+from .plans import MeterAllowance, MeterName, PlanConfig
+from .plans import no_bool as _no_bool
 
 __all__ = ["MeterAllowance", "MeterConfig", "PlanConfig", "ZeroClickSettings"]
 
 
-def _no_bool(value: object) -> object:
-    if isinstance(value, bool):
-        raise ValueError("must be an integer, not a boolean")
-    return value
-
-
-def _label(value: object) -> str:
-    try:
-        return normalize_meter_name(value)
-    except ConfigError as exc:
-        raise ValueError(exc.message) from None
-
-
-Count = Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=MAX_QUANTITY)]
 Positive = Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=MAX_QUANTITY)]
-MeterName = Annotated[str, BeforeValidator(_label)]
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -68,18 +54,6 @@ class MeterConfig(_Frozen):
     #: ``header``: reported in ``X-ZeroClick-Usage``; ``batch``: queued for the batch API.
     channel: Literal["header", "batch"] = "header"
     description: str = ""
-
-
-class MeterAllowance(_Frozen):
-    """What a plan includes of one meter: ``limit`` units (``None``: unlimited) per ``reset``."""
-
-    limit: Count | None
-    reset: Reset = "month"
-
-
-class PlanConfig(_Frozen):
-    default: bool = False
-    includes: dict[MeterName, MeterAllowance] = Field(default_factory=dict)
 
 
 class RouteCost(_Frozen):

@@ -23,7 +23,7 @@ from pydantic import TypeAdapter
 from .._text import table
 from ..errors import ZcError
 from ..periods import period_bounds
-from ..settings import PlanConfig
+from ..plans import PlanConfig
 
 __all__ = [
     "Account",
