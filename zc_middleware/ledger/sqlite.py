@@ -8,7 +8,7 @@ Why it is fast and safe:
   copied onto each balance row so that this statement needs no join. Anything
   it cannot decide (first request, period rollover, exhausted, several meters)
   falls back to one ``BEGIN IMMEDIATE`` transaction that recomputes the rows
-  with :func:`~zc_middleware.ledger.base.evaluate`.
+  with :func:`~zc_middleware.ledger.rules.evaluate`.
 * WAL with ``synchronous=NORMAL`` commits without fsync; automatic
   checkpoints are switched off so no request ever pays for one, and a daemon
   thread checkpoints in the background. A process crash loses nothing
@@ -30,7 +30,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
-from .base import Account, Balance, Hold, Ledger, Refusal, Row, evaluate, make_balance, new_account
+from .balance import Balance, make_balance
+from .base import Hold, Ledger
+from .rules import Account, Refusal, Row, evaluate, new_account
 
 __all__ = ["SQLiteLedger", "sqlite_path", "write_transaction"]
 
