@@ -29,6 +29,7 @@ from .errors import ConfigError
 from .meters import MAX_QUANTITY, MeterSpec, normalize_meter_name
 from .plans import MeterAllowance, MeterName, PlanConfig
 from .plans import no_bool as _no_bool
+from .stores import check_url
 
 __all__ = ["MeterAllowance", "MeterConfig", "PlanConfig", "ZeroClickSettings"]
 
@@ -157,10 +158,8 @@ class ZeroClickSettings(BaseSettings):
     @field_validator("ledger")
     @classmethod
     def _ledger_url(cls, value: str) -> str:
-        from .ledger import check_url
-
         try:
-            check_url(value)
+            check_url("ledger", value)
         except ConfigError as exc:
             raise ValueError(exc.message) from None
         return value
@@ -183,11 +182,9 @@ class ZeroClickSettings(BaseSettings):
     @field_validator("outbox")
     @classmethod
     def _outbox_url(cls, value: str | None) -> str | None:
-        from .outbox import check_url as check_outbox
-
         if value is not None:
             try:
-                check_outbox(value)
+                check_url("outbox", value)
             except ConfigError as exc:
                 raise ValueError(exc.message) from None
         return value

@@ -15,9 +15,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import ZcError
+from ..stores import Store
 from .balance import Balance, MeterBalance
 from .rules import Account, Plans, Refusal, Status, new_account
 
@@ -67,10 +68,17 @@ def _epoch(value: datetime | None) -> float | None:
     return value.timestamp()
 
 
-class Ledger(ABC):
-    """Where plan state lives. Every backend passes ``tests/ledger/test_contract.py``."""
+class Ledger(Store, ABC):
+    """Where plan state lives. Every backend passes ``tests/ledger/test_contract.py``.
 
-    def __init__(self, *, plans: Mapping[str, Any], clock: Clock = time.time) -> None:
+    A driver declares the URL schemes it serves (``schemes = ("sqlite",)``) and
+    is opened with ``(url, *, plans, clock, create, ...)``.
+    """
+
+    kind: ClassVar[str] = "ledger"
+
+    def __init__(self, url: str, *, plans: Mapping[str, Any], clock: Clock = time.time, create: bool = True) -> None:
+        super().__init__(url, create=create)
         self.plans = Plans(plans)
         self.clock = clock
 

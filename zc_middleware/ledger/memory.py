@@ -46,8 +46,10 @@ class _Cell:
 
 
 class MemoryLedger(Ledger):
+    schemes = ("memory",)
+
     def __init__(self, url: str = "memory://", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(url, **kwargs)
         self._lock = threading.Lock()
         self._accounts: dict[str, Account] = {}
         self._cells: dict[str, dict[str, _Cell]] = {}

@@ -21,13 +21,26 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import ClassVar
 
 from ..errors import ZcError
 from ..meters import check_quantity, normalize_meter_name
+from ..stores import Store
 
-__all__ = ["Clock", "DeadLetter", "Event", "Leased", "Outbox", "OutboxStatus", "make_event", "rfc3339"]
+__all__ = [
+    "MAX_KEY",
+    "Clock",
+    "DeadLetter",
+    "Event",
+    "Leased",
+    "Outbox",
+    "OutboxStatus",
+    "make_event",
+    "rfc3339",
+]
 
 Clock = Callable[[], float]
+#: the longest idempotency key the batch API takes
 MAX_KEY = 255
 _USER = re.compile(r"^[\x21-\x7e]{1,256}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -144,10 +157,17 @@ def conflict(event: Event) -> ZcError:
     )
 
 
-class Outbox(ABC):
-    """Durable usage events. Every backend passes ``tests/outbox/test_contract.py``."""
+class Outbox(Store, ABC):
+    """Durable usage events. Every backend passes ``tests/outbox/test_contract.py``.
 
-    def __init__(self, *, clock: Clock = time.time) -> None:
+    A driver declares the URL schemes it serves (``schemes = ("sqlite",)``) and
+    is opened with ``(url, *, clock, create, ...)``.
+    """
+
+    kind: ClassVar[str] = "outbox"
+
+    def __init__(self, url: str, *, clock: Clock = time.time, create: bool = True) -> None:
+        super().__init__(url, create=create)
         self.clock = clock
 
     @abstractmethod
