@@ -12,15 +12,18 @@ from __future__ import annotations
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ZcError
 from ..stores import Store
 from .balance import Balance, MeterBalance
 from .rules import Account, Plans, Refusal, Status, new_account
+
+if TYPE_CHECKING:
+    from ..outbox.base import Event
 
 __all__ = [
     "BUYER_ID",
@@ -102,6 +105,18 @@ class Ledger(Store, ABC):
 
     async def aadjust(self, hold: Hold, used: Mapping[str, int]) -> None:
         self.adjust(hold, used)
+
+    # -- settling together with the outbox ------------------------------------
+    def joins(self, outbox: object) -> bool:
+        """Whether :meth:`adjust_with_events` can commit a settle and ``outbox``'s insert in one
+        transaction (a SQLite ledger and outbox on one file). None can by default."""
+        return False
+
+    def adjust_with_events(self, hold: Hold, used: Mapping[str, int], outbox: object, events: Sequence[Event]) -> int:
+        """:meth:`adjust`, and add ``events`` to ``outbox`` in the same transaction: both or neither.
+        A key already queued keeps its first report. Returns how many events were new. Only for an
+        ``outbox`` this ledger :meth:`joins`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot settle and queue events in one transaction")
 
     # -- administration -----------------------------------------------------
     def assign_plan(

@@ -11,21 +11,25 @@ Why it is fast and safe:
   with :func:`~zc_middleware.ledger.rules.evaluate`.
 * Connections, WAL, checkpoints and fork safety are :class:`~zc_middleware._sqlite.Database`'s;
   this ledger checkpoints from a background thread, so no request pays for one.
-* An outbox on the same file inserts a request's batch events in the
-  transaction that settles its hold (:meth:`SQLiteLedger.adjust_with`).
+* An outbox on the same file (:meth:`SQLiteLedger.joins`) inserts a request's
+  batch events in the transaction that settles its hold: both commit or neither.
 """
 
 from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from .._sqlite import Database, SQLiteStore
+from ..errors import ZcError
 from .balance import Balance, make_balance
 from .base import Hold, Ledger
 from .rules import Account, Refusal, Row, evaluate, new_account
+
+if TYPE_CHECKING:
+    from ..outbox.base import Event
 
 __all__ = ["SQLiteLedger"]
 
@@ -70,6 +74,16 @@ ON CONFLICT (buyer) DO UPDATE SET plan = excluded.plan, anchor = excluded.anchor
 
 def _end(value: float) -> float | None:
     return None if value == math.inf else value
+
+
+@runtime_checkable
+class _JoinableOutbox(Protocol):
+    """What this ledger needs of an outbox to queue events in its own transaction: the outbox's
+    :class:`Database` (to tell it is the same file) and an insert that runs on a given connection."""
+
+    database: Database
+
+    def insert_in(self, conn: sqlite3.Connection, events: Sequence[Event]) -> int: ...
 
 
 class SQLiteLedger(SQLiteStore, Ledger):
@@ -177,6 +191,23 @@ class SQLiteLedger(SQLiteStore, Ledger):
             self.database.run(_ADJUST, changes[0])
         elif changes:
             self.database.write(lambda conn: conn.executemany(_ADJUST, changes))
+
+    # -- settling together with the outbox -------------------------------------
+    def _joined(self, outbox: object) -> _JoinableOutbox | None:
+        if isinstance(outbox, _JoinableOutbox) and outbox.database.real_path == self.database.real_path:
+            return outbox
+        return None
+
+    def joins(self, outbox: object) -> bool:
+        """True for an outbox that queues into this ledger's own file: its events can then commit in
+        the transaction that settles a hold."""
+        return self._joined(outbox) is not None
+
+    def adjust_with_events(self, hold: Hold, used: Mapping[str, int], outbox: object, events: Sequence[Event]) -> int:
+        joined = self._joined(outbox)
+        if joined is None:
+            raise ZcError("not_joined", f"the outbox does not use this ledger's file {self.path}")
+        return self.adjust_with(hold, used, lambda conn: joined.insert_in(conn, events))
 
     def adjust_with(self, hold: Hold, used: Mapping[str, int], also: Callable[[sqlite3.Connection], T]) -> T:
         """:meth:`adjust`, and ``also`` on the same connection in the same transaction."""

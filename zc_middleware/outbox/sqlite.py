@@ -2,8 +2,8 @@
 
 * ``add`` commits before it returns (WAL, ``synchronous=NORMAL``: a process
   crash loses nothing committed). When the ledger lives in the same file, the
-  ledger calls :func:`insert_events` inside the transaction that settles a
-  hold, so a request's debit and its batch events commit together.
+  ledger calls :meth:`SQLiteOutbox.insert_in` inside the transaction that
+  settles a hold, so a request's debit and its batch events commit together.
 * A sender claims rows with **one** ``UPDATE ... WHERE id IN (SELECT ... LIMIT n)
   RETURNING`` that writes its owner id and a lease expiry: SQLite runs it under
   the write lock, so two processes can never claim the same row, and a killed
@@ -97,6 +97,11 @@ class SQLiteOutbox(SQLiteStore, Outbox):
             return 0
         now = self.clock()
         return self.database.write(lambda conn: insert_events(conn, events, now, strict=strict))
+
+    def insert_in(self, conn: sqlite3.Connection, events: Sequence[Event]) -> int:
+        """Add ``events`` inside a transaction another store opened on this file (``conn``): a
+        ledger settling a hold. A key already stored keeps its first report; returns how many were new."""
+        return insert_events(conn, events, self.clock(), strict=False)
 
     def lease(self, owner: str, limit: int, ttl: float) -> list[Leased]:
         rows = self.database.run(_LEASE, {"owner": owner, "now": self.clock(), "ttl": ttl, "limit": limit})
