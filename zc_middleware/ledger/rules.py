@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter
 
+from .._text import did_you_mean
 from ..errors import ZcError
 from ..periods import period_bounds
 from ..plans import PlanConfig
@@ -71,8 +72,10 @@ class Plans:
         return None if limit == math.inf else int(limit)
 
     def check(self, plan: str) -> None:
+        """:class:`ZcError` ``unknown_plan`` unless ``plan`` is declared, naming the closest one."""
         if plan not in self.configs:
-            raise ZcError("unknown_plan", f"plan {plan!r} is not declared in settings.plans")
+            hint = did_you_mean(plan, self.configs) or f"; declared: {', '.join(self.configs) or 'none'}"
+            raise ZcError("unknown_plan", f"plan {plan!r} is not declared in settings.plans{hint}")
 
 
 def _account_refusal(account: Account | None, plans: Plans, now: float) -> Refusal | None:
