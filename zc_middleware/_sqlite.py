@@ -195,8 +195,8 @@ class Database:
             return self.connect().execute(sql, params).fetchall()
 
     def close(self) -> None:
-        """Stop the checkpoint thread and close the connection (checkpointing it if this process
-        checkpoints); the next use opens a new one."""
+        """Stop the checkpoint thread and close the connection, checkpointing first if this process
+        checkpoints; the store may not be used afterwards."""
         self._stop.set()
         with self.lock:
             if self.conn is not None:
