@@ -32,27 +32,14 @@ from ._settings_errors import InvalidSettings, fold_keys, located, problem, with
 from ._text import did_you_mean
 from .errors import ConfigError
 from .meters import MAX_QUANTITY, MeterSpec, normalize_meter_name
-from .periods import Reset
+from .plans import MeterAllowance, MeterName, PlanConfig
+from .plans import no_bool as _no_bool
+from .stores import check_url
 
 __all__ = ["MeterAllowance", "MeterConfig", "PlanConfig", "ZeroClickSettings", "settings_from_mapping"]
 
 
-def _no_bool(value: object) -> object:
-    if isinstance(value, bool):
-        raise ValueError("must be an integer, not a boolean")
-    return value
-
-
-def _label(value: object) -> str:
-    try:
-        return normalize_meter_name(value)
-    except ConfigError as exc:
-        raise ValueError(exc.message) from None
-
-
-Count = Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=MAX_QUANTITY)]
 Positive = Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=MAX_QUANTITY)]
-MeterName = Annotated[str, BeforeValidator(_label)]
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -73,18 +60,6 @@ class MeterConfig(_Frozen):
     #: ``header``: reported in ``X-ZeroClick-Usage``; ``batch``: queued for the batch API.
     channel: Literal["header", "batch"] = "header"
     description: str = ""
-
-
-class MeterAllowance(_Frozen):
-    """What a plan includes of one meter: ``limit`` units (``None``: unlimited) per ``reset``."""
-
-    limit: Count | None
-    reset: Reset = "month"
-
-
-class PlanConfig(_Frozen):
-    default: bool = False
-    includes: dict[MeterName, MeterAllowance] = Field(default_factory=dict)
 
 
 class RouteCost(_Frozen):
@@ -190,10 +165,8 @@ class ZeroClickSettings(BaseSettings):
     @field_validator("ledger")
     @classmethod
     def _ledger_url(cls, value: str) -> str:
-        from .ledger import check_url
-
         try:
-            check_url(value)
+            check_url("ledger", value)
         except ConfigError as exc:
             raise ValueError(exc.message) from None
         return value
@@ -216,11 +189,9 @@ class ZeroClickSettings(BaseSettings):
     @field_validator("outbox")
     @classmethod
     def _outbox_url(cls, value: str | None) -> str | None:
-        from .outbox import check_url as check_outbox
-
         if value is not None:
             try:
-                check_outbox(value)
+                check_url("outbox", value)
             except ConfigError as exc:
                 raise ValueError(exc.message) from None
         return value

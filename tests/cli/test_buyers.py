@@ -53,7 +53,8 @@ def test_without_settings_the_environment_gives_them(run: Run) -> None:
 
 def test_assign_refuses_what_the_ledger_would_refuse(run: Run) -> None:
     unknown = run("--settings", "conf:settings", "assign", "agent-1", "gold")
-    assert (unknown.returncode, unknown.stderr) == (2, "zc-middleware: plan 'gold' is not declared in settings.plans\n")
+    refused = "zc-middleware: plan 'gold' is not declared in settings.plans; declared: starter, pro\n"
+    assert (unknown.returncode, unknown.stderr) == (2, refused)
     day = run("--settings", "conf:settings", "assign", "agent-1", "pro", "--expires", "2099-01-31+02:00")
     assert day.returncode == 2
     assert "'2099-01-31+02:00' names a day, not a moment; write e.g. 2099-01-31T00:00+02:00" in day.stderr

@@ -195,6 +195,8 @@ def test_a_plan_starting_later_serves_from_its_start(ledger: Ledger, clock: Cloc
 def test_admin_errors_are_clear(ledger: Ledger) -> None:
     with pytest.raises(ZcError, match="unknown_plan"):
         ledger.assign_plan("b", "platinum")
+    with pytest.raises(ZcError, match=r"plan 'por' is not declared in settings.plans \(did you mean 'pro'\?\)"):
+        ledger.assign_plan("b", "por")
     with pytest.raises(ZcError, match="timezone-aware"):
         ledger.assign_plan("b", "pro", expires_at=datetime(2030, 1, 1))
     # ids no request could ever carry: the middleware would answer 401 to every one of them

@@ -63,7 +63,7 @@ def test_no_checkpoint_on_the_request_path(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
-    assert ledger._db().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # type: ignore[attr-defined]
+    assert ledger.database.run("PRAGMA wal_autocheckpoint") == [(0,)]  # type: ignore[attr-defined]
     ledger.close()
 
 

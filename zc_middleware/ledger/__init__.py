@@ -1,16 +1,21 @@
-"""Ledgers by URL: one table of schemes, each driver imported only when its scheme is used."""
+"""Ledgers by URL: ``memory://`` for tests, ``sqlite:///path.db`` shared by every process on a host.
+
+Each driver declares its schemes and is imported only when a URL with one of
+them is opened (:mod:`zc_middleware.stores`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from .._schemes import load, scheme_of
-from .base import BUYER_ID, Balance, Hold, Ledger, MeterBalance, Refusal, check_buyer_id
+from .. import stores
+from .balance import Balance, MeterBalance
+from .base import BUYER_ID, Hold, Ledger, check_buyer_id
+from .rules import Refusal
 
 __all__ = [
     "BUYER_ID",
-    "SCHEMES",
     "Balance",
     "Hold",
     "Ledger",
@@ -21,19 +26,14 @@ __all__ = [
     "open_ledger",
 ]
 
-#: scheme -> "module:Class"
-SCHEMES: dict[str, str] = {
-    "memory": "zc_middleware.ledger.memory:MemoryLedger",
-    "sqlite": "zc_middleware.ledger.sqlite:SQLiteLedger",
-}
-
 
 def check_url(url: str) -> str:
     """Return the URL's scheme, or raise :class:`ConfigError` naming the known ones."""
-    return scheme_of(url, SCHEMES, "ledger")
+    return stores.check_url(Ledger.kind, url)
 
 
-def open_ledger(url: str, *, plans: Mapping[str, Any], **kwargs: Any) -> Ledger:
-    """Open the ledger ``url`` points to (``memory://``, ``sqlite:///path.db``)."""
-    ledger: Ledger = load(SCHEMES, check_url(url))(url, plans=plans, **kwargs)
-    return ledger
+def open_ledger(url: str, *, plans: Mapping[str, Any], create: bool = True, **kwargs: Any) -> Ledger:
+    """Open the ledger ``url`` points to (``memory://``, ``sqlite:///path.db``). A file that cannot
+    be used is a :class:`ConfigError` naming ``settings.ledger`` and the path; with ``create=False``
+    a missing file is one too (``no_ledger``) instead of a new, empty ledger."""
+    return Ledger.driver(url)(url, plans=plans, create=create, **kwargs)

@@ -1,48 +1,42 @@
-"""The ledger interface and the pure plan arithmetic every backend shares.
+"""The ledger interface: reserve a plan's allowance before a paid action, settle it after.
 
 A ledger answers one question atomically: can this buyer's plan cover these
 amounts right now, and if so, debit them (a *hold*). The debit is provisional:
 :meth:`Ledger.adjust` later moves it to what was actually used (settle) or
-back to zero (release). Backends differ only in storage; the decision rules
-live in :func:`evaluate` so that every backend decides the same way.
+back to zero (release). The decision rules live in :mod:`.rules`, so that
+every backend decides the same way.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Literal
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import TypeAdapter
-
-from .._text import table
 from ..errors import ZcError
-from ..periods import period_bounds
-from ..settings import PlanConfig
+from ..stores import Store
+from .balance import Balance, MeterBalance
+from .rules import Account, Plans, Refusal, Status, new_account
+
+if TYPE_CHECKING:
+    from ..outbox.base import Event
 
 __all__ = [
-    "Account",
+    "BUYER_ID",
     "Balance",
     "Clock",
     "Hold",
     "Ledger",
     "MeterBalance",
-    "Plans",
-    "Reason",
     "Refusal",
-    "Row",
-    "evaluate",
+    "check_buyer_id",
 ]
 
-Reason = Literal["usage_exhausted", "spend_cap_reached", "plan_expired"]
-Status = Literal["active", "expired", "capped"]
 Clock = Callable[[], float]
-_PLANS: TypeAdapter[dict[str, PlanConfig]] = TypeAdapter(dict[str, PlanConfig])
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,104 +45,6 @@ class Hold:
 
     buyer: str
     debits: tuple[tuple[str, int, float], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why a plan cannot cover an action; ``retry_after`` is seconds until the meter resets."""
-
-    reason: Reason
-    meter: str | None = None
-    retry_after: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Account:
-    plan: str
-    anchor: float
-    expires_at: float | None
-    status: Status = "active"
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One meter's state for one buyer; ``period_end`` is ``inf`` when it never resets."""
-
-    period_start: float
-    period_end: float
-    used: int
-
-
-@dataclass(frozen=True, slots=True)
-class MeterBalance:
-    meter: str
-    limit: int | None
-    used: int
-    remaining: int | None
-    percent_used: float | None
-    period_start: datetime
-    period_end: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class Balance:
-    buyer: str
-    plan: str | None
-    #: ``not_started``: assigned with ``starts_at`` in the future (requests get ``402 plan_expired``
-    #: until then, the contract's reason for "no plan serving now")
-    status: Literal["active", "not_started", "expired", "capped", "none"]
-    expires_at: datetime | None
-    meters: tuple[MeterBalance, ...]
-
-    def meter(self, name: str) -> MeterBalance:
-        for item in self.meters:
-            if item.meter == name:
-                return item
-        raise KeyError(name)
-
-    def as_table(self) -> str:
-        """A plain-text table for terminals: one row per meter."""
-        head = ("meter", "limit", "used", "remaining", "% used", "period start", "period end")
-        rows = [head] + [
-            (
-                m.meter,
-                "unlimited" if m.limit is None else str(m.limit),
-                str(m.used),
-                "-" if m.remaining is None else str(m.remaining),
-                "-" if m.percent_used is None else f"{m.percent_used:g}",
-                m.period_start.strftime("%Y-%m-%d %H:%M"),
-                "never" if m.period_end is None else m.period_end.strftime("%Y-%m-%d %H:%M"),
-            )
-            for m in self.meters
-        ]
-        state = self.status.replace("_", " ")
-        if self.expires_at is not None:
-            state += f", expires {self.expires_at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
-        return f"buyer {self.buyer}: plan {self.plan or '-'} ({state})\n{table(rows)}"
-
-
-class Plans:
-    """Plan configuration as the ledger needs it: limits and resets by plan and meter."""
-
-    def __init__(self, plans: Mapping[str, PlanConfig | Mapping[str, Any]]) -> None:
-        self.configs: dict[str, PlanConfig] = _PLANS.validate_python(dict(plans))
-        self.default = next((name for name, plan in self.configs.items() if plan.default), None)
-
-    def allowance(self, plan: str, meter: str) -> tuple[float, str]:
-        """``(limit, reset)``; a meter the plan does not include has limit 0."""
-        config = self.configs[plan]
-        allowance = config.includes.get(meter)
-        if allowance is None:
-            return 0, "never"
-        return (math.inf if allowance.limit is None else allowance.limit), allowance.reset
-
-    def sql_limit(self, plan: str, meter: str) -> int | None:
-        limit = self.allowance(plan, meter)[0]
-        return None if limit == math.inf else int(limit)
-
-    def check(self, plan: str) -> None:
-        if plan not in self.configs:
-            raise ZcError("unknown_plan", f"plan {plan!r} is not declared in settings.plans")
 
 
 #: What a buyer id may be (``fullmatch``): 1 to 256 printable ASCII characters, without spaces or
@@ -167,98 +63,25 @@ def check_buyer_id(buyer: object) -> str:
     return buyer
 
 
-def _account_refusal(account: Account | None, plans: Plans, now: float) -> Refusal | None:
-    if account is None or account.plan not in plans.configs:
-        return Refusal("plan_expired")
-    if account.status == "capped":
-        return Refusal("spend_cap_reached")
-    if account.status == "expired" or (account.expires_at is not None and now >= account.expires_at):
-        return Refusal("plan_expired")
-    if now < account.anchor:
-        return Refusal("plan_expired")  # not started yet
-    return None
-
-
-def current_row(plans: Plans, account: Account, meter: str, row: Row | None, now: float) -> Row:
-    """The row as it stands at ``now``: reset lazily when its period has ended. A ``now`` before the
-    row's period (read before another thread rolled it over, or a clock stepped back) keeps the row:
-    a balance never goes back to an earlier period with nothing used."""
-    if row is not None and now < row.period_end:
-        return row
-    _, reset = plans.allowance(account.plan, meter)
-    start, end = period_bounds(account.anchor, reset, now)
-    return Row(start, end, 0)
-
-
-def evaluate(
-    plans: Plans,
-    account: Account | None,
-    rows: Mapping[str, Row],
-    amounts: Mapping[str, int],
-    now: float,
-) -> Refusal | dict[str, Row]:
-    """Decide a reservation; on success return the new rows (amounts debited)."""
-    refusal = _account_refusal(account, plans, now)
-    if refusal is not None:
-        return refusal
-    assert account is not None
-    new: dict[str, Row] = {}
-    for meter, amount in amounts.items():
-        limit, _ = plans.allowance(account.plan, meter)
-        row = current_row(plans, account, meter, rows.get(meter), now)
-        if row.used + amount > limit:
-            retry = None if row.period_end == math.inf else max(1, math.ceil(row.period_end - now))
-            return Refusal("usage_exhausted", meter, retry)
-        new[meter] = Row(row.period_start, row.period_end, row.used + amount)
-    return new
-
-
-def new_account(plans: Plans, now: float) -> Account | None:
-    """The account a first-time buyer gets: the default plan, anchored now."""
-    return Account(plans.default, now, None) if plans.default else None
-
-
-def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, timezone.utc)
-
-
-def make_balance(plans: Plans, buyer: str, account: Account | None, rows: Mapping[str, Row], now: float) -> Balance:
-    """Per-meter limit, used, remaining, percent used and period bounds, reset lazily."""
-    if account is None:
-        if plans.default is None:
-            return Balance(buyer, None, "none", None, ())
-        account = Account(plans.default, now, None)
-    status: Literal["active", "not_started", "expired", "capped"] = account.status
-    if status == "active" and account.expires_at is not None and now >= account.expires_at:
-        status = "expired"
-    elif status == "active" and now < account.anchor:
-        status = "not_started"
-    config = plans.configs.get(account.plan)
-    meters: list[MeterBalance] = []
-    for meter in config.includes if config else ():
-        limit_f, _ = plans.allowance(account.plan, meter)
-        row = current_row(plans, account, meter, rows.get(meter), now)
-        limit = None if limit_f == math.inf else int(limit_f)
-        remaining = None if limit is None else max(0, limit - row.used)
-        percent = None if not limit else round(100.0 * row.used / limit, 2)
-        end = None if row.period_end == math.inf else _utc(row.period_end)
-        meters.append(MeterBalance(meter, limit, row.used, remaining, percent, _utc(row.period_start), end))
-    expires = None if account.expires_at is None else _utc(account.expires_at)
-    return Balance(buyer, account.plan, status, expires, tuple(meters))
-
-
-def _epoch(value: datetime | None, default: float | None) -> float | None:
+def _epoch(value: datetime | None) -> float | None:
     if value is None:
-        return default
+        return None
     if value.tzinfo is None:
         raise ZcError("naive_datetime", "datetimes must be timezone-aware (e.g. datetime.now(timezone.utc))")
     return value.timestamp()
 
 
-class Ledger(ABC):
-    """Where plan state lives. Every backend passes ``tests/ledger/test_contract.py``."""
+class Ledger(Store, ABC):
+    """Where plan state lives. Every backend passes ``tests/ledger/test_contract.py``.
 
-    def __init__(self, *, plans: Mapping[str, Any], clock: Clock = time.time) -> None:
+    A driver declares the URL schemes it serves (``schemes = ("sqlite",)``) and
+    is opened with ``(url, *, plans, clock, create, ...)``.
+    """
+
+    kind: ClassVar[str] = "ledger"
+
+    def __init__(self, url: str, *, plans: Mapping[str, Any], clock: Clock = time.time, create: bool = True) -> None:
+        super().__init__(url, create=create)
         self.plans = Plans(plans)
         self.clock = clock
 
@@ -277,19 +100,23 @@ class Ledger(ABC):
     def release(self, hold: Hold) -> None:
         self.adjust(hold, {})
 
-    def joins(self, outbox: object) -> bool:
-        """Whether a settle and an insert into ``outbox`` can commit in one transaction."""
-        return False
-
-    def adjust_with_events(self, hold: Hold, used: Mapping[str, int], outbox: Any, events: Any) -> int:
-        """:meth:`adjust` and store ``events`` in ``outbox`` in one transaction (when :meth:`joins`)."""
-        raise NotImplementedError
-
     async def areserve(self, buyer: str, amounts: Mapping[str, int]) -> Hold | Refusal:
         return self.reserve(buyer, amounts)
 
     async def aadjust(self, hold: Hold, used: Mapping[str, int]) -> None:
         self.adjust(hold, used)
+
+    # -- settling together with the outbox ------------------------------------
+    def joins(self, outbox: object) -> bool:
+        """Whether :meth:`adjust_with_events` can commit a settle and ``outbox``'s insert in one
+        transaction (a SQLite ledger and outbox on one file). None can by default."""
+        return False
+
+    def adjust_with_events(self, hold: Hold, used: Mapping[str, int], outbox: object, events: Sequence[Event]) -> int:
+        """:meth:`adjust`, and add ``events`` to ``outbox`` in the same transaction: both or neither.
+        A key already queued keeps its first report. Returns how many events were new. Only for an
+        ``outbox`` this ledger :meth:`joins`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot settle and queue events in one transaction")
 
     # -- administration -----------------------------------------------------
     def assign_plan(
@@ -303,8 +130,8 @@ class Ledger(ABC):
         """Put ``buyer`` on ``plan`` with fresh allowances, periods anchored at ``starts_at``."""
         check_buyer_id(buyer)
         self.plans.check(plan)
-        anchor = _epoch(starts_at, None) or self.clock()
-        expires = _epoch(expires_at, None)
+        anchor = _epoch(starts_at) or self.clock()
+        expires = _epoch(expires_at)
         if starts_at is not None and expires is not None and expires <= anchor:
             raise ZcError("invalid_dates", "the plan would expire before it starts: give expires_at after starts_at")
         self._store_account(buyer, Account(plan, anchor, expires), reset=True)

@@ -6,7 +6,7 @@ when it may be debited without asking the account again, and the last hold it
 granted. The common reservation (an active buyer, one meter, inside its period,
 within its limit) is then a few comparisons and one addition under the lock,
 handing back that same immutable hold; anything else is decided by the shared
-:func:`~zc_middleware.ledger.base.evaluate`.
+:func:`~zc_middleware.ledger.rules.evaluate`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from collections.abc import Mapping
 from math import inf
 from typing import Any
 
-from .base import Account, Balance, Hold, Ledger, Refusal, Row, evaluate, make_balance, new_account
+from .balance import Balance, make_balance
+from .base import Hold, Ledger
+from .rules import Account, Refusal, Row, evaluate, new_account
 
 __all__ = ["MemoryLedger"]
 
@@ -44,8 +46,10 @@ class _Cell:
 
 
 class MemoryLedger(Ledger):
+    schemes = ("memory",)
+
     def __init__(self, url: str = "memory://", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(url, **kwargs)
         self._lock = threading.Lock()
         self._accounts: dict[str, Account] = {}
         self._cells: dict[str, dict[str, _Cell]] = {}

@@ -1,4 +1,4 @@
-"""``sqlite:///path.db``: the embedded default, shared safely by every process on one host.
+"""``sqlite:///path.db``: the embedded default ledger, shared safely by every process on one host.
 
 Why it is fast and safe:
 
@@ -8,34 +8,31 @@ Why it is fast and safe:
   copied onto each balance row so that this statement needs no join. Anything
   it cannot decide (first request, period rollover, exhausted, several meters)
   falls back to one ``BEGIN IMMEDIATE`` transaction that recomputes the rows
-  with :func:`~zc_middleware.ledger.base.evaluate`.
-* WAL with ``synchronous=NORMAL`` commits without fsync; automatic
-  checkpoints are switched off so no request ever pays for one, and a daemon
-  thread checkpoints in the background. A process crash loses nothing
-  committed; an OS crash may lose the last commits (as with any NORMAL WAL).
-* One connection per process, behind a lock: threads queue on the lock
-  instead of sleeping in SQLite's busy handler. After ``fork`` the child opens
-  its own connection.
+  with :func:`~zc_middleware.ledger.rules.evaluate`.
+* Connections, WAL, checkpoints and fork safety are :class:`~zc_middleware._sqlite.Database`'s;
+  this ledger checkpoints from a background thread, so no request pays for one.
+* An outbox on the same file (:meth:`SQLiteLedger.joins`) inserts a request's
+  batch events in the transaction that settles its hold: both commit or neither.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import os
 import sqlite3
-import threading
-import time
-import weakref
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from ..errors import ConfigError
-from .base import Account, Balance, Hold, Ledger, Refusal, Row, evaluate, make_balance, new_account
+from .._sqlite import Database, SQLiteStore
+from ..errors import ZcError
+from .balance import Balance, make_balance
+from .base import Hold, Ledger
+from .rules import Account, Refusal, Row, evaluate, new_account
 
-__all__ = ["SQLiteLedger", "sqlite_path", "write_transaction"]
+if TYPE_CHECKING:
+    from ..outbox.base import Event
 
-log = logging.getLogger("zc_middleware")
+__all__ = ["SQLiteLedger"]
+
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -74,48 +71,24 @@ ON CONFLICT (buyer) DO UPDATE SET plan = excluded.plan, anchor = excluded.anchor
     expires_at = excluded.expires_at, status = excluded.status
 """
 
-_instances: weakref.WeakSet[SQLiteLedger] = weakref.WeakSet()
-
-
-def _after_fork() -> None:
-    for ledger in list(_instances):
-        ledger._forget_process_state()
-
-
-os.register_at_fork(after_in_child=_after_fork)
-
-
-def sqlite_path(url: str) -> str:
-    """``sqlite:///rel.db`` -> ``rel.db``; ``sqlite:////abs/x.db`` -> ``/abs/x.db``."""
-    if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
-        raise ConfigError("invalid_ledger_url", f"{url!r}: write sqlite:///relative.db or sqlite:////absolute.db")
-    path = url[len("sqlite:///") :]
-    if path == ":memory:":
-        raise ConfigError("invalid_ledger_url", "sqlite:///:memory: is private to one connection; use memory://")
-    return path
-
-
-def write_transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``body`` in one ``BEGIN IMMEDIATE`` transaction on ``conn``, rolled back if it raises.
-
-    IMMEDIATE takes the write lock up front, so a read inside ``body`` cannot be
-    invalidated by another process before its write (no SQLITE_BUSY upgrade deadlock).
-    """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = body(conn)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
-
 
 def _end(value: float) -> float | None:
     return None if value == math.inf else value
 
 
-class SQLiteLedger(Ledger):
+@runtime_checkable
+class _JoinableOutbox(Protocol):
+    """What this ledger needs of an outbox to queue events in its own transaction: the outbox's
+    :class:`Database` (to tell it is the same file) and an insert that runs on a given connection."""
+
+    database: Database
+
+    def insert_in(self, conn: sqlite3.Connection, events: Sequence[Event]) -> int: ...
+
+
+class SQLiteLedger(SQLiteStore, Ledger):
+    schemes = ("sqlite",)
+
     def __init__(
         self,
         url: str,
@@ -124,52 +97,13 @@ class SQLiteLedger(Ledger):
         checkpoint_interval: float = 1.0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.path = sqlite_path(url)
-        self.busy_timeout = busy_timeout
-        self.checkpoint_interval = checkpoint_interval
-        self._forget_process_state()
-        _instances.add(self)
-        self._write(self._prepare)
-
-    # -- connection handling ---------------------------------------------
-    def _forget_process_state(self) -> None:
-        self._lock = threading.Lock()
+        super().__init__(url, **kwargs)
+        self.database = Database(
+            url, kind=self.kind, create=self.create, busy_timeout=busy_timeout, checkpoint_interval=checkpoint_interval
+        )
+        #: the last hold granted per (buyer, meter): the same debit in the same period is the same value
         self._holds: dict[tuple[str, str], Hold] = {}
-        self._conn: sqlite3.Connection | None = None
-        self._stop = threading.Event()
-
-    def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL").fetchall()
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA wal_autocheckpoint=0")
-        return conn
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = self._open()
-            if self.checkpoint_interval > 0:
-                threading.Thread(
-                    target=self._checkpoint_loop, args=(self._stop,), daemon=True, name="zc-sqlite-checkpoint"
-                ).start()
-        return self._conn
-
-    def _checkpoint_loop(self, stop: threading.Event) -> None:
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
-        try:
-            while not stop.wait(self.checkpoint_interval):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error as exc:  # busy or gone: the next round tries again
-                    log.debug("sqlite checkpoint skipped: %s", exc)
-        finally:
-            conn.close()
-
-    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``body`` in one ``BEGIN IMMEDIATE`` transaction (rolled back if it raises)."""
-        with self._lock:
-            return write_transaction(self._db(), body)
+        self.database.open(self._prepare)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         for statement in _SCHEMA.split(";"):
@@ -188,27 +122,16 @@ class SQLiteLedger(Ledger):
                 (lim, known, meter, plan),
             )
 
-    def close(self) -> None:
-        self._stop.set()
-        with self._lock:
-            if self._conn is not None:
-                try:
-                    self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error:
-                    pass
-                self._conn.close()
-                self._conn = None
-        _instances.discard(self)
-
     # -- the request path ------------------------------------------------
     def reserve(self, buyer: str, amounts: Mapping[str, int]) -> Hold | Refusal:
         now = self.clock()
         if len(amounts) == 1:
             for meter, amount in amounts.items():
-                lock = self._lock
+                database = self.database
+                lock = database.lock
                 lock.acquire()  # acquire/release rather than ``with``: measurably cheaper on this hot path
                 try:
-                    conn = self._conn if self._conn is not None else self._db()
+                    conn = database.conn if database.conn is not None else database.connect()
                     params = (amount, buyer, meter, now, now, amount, now)
                     rows = conn.execute(_FAST, params).fetchall()  # all: completes the commit
                 finally:
@@ -223,20 +146,14 @@ class SQLiteLedger(Ledger):
                             self._holds.clear()
                         hold = self._holds[key] = Hold(buyer, ((meter, amount, hit[0]),))
                     return hold
-        return self._write(lambda conn: self._reserve_slow(conn, buyer, amounts, now))
+        return self.database.write(lambda conn: self._reserve_slow(conn, buyer, amounts, now))
 
     def _reserve_slow(
         self, conn: sqlite3.Connection, buyer: str, amounts: Mapping[str, int], now: float
     ) -> Hold | Refusal:
         stored = self._load_account(conn, buyer)
         account = stored or new_account(self.plans, now)
-        rows = {
-            meter: Row(start, math.inf if end is None else end, used)
-            for meter, start, end, used in conn.execute(
-                "SELECT meter, period_start, period_end, used FROM zc_balances WHERE buyer = ?", (buyer,)
-            )
-        }
-        result = evaluate(self.plans, account, rows, amounts, now)
+        result = evaluate(self.plans, account, self._load_rows(conn, buyer), amounts, now)
         if isinstance(result, Refusal):
             return result  # nothing was written; the commit is empty
         assert account is not None
@@ -268,8 +185,32 @@ class SQLiteLedger(Ledger):
             if used.get(meter, 0) != amount
         ]
 
+    def adjust(self, hold: Hold, used: Mapping[str, int]) -> None:
+        changes = self._changes(hold, used)
+        if len(changes) == 1:
+            self.database.run(_ADJUST, changes[0])
+        elif changes:
+            self.database.write(lambda conn: conn.executemany(_ADJUST, changes))
+
+    # -- settling together with the outbox -------------------------------------
+    def _joined(self, outbox: object) -> _JoinableOutbox | None:
+        if isinstance(outbox, _JoinableOutbox) and outbox.database.real_path == self.database.real_path:
+            return outbox
+        return None
+
+    def joins(self, outbox: object) -> bool:
+        """True for an outbox that queues into this ledger's own file: its events can then commit in
+        the transaction that settles a hold."""
+        return self._joined(outbox) is not None
+
+    def adjust_with_events(self, hold: Hold, used: Mapping[str, int], outbox: object, events: Sequence[Event]) -> int:
+        joined = self._joined(outbox)
+        if joined is None:
+            raise ZcError("not_joined", f"the outbox does not use this ledger's file {self.path}")
+        return self.adjust_with(hold, used, lambda conn: joined.insert_in(conn, events))
+
     def adjust_with(self, hold: Hold, used: Mapping[str, int], also: Callable[[sqlite3.Connection], T]) -> T:
-        """:meth:`adjust`, and ``also`` in the same transaction (the outbox's events when it shares this file)."""
+        """:meth:`adjust`, and ``also`` on the same connection in the same transaction."""
         changes = self._changes(hold, used)
 
         def body(conn: sqlite3.Connection) -> T:
@@ -277,25 +218,7 @@ class SQLiteLedger(Ledger):
                 conn.executemany(_ADJUST, changes)
             return also(conn)
 
-        return self._write(body)
-
-    def joins(self, outbox: object) -> bool:
-        path = getattr(outbox, "path", None)
-        return isinstance(path, str) and os.path.realpath(path) == os.path.realpath(self.path)
-
-    def adjust_with_events(self, hold: Hold, used: Mapping[str, int], outbox: Any, events: Any) -> int:
-        from ..outbox.sqlite import insert_events
-
-        now = time.time()
-        return self.adjust_with(hold, used, lambda conn: insert_events(conn, events, now, strict=False))
-
-    def adjust(self, hold: Hold, used: Mapping[str, int]) -> None:
-        changes = self._changes(hold, used)
-        if len(changes) == 1:
-            with self._lock:
-                self._db().execute(_ADJUST, changes[0])
-        elif changes:
-            self._write(lambda conn: conn.executemany(_ADJUST, changes))
+        return self.database.write(body)
 
     # -- administration ----------------------------------------------------
     @staticmethod
@@ -305,9 +228,17 @@ class SQLiteLedger(Ledger):
         ).fetchone()
         return None if row is None else Account(*row)
 
+    @staticmethod
+    def _load_rows(conn: sqlite3.Connection, buyer: str) -> dict[str, Row]:
+        return {
+            meter: Row(start, math.inf if end is None else end, used)
+            for meter, start, end, used in conn.execute(
+                "SELECT meter, period_start, period_end, used FROM zc_balances WHERE buyer = ?", (buyer,)
+            )
+        }
+
     def _account(self, buyer: str) -> Account | None:
-        with self._lock:
-            return self._load_account(self._db(), buyer)
+        return self.database.read(lambda conn: self._load_account(conn, buyer))
 
     def _store_account(self, buyer: str, account: Account, *, reset: bool) -> None:
         def store(conn: sqlite3.Connection) -> None:
@@ -320,23 +251,8 @@ class SQLiteLedger(Ledger):
                     (int(account.status == "active"), account.expires_at, buyer),
                 )
 
-        self._write(store)
+        self.database.write(store)
 
     def balance(self, buyer: str) -> Balance:
-        def read(conn: sqlite3.Connection) -> tuple[Account | None, dict[str, Row]]:
-            rows = {
-                meter: Row(start, math.inf if end is None else end, used)
-                for meter, start, end, used in conn.execute(
-                    "SELECT meter, period_start, period_end, used FROM zc_balances WHERE buyer = ?", (buyer,)
-                )
-            }
-            return self._load_account(conn, buyer), rows
-
-        with self._lock:
-            conn = self._db()
-            conn.execute("BEGIN")
-            try:
-                account, rows = read(conn)
-            finally:
-                conn.execute("COMMIT")
+        account, rows = self.database.read(lambda conn: (self._load_account(conn, buyer), self._load_rows(conn, buyer)))
         return make_balance(self.plans, buyer, account, rows, self.clock())

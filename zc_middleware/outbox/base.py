@@ -21,27 +21,55 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import ClassVar
 
 from ..errors import ZcError
 from ..meters import check_quantity, normalize_meter_name
+from ..stores import Store
 
-__all__ = ["Clock", "DeadLetter", "Event", "Leased", "Outbox", "OutboxStatus", "make_event", "rfc3339"]
+__all__ = [
+    "FIELDS",
+    "MAX_KEY",
+    "Clock",
+    "DeadLetter",
+    "Event",
+    "Leased",
+    "Outbox",
+    "OutboxStatus",
+    "Usage",
+    "make_event",
+    "rfc3339",
+]
 
 Clock = Callable[[], float]
+#: the longest idempotency key the batch API takes
 MAX_KEY = 255
+#: a batch event's fields, in the order its JSON body lists them
+FIELDS = ("userId", "meter", "quantity", "timestamp", "idempotencyKey")
 _USER = re.compile(r"^[\x21-\x7e]{1,256}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
-    """One usage event, validated; ``body`` is the JSON sent to the API, byte for byte."""
+class Usage:
+    """What a batch event says, whoever holds it: who used how much of which meter, and when."""
 
-    key: str
     user_id: str
     meter: str
     quantity: int
+    #: RFC 3339
     timestamp: str
+
+    def payload(self, key: str) -> dict[str, object]:
+        """The batch API's JSON object for this usage under the idempotency ``key``."""
+        return dict(zip(FIELDS, (self.user_id, self.meter, self.quantity, self.timestamp, key), strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Event(Usage):
+    """One usage event, validated; ``body`` is the JSON sent to the API, byte for byte."""
+
+    key: str
     body: str
     #: False when the timestamp was taken from the clock: a re-report then matches on the rest
     explicit_time: bool = True
@@ -129,11 +157,9 @@ def make_event(
         raise ZcError("naive_datetime", "timestamp must be timezone-aware (e.g. datetime.now(timezone.utc))")
     else:
         stamp = rfc3339(timestamp)
-    body = json.dumps(
-        {"userId": user_id, "meter": name, "quantity": qty, "timestamp": stamp, "idempotencyKey": key},
-        separators=(",", ":"),
-    )
-    return Event(key, user_id, name, qty, stamp, body, timestamp is not None)
+    usage = Usage(user_id, name, qty, stamp)
+    body = json.dumps(usage.payload(key), separators=(",", ":"))
+    return Event(user_id, name, qty, stamp, key=key, body=body, explicit_time=timestamp is not None)
 
 
 def conflict(event: Event) -> ZcError:
@@ -144,10 +170,17 @@ def conflict(event: Event) -> ZcError:
     )
 
 
-class Outbox(ABC):
-    """Durable usage events. Every backend passes ``tests/outbox/test_contract.py``."""
+class Outbox(Store, ABC):
+    """Durable usage events. Every backend passes ``tests/outbox/test_contract.py``.
 
-    def __init__(self, *, clock: Clock = time.time) -> None:
+    A driver declares the URL schemes it serves (``schemes = ("sqlite",)``) and
+    is opened with ``(url, *, clock, create, ...)``.
+    """
+
+    kind: ClassVar[str] = "outbox"
+
+    def __init__(self, url: str, *, clock: Clock = time.time, create: bool = True) -> None:
+        super().__init__(url, create=create)
         self.clock = clock
 
     @abstractmethod

@@ -32,8 +32,10 @@ class _Row:
 
 
 class MemoryOutbox(Outbox):
+    schemes = ("memory",)
+
     def __init__(self, url: str = "memory://", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(url, **kwargs)
         self._lock = threading.Lock()
         self._by_key: dict[str, _Row] = {}
         self._pending: dict[int, _Row] = {}  # insertion (= id) order

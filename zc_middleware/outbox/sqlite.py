@@ -2,8 +2,8 @@
 
 * ``add`` commits before it returns (WAL, ``synchronous=NORMAL``: a process
   crash loses nothing committed). When the ledger lives in the same file, the
-  ledger calls :func:`insert_events` inside the transaction that settles a
-  hold, so a request's debit and its batch events commit together.
+  ledger calls :meth:`SQLiteOutbox.insert_in` inside the transaction that
+  settles a hold, so a request's debit and its batch events commit together.
 * A sender claims rows with **one** ``UPDATE ... WHERE id IN (SELECT ... LIMIT n)
   RETURNING`` that writes its owner id and a lease expiry: SQLite runs it under
   the write lock, so two processes can never claim the same row, and a killed
@@ -14,19 +14,15 @@
 
 from __future__ import annotations
 
-import os
+import json
 import sqlite3
-import threading
-import weakref
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from ..ledger.sqlite import sqlite_path, write_transaction
+from .._sqlite import Database, SQLiteStore
 from .base import DeadLetter, Event, Leased, Outbox, OutboxStatus, conflict
 
 __all__ = ["SQLiteOutbox", "ensure_schema", "insert_events"]
-
-T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS zc_outbox (
@@ -56,16 +52,6 @@ RETURNING id, key, body, attempts
 """
 _IDS = "id IN (SELECT value FROM json_each(?))"
 
-_instances: weakref.WeakSet[SQLiteOutbox] = weakref.WeakSet()
-
-
-def _after_fork() -> None:
-    for outbox in list(_instances):
-        outbox._forget_process_state()
-
-
-os.register_at_fork(after_in_child=_after_fork)
-
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
     for statement in _SCHEMA.split(";"):
@@ -94,58 +80,41 @@ def insert_events(conn: sqlite3.Connection, events: Sequence[Event], now: float,
 
 
 def _json_list(items: Sequence[object]) -> str:
-    import json
-
     return json.dumps(list(items))
 
 
-class SQLiteOutbox(Outbox):
+class SQLiteOutbox(SQLiteStore, Outbox):
+    schemes = ("sqlite",)
+
     def __init__(self, url: str, *, busy_timeout: float = 5.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.path = sqlite_path(url)
-        self.busy_timeout = busy_timeout
-        self._forget_process_state()
-        _instances.add(self)
-        self._write(ensure_schema)
-
-    def _forget_process_state(self) -> None:
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL").fetchall()
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn = conn
-        return self._conn
-
-    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        with self._lock:
-            return write_transaction(self._db(), body)
-
-    def _exec(self, sql: str, params: Sequence[object] | Mapping[str, object]) -> list[Any]:
-        with self._lock:
-            return self._db().execute(sql, params).fetchall()
+        super().__init__(url, **kwargs)
+        # No checkpoint thread of its own: SQLite's automatic checkpoints stay on for this connection.
+        self.database = Database(url, kind=self.kind, create=self.create, busy_timeout=busy_timeout)
+        self.database.open(ensure_schema)
 
     def add(self, events: Sequence[Event], *, strict: bool = True) -> int:
         if not events:
             return 0
         now = self.clock()
-        return self._write(lambda conn: insert_events(conn, events, now, strict=strict))
+        return self.database.write(lambda conn: insert_events(conn, events, now, strict=strict))
+
+    def insert_in(self, conn: sqlite3.Connection, events: Sequence[Event]) -> int:
+        """Add ``events`` inside a transaction another store opened on this file (``conn``): a
+        ledger settling a hold. A key already stored keeps its first report; returns how many were new."""
+        return insert_events(conn, events, self.clock(), strict=False)
 
     def lease(self, owner: str, limit: int, ttl: float) -> list[Leased]:
-        rows = self._exec(_LEASE, {"owner": owner, "now": self.clock(), "ttl": ttl, "limit": limit})
+        rows = self.database.run(_LEASE, {"owner": owner, "now": self.clock(), "ttl": ttl, "limit": limit})
         return sorted((Leased(*row) for row in rows), key=lambda r: r.id)
 
     def delivered(self, owner: str, ids: Sequence[int]) -> None:
-        self._exec(
+        self.database.run(
             f"UPDATE zc_outbox SET state = 1, owner = NULL, lease_until = NULL, done_at = ? WHERE owner = ? AND {_IDS}",
             (self.clock(), owner, _json_list(ids)),
         )
 
     def retry(self, owner: str, ids: Sequence[int], delay: float, *, count: bool = True) -> None:
-        self._exec(
+        self.database.run(
             "UPDATE zc_outbox SET owner = NULL, lease_until = NULL, next_at = ?, attempts = attempts + ? "
             f"WHERE owner = ? AND state = 0 AND {_IDS}",
             (self.clock() + delay, int(count), owner, _json_list(ids)),
@@ -153,7 +122,7 @@ class SQLiteOutbox(Outbox):
 
     def dead(self, owner: str, failures: Sequence[tuple[int, str]]) -> None:
         now = self.clock()
-        self._write(
+        self.database.write(
             lambda conn: conn.executemany(
                 "UPDATE zc_outbox SET state = 2, owner = NULL, lease_until = NULL, reason = ?, done_at = ?, "
                 "attempts = attempts + 1 WHERE id = ? AND owner = ? AND state = 0",
@@ -163,12 +132,15 @@ class SQLiteOutbox(Outbox):
 
     def reclaim(self, is_gone: Callable[[str], bool]) -> int:
         owners = [
-            o for (o,) in self._exec("SELECT DISTINCT owner FROM zc_outbox WHERE state = 0 AND owner IS NOT NULL", ())
+            o
+            for (o,) in self.database.run(
+                "SELECT DISTINCT owner FROM zc_outbox WHERE state = 0 AND owner IS NOT NULL", ()
+            )
         ]
         gone = [o for o in owners if is_gone(o)]
         if not gone:
             return 0
-        return self._write(
+        return self.database.write(
             lambda conn: (
                 conn.execute(
                     "UPDATE zc_outbox SET owner = NULL, lease_until = NULL "
@@ -193,13 +165,7 @@ class SQLiteOutbox(Outbox):
                 dead_letters=tuple(DeadLetter(k, r or "", d or 0.0, b) for k, r, d, b in letters),
             )
 
-        with self._lock:
-            conn = self._db()
-            conn.execute("BEGIN")
-            try:
-                return read(conn)
-            finally:
-                conn.execute("COMMIT")
+        return self.database.read(read)
 
     def retry_dead(self) -> int:
         def revive(conn: sqlite3.Connection) -> int:
@@ -209,16 +175,9 @@ class SQLiteOutbox(Outbox):
             )
             return cursor.rowcount
 
-        return self._write(revive)
+        return self.database.write(revive)
 
     def prune(self, before: float) -> int:
-        return self._write(
+        return self.database.write(
             lambda conn: conn.execute("DELETE FROM zc_outbox WHERE state = 1 AND done_at < ?", (before,)).rowcount
         )
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-        _instances.discard(self)

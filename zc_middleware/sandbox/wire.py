@@ -2,7 +2,8 @@
 
 Pure functions, no I/O. Both are strict on purpose: the sandbox exists to show
 a seller what the real service would refuse, so it names every problem instead
-of guessing what a sender meant.
+of guessing what a sender meant. An event's fields, its JSON shape and its
+limits are the outbox's (the sending side), so the two sides cannot drift apart.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from ..errors import ZcError
 from ..meters import MAX_QUANTITY, check_quantity, normalize_meter_name
+from ..outbox.base import FIELDS, MAX_KEY, Usage
 
 __all__ = [
     "FIELDS",
@@ -28,8 +30,7 @@ __all__ = [
 
 #: the seed contract: at most 1,000 events a batch
 MAX_EVENTS = 1000
-MAX_KEY_LENGTH = 255
-FIELDS = ("userId", "meter", "quantity", "timestamp", "idempotencyKey")
+MAX_KEY_LENGTH = MAX_KEY
 # RFC 3339 ``date-time``: ``T`` (or ``t``) between date and time, and a mandatory ``Z`` or offset.
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$", re.ASCII
@@ -38,23 +39,13 @@ _DIGITS = re.compile(r"^[0-9]+$")
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class Event(Usage):
     """One valid batch event, as sent (the payload compared on redelivery)."""
 
-    user_id: str
-    meter: str
-    quantity: int
-    timestamp: str
     idempotency_key: str
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "userId": self.user_id,
-            "meter": self.meter,
-            "quantity": self.quantity,
-            "timestamp": self.timestamp,
-            "idempotencyKey": self.idempotency_key,
-        }
+        return self.payload(self.idempotency_key)
 
 
 @dataclass(frozen=True, slots=True)
