@@ -45,7 +45,7 @@ def test_without_lifespan_a_broken_ledger_refuses_paid_routes_and_serves_free_on
         paid = httpx.get(base + "/search", headers={"zc-agent-id": "b"})
         assert paid.status_code == 503
         assert paid.json()["error"] == "ledger_unavailable"
-        assert httpx.get(base + "/runs").json() == {}  # the paid handler never ran
+        assert not [run for run in httpx.get(base + "/runs").json() if "search" in run]  # the handler never ran
 
 
 def test_no_default_plan_warns_at_start_up(caplog: pytest.LogCaptureFixture) -> None:

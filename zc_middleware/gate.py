@@ -263,14 +263,14 @@ class Gate:
         answers every paid request ``503 ledger_unavailable`` and lets free ones through, so that a
         server that starts anyway never serves a paid route unchecked nor fails a free one."""
         degraded = settings.model_copy(update={"on_ledger_error": "deny", "api_key": None})
-        return cls(degraded, ledger=_Unavailable(error, plans=settings.plans), identify=identify)
+        return cls(degraded, ledger=_Unavailable(error, settings.ledger, plans=settings.plans), identify=identify)
 
 
 class _Unavailable(Ledger):
     """A ledger that could not be opened: every call raises the error that said why."""
 
-    def __init__(self, error: Exception, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, error: Exception, url: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
         self.error = error
 
     def _fail(self, *args: object, **kwargs: object) -> Any:
