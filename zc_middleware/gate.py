@@ -34,11 +34,18 @@ log = logging.getLogger("zc_middleware")
 
 
 class Gate:
-    """Plan checks, holds and usage reporting, independent of any web framework."""
+    """Plan checks, holds and usage reporting, independent of any web framework.
+
+    ``settings`` is the one validated configuration. ``ledger`` (default: opened from
+    ``settings.ledger``) keeps plan state; ``identify`` (default: the ``settings.identity_header``
+    value) names the buyer of a request; ``reporter`` (default: one for ``settings.outbox`` when
+    ``settings.api_key`` is set) delivers batch usage.
+    """
 
     def __init__(
         self,
         settings: ZeroClickSettings,
+        /,
         *,
         ledger: Ledger | None = None,
         identify: Identify | None = None,

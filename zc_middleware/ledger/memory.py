@@ -46,6 +46,9 @@ class _Cell:
 
 
 class MemoryLedger(Ledger):
+    """``memory://``: plan state in this process only, for tests and single-process tools. One lock
+    makes each check-and-hold atomic; nothing survives the process."""
+
     schemes = ("memory",)
 
     def __init__(self, url: str = "memory://", **kwargs: Any) -> None:

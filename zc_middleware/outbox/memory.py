@@ -32,6 +32,8 @@ class _Row:
 
 
 class MemoryOutbox(Outbox):
+    """``memory://``: usage events in this process only, for tests (a crash loses them)."""
+
     schemes = ("memory",)
 
     def __init__(self, url: str = "memory://", **kwargs: Any) -> None:
