@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypedDict
 
 from .decision import Allow, Deny, identity_required, ledger_unavailable, payment_required
 from .identity import Buyers, HeaderGetter, Identify, header_identity
@@ -28,9 +28,16 @@ from .settings import ZeroClickSettings
 from .settlement import NOTHING, Bill, bill, events_for
 from .usage import Usage
 
-__all__ = ["Charge", "Gate", "HeaderGetter", "Identify", "header_identity"]
+__all__ = ["Charge", "Gate", "GateOptions", "HeaderGetter", "Identify", "header_identity"]
 
 log = logging.getLogger("zc_middleware")
+
+
+class GateOptions(TypedDict, total=False):
+    """What an adapter hands on to the :class:`Gate` it builds, besides the settings."""
+
+    ledger: Ledger | None
+    identify: Identify | None
 
 
 class Gate:
@@ -45,7 +52,6 @@ class Gate:
     def __init__(
         self,
         settings: ZeroClickSettings,
-        /,
         *,
         ledger: Ledger | None = None,
         identify: Identify | None = None,

@@ -10,7 +10,7 @@ from the router's own match (:mod:`.routes`); a paid request runs through an
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,15 +20,16 @@ except ImportError:  # pragma: no cover - exercised by tests/test_optional_impor
 from .._cache import remember
 from ..decision import Deny
 from ..errors import ConfigError
-from ..gate import Charge, Gate
-from ..identity import Identify
-from ..ledger import Ledger
+from ..gate import Charge, Gate, GateOptions
 from ..policy import succeeded
 from ..pricing import View
 from ..settings import ZeroClickSettings
 from ..usage import bind_counter, unbind_counter
 from .exchange import Exchange, refuse_websocket, send_deny
 from .routes import match, named, route_rows, views, websockets
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["ZeroClickMiddleware", "route_rows"]
 
@@ -44,17 +45,18 @@ class ZeroClickMiddleware:
         app: ASGIApp,
         *,
         settings: ZeroClickSettings | None = None,
-        ledger: Ledger | None = None,
-        identify: Identify | None = None,
         gate: Gate | None = None,
+        **options: Unpack[GateOptions],
     ) -> None:
+        """``settings`` (default: ``ZEROCLICK_*`` variables) and ``ledger=``/``identify=`` build the
+        :class:`Gate`; or pass a ``gate`` built already."""
         self.app = app
         #: why the store could not be opened: start-up fails with it (ASGI lifespan)
         self.startup_error: ConfigError | None = None
         if gate is None:
             config = settings if settings is not None else ZeroClickSettings()  # type: ignore[call-arg]
             try:
-                gate = Gate(config, ledger=ledger, identify=identify)
+                gate = Gate(config, **options)
             except ConfigError as exc:
                 # Starlette builds its middleware inside the first ASGI call, the lifespan one, and a
                 # server on ``--lifespan auto`` reads an exception there as "no lifespan support" and
@@ -62,7 +64,7 @@ class ZeroClickMiddleware:
                 # instead; without lifespan, paid requests get 503 and free ones are served.
                 log.error("zc_middleware: %s", exc.message)
                 self.startup_error = exc
-                gate = Gate.unavailable(config, exc, identify=identify)
+                gate = Gate.unavailable(config, exc, identify=options.get("identify"))
         self.gate = gate
         self._identity = gate.identity_header.encode("latin-1") if gate.identity_header else None
         self._cache: dict[tuple[str, str, str], Charge | None] = {}
