@@ -70,3 +70,21 @@ def test_a_mistyped_meter_on_a_view_says_which_was_meant() -> None:
 
     with pytest.raises(ConfigError, match=r"did you mean 'api-requests'\?"):
         gate.charge_for(view)
+
+
+def test_settings_from_the_environment_that_do_not_validate_stop_start_up_too(tmp_path: Path) -> None:
+    """Under uvicorn's default ``--lifespan auto`` an exception while Starlette builds its middleware
+    reads as "no lifespan support" and the server serves on; the middleware fails start-up instead."""
+    if missing := _missing(("starlette", "uvicorn")):
+        pytest.skip(f"{', '.join(missing)} not installed")
+    (tmp_path / "envapp.py").write_text(
+        "from starlette.applications import Starlette\n"
+        "from zc_middleware.starlette import ZeroClickMiddleware\n"
+        "app = Starlette()\n"
+        "app.add_middleware(ZeroClickMiddleware)  # settings from ZEROCLICK_* variables\n"
+    )
+    argv = [part.replace("{port}", "0") for part in uvicorn("envapp:app")] + ["--app-dir", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ZEROCLICK_METERS": "{not json"}
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "ZEROCLICK_METERS" in done.stderr, done.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""The one bound on the per-process caches (routes priced, buyers seen, views stacked)."""
+"""The one bound on the per-process caches of priced routes and stacked views."""
 
 from __future__ import annotations
 

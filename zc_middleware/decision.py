@@ -20,6 +20,7 @@ __all__ = [
     "Deny",
     "identity_required",
     "ledger_unavailable",
+    "misconfigured",
     "payment_required",
     "route_repriced",
 ]
@@ -35,8 +36,8 @@ class Allow(NamedTuple):
     """Run the handler: ``buyer`` pays for ``charge``; ``hold`` is the ledger's provisional debit
     (``None`` when failing open), settled later from what the request's
     :class:`~zc_middleware.usage.Usage` counted. ``request_id`` is the proxy's id for the request,
-    kept for batch events' keys. A frozen value (a named tuple: made on every paid request, and
-    half the cost of a frozen dataclass)."""
+    kept for batch events' keys. A frozen value: a named tuple, as one is made on every paid
+    request."""
 
     buyer: str
     charge: Charge
@@ -110,4 +111,12 @@ def route_repriced() -> Deny:
         503,
         {"error": "route_repriced", "message": "This route became paid while the request was routed; retry."},
         ("retry-after", "0"),
+    )
+
+
+def misconfigured() -> Deny:
+    """The middleware has no valid settings, so it cannot tell which routes are paid: nothing is served."""
+    return _json(
+        503,
+        {"error": "zeroclick_misconfigured", "message": "The service's payment settings are invalid; see its log."},
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any, TypedDict
+from typing import Any, NoReturn, TypedDict
 
 from .decision import Allow, Deny, identity_required, ledger_unavailable, payment_required
 from .identity import Buyers, HeaderGetter, Identify, header_identity
@@ -149,7 +149,7 @@ class Gate:
     def _decide(
         self, buyer: str, charge: Charge, result: Hold | Refusal | Exception, usage: Usage, get_header: HeaderGetter
     ) -> Allow | Deny:
-        if result.__class__ is Hold:
+        if isinstance(result, Hold):
             hold: Hold | None = result
         elif isinstance(result, Refusal):
             return self.deny(payment_required(result, self.settings.extend_url))
@@ -169,7 +169,7 @@ class Gate:
     def finish(self, usage: Usage, *, success: bool) -> None:
         """Settle the hold at the counted usage (``success``) or release it, and queue batch events. Never raises."""
         owed = self._bill(usage, success)
-        if owed is NOTHING:  # the common case: an exact charge, nothing recorded
+        if owed is NOTHING:
             return
         if owed.hold is not None:
             try:
@@ -183,6 +183,8 @@ class Gate:
             self.finish(usage, success=success)
             return
         owed = self._bill(usage, success)
+        if owed is NOTHING:
+            return
         if owed.hold is not None:
             try:
                 await self.ledger.aadjust(owed.hold, owed.used)
@@ -286,7 +288,7 @@ class _Unavailable(Ledger):
         super().__init__(url, **kwargs)
         self.error = error
 
-    def _fail(self, *args: object, **kwargs: object) -> Any:
+    def _fail(self, *args: object, **kwargs: object) -> NoReturn:
         raise self.error
 
     reserve = adjust = balance = _account = _store_account = _fail

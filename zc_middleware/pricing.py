@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 from ._cache import remember
 from ._text import did_you_mean
@@ -30,7 +29,7 @@ class Pricing:
         self._order = {name: i for i, name in enumerate(settings.meters)}
         self._header_meters = frozenset(m for m, c in settings.meters.items() if c.channel == "header")
         self._batch_meters = settings.batch_meters
-        self._charges: dict[Any, Charge | None] = {}
+        self._charges: dict[View, Charge | None] = {}
         #: what :meth:`log_view_problems` has logged already
         self._logged: set[str] = set()
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING
 
+from ._text import did_you_mean
 from .errors import ZcError
 from .meters import MAX_QUANTITY, Charge, check_quantity, normalize_meter_name
 
@@ -87,7 +88,10 @@ class Usage:
         if name in self.values:
             return name
         if name not in self.known:
-            raise ZcError("unknown_meter", f"meter {meter!r} is not declared in settings.meters")
+            raise ZcError(
+                "unknown_meter",
+                f"meter {meter!r} is not declared in settings.meters" + did_you_mean(name, self.known),
+            )
         raise ZcError(
             "meter_not_metered",
             f"meter {name!r} was not checked for this route; add @metered({name!r}, estimate=...)",

@@ -14,6 +14,7 @@ thread whose context never flows back, which is why only the counter
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextvars import Token
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -29,7 +30,7 @@ from ..environ import buyer_key, buyer_of, header_getter
 from ..errors import ConfigError
 from ..gate import Charge, Gate
 from ..identity import HeaderGetter
-from ..policy import apply_paid, apply_refused, succeeded
+from ..policy import HeaderMap, apply_paid, apply_refused, succeeded
 from ..usage import Usage, bind_counter, unbind_counter
 from . import conf
 from .checks import check_middleware
@@ -56,7 +57,7 @@ class _Request:
         self.usage = gate.new_usage()
         self.refused = False
 
-    def bind(self, request: HttpRequest) -> Any:
+    def bind(self, request: HttpRequest) -> Token[Usage | None]:
         setattr(request, _STATE, self)
         return bind_counter(self.usage)
 
@@ -214,7 +215,7 @@ class _Headers:
         self._store[name.lower()] = (name, value)
 
 
-class _Public(_Headers):
+class _Public:
     """The same through ``ResponseHeaders``' public methods, should its ``_store`` ever change shape."""
 
     __slots__ = ("_headers",)
@@ -235,7 +236,7 @@ class _Public(_Headers):
         self._headers[name] = value
 
 
-def _headers(response: HttpResponseBase) -> _Headers:
+def _headers(response: HttpResponseBase) -> HeaderMap:
     store = getattr(response.headers, "_store", None)
     return _Headers(store) if store.__class__ is dict else _Public(response.headers)
 
@@ -269,7 +270,7 @@ def _outcome(state: _Request, request: HttpRequest, response: HttpResponseBase |
     settle_at_close(
         response,
         usage,
-        lambda body: gate.finish(usage, success=success and not body.failed),
+        lambda body: gate.finish(usage, success=succeeded(response.status_code, body.failed)),
         headers_first=not isinstance(request, WSGIRequest),
     )
     return None

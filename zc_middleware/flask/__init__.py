@@ -3,7 +3,7 @@
 Flask has matched the URL before ``before_request`` runs, so the paid check
 happens there, from ``request.endpoint`` and the view Flask will call; a
 ``Deny`` is returned as the response and the view never runs. Reporting and
-settling are the pure WSGI core's (:mod:`zc_middleware.wsgi`), wrapped around
+settling are the WSGI exchange's (:mod:`zc_middleware.wsgi.exchange`), wrapped around
 ``app.wsgi_app``: the usage header is written when the status goes to the
 server, and the hold is settled when the server closes the body. Not
 ``response.call_on_close``: werkzeug skips those hooks for

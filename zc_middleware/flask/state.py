@@ -55,7 +55,7 @@ _UNWRAPPED = _Free(None, None, "")
 @functools.cache
 def _refusal_class(response_class: type[Response]) -> type[Response]:
     """The app's response class for the Gate's answers (``402``, ``401``, ``503``), which leave
-    without any usage header and with ``no-store`` (:func:`~zc_middleware.wsgi.refused_headers`):
+    without any usage header and with ``no-store`` (:func:`~zc_middleware.policy.refused_headers`):
     ``after_request`` hooks still run on them, and one that reports usage by hand must not bill a
     refused request."""
 
@@ -132,7 +132,7 @@ class State:
         return self.gate.charge_for(handler_for(view, method), endpoint)
 
     def _paths_decide(self) -> bool:
-        """Whether free paths may be remembered by :func:`~zc_middleware.wsgi.path_key`."""
+        """Whether free paths may be remembered by :func:`~zc_middleware.environ.path_key`."""
         url_map = self.app.url_map
         rules = getattr(url_map, "_rules", None)  # werkzeug's own list; absent: never remember
         if not self.shortcut or not isinstance(rules, list):

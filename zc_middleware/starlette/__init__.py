@@ -12,18 +12,20 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 try:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 except ImportError:  # pragma: no cover - exercised by tests/test_optional_imports.py
     raise ImportError("zc_middleware.starlette needs Starlette: pip install 'zc-middleware[starlette]'") from None
 
 from .._cache import remember
-from ..decision import Deny
+from ..decision import Deny, misconfigured
 from ..errors import ConfigError
 from ..gate import Charge, Gate, GateOptions
 from ..policy import succeeded
 from ..pricing import View
-from ..settings import ZeroClickSettings
+from ..settings import MeterConfig, ZeroClickSettings
 from ..usage import bind_counter, unbind_counter
 from .exchange import Exchange, refuse_websocket, send_deny
 from .routes import match, named, route_rows, views, websockets
@@ -51,17 +53,28 @@ class ZeroClickMiddleware:
         """``settings`` (default: ``ZEROCLICK_*`` variables) and ``ledger=``/``identify=`` build the
         :class:`Gate`; or pass a ``gate`` built already."""
         self.app = app
-        #: why the store could not be opened: start-up fails with it (ASGI lifespan)
+        #: why the settings or the store could not be used: start-up fails with it (ASGI lifespan)
         self.startup_error: ConfigError | None = None
+        #: the answer to every HTTP request when there are no settings to price routes with
+        self._misconfigured: Deny | None = None
+        # Starlette builds its middleware inside the first ASGI call, the lifespan one, and a server
+        # on ``--lifespan auto`` reads an exception there as "no lifespan support" and serves on, with
+        # every request failing the same way. So nothing raises here: start-up fails with the reason,
+        # and without lifespan a broken store answers paid requests 503 and serves free ones.
         if gate is None:
-            config = settings if settings is not None else ZeroClickSettings()  # type: ignore[call-arg]
+            try:
+                config = settings if settings is not None else ZeroClickSettings()  # type: ignore[call-arg]
+            except (ConfigError, ValidationError) as exc:  # ZEROCLICK_* variables that do not validate
+                if not isinstance(exc, ConfigError):
+                    exc = ConfigError("invalid_settings", f"ZEROCLICK_* variables: {exc}")
+                self.startup_error = exc
+                log.error("zc_middleware: %s", self.startup_error.message)
+                self._misconfigured = misconfigured()
+                # a stand-in that reads no variable (the broken one would raise again); never priced with
+                config = ZeroClickSettings.model_construct(meters={"unused": MeterConfig()}, ledger="memory://")
             try:
                 gate = Gate(config, **options)
             except ConfigError as exc:
-                # Starlette builds its middleware inside the first ASGI call, the lifespan one, and a
-                # server on ``--lifespan auto`` reads an exception there as "no lifespan support" and
-                # serves on, with every request failing the same way. Fail start-up with the reason
-                # instead; without lifespan, paid requests get 503 and free ones are served.
                 log.error("zc_middleware: %s", exc.message)
                 self.startup_error = exc
                 gate = Gate.unavailable(config, exc, identify=options.get("identify"))
@@ -82,6 +95,9 @@ class ZeroClickMiddleware:
                 await refuse_websocket(receive, send)  # refused at start-up too: see validate()
             else:
                 await self.app(scope, receive, send)
+            return
+        if self._misconfigured is not None:  # no settings: no route can be priced, none is served
+            await send_deny(send, self._misconfigured)
             return
         key = (scope["method"], scope["path"], scope.get("root_path", ""))
         try:

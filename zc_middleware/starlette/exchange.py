@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from starlette.types import Message, Receive, Send
 
 from ..decision import Deny
-from ..policy import paid_raw_headers
+from ..policy import paid_raw_headers, succeeded
 from ..usage import Usage
 
 __all__ = ["Exchange", "refuse_websocket", "send_deny"]
@@ -43,7 +43,7 @@ class Exchange:
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             status = message["status"]
-            usage = self.usage.report_bytes() if status < 400 and not self.disconnected_early else b""
+            usage = self.usage.report_bytes() if succeeded(status, self.disconnected_early) else b""
             # the app's message and header list stay untouched
             message = {**message, "headers": paid_raw_headers(message.get("headers", ()), usage)}
             await self._send(message)

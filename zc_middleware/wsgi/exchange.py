@@ -22,10 +22,11 @@ from collections.abc import Callable, Iterable
 from contextvars import Token
 from http import HTTPStatus
 from types import GeneratorType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..bodies import BoundBody
 from ..decision import Deny
+from ..environ import Environ
 from ..policy import paid_headers, refused_headers, succeeded
 from ..usage import Usage, bind_counter, unbind_counter
 
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Exchange", "StartResponse", "WSGIApp", "deny_body"]
 
-Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
@@ -85,7 +85,7 @@ class Exchange(BoundBody):
             code = int(status[:3])
             usage = self.usage
             assert usage is not None
-            headers = paid_headers(headers, usage.report() if code < 400 else None)
+            headers = paid_headers(headers, usage.report() if succeeded(code, False) else None)
         elif self.refused:  # a hook or middleware inside ours may have changed the Gate's answer
             headers = refused_headers(headers)
         # A late error start_response (exc_info, headers already out) raises here: the status that
