@@ -100,8 +100,9 @@ def _routes(args: argparse.Namespace) -> int:
     app = load_object(args.app, "--app")
     framework = _framework(app, f"--app {args.app}")
     settings = load_settings(args.settings) if args.settings is not None else framework.settings()
-    # Pricing needs no store: a throwaway memory ledger and no API key, so listing routes neither
-    # opens the real ledger nor starts delivering usage a previous run left queued.
+    # Pricing needs no store: a throwaway memory ledger and no API key, so the command itself neither
+    # opens the real ledger nor starts delivering usage. (Importing a module that calls ZeroClick(app)
+    # at import time still runs that call, as any import of the app does.)
     gate = Gate.pricing_only(settings)
     try:
         rows = framework.rows(app, gate)
