@@ -55,8 +55,8 @@ def test_record_usage_outside_a_request_is_an_error() -> None:
 @pytest.fixture
 def counter():  # type: ignore[no-untyped-def]
     specs = metered_specs(metered("compute-seconds", estimate=30)(lambda: None))
-    counter = Usage(frozenset({"compute-seconds", "api-requests"}))
-    counter.arm(Charge.build(specs))
+    counter = Usage()
+    counter.arm(Charge.build(specs, known=frozenset({"compute-seconds", "api-requests"})))
     token = bind_counter(counter)
     yield counter
     unbind_counter(token)

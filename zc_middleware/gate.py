@@ -110,7 +110,7 @@ class Gate:
 
     def new_usage(self) -> Usage:
         """An unarmed usage counter for one request: bind it, and pass it to :meth:`check_buyer`."""
-        return Usage(self.known)
+        return Usage()
 
     def deny(self, deny: Deny) -> Deny:
         """Count ``deny`` in :attr:`stats` (``denied_<status>``) and return it."""
@@ -124,7 +124,7 @@ class Gate:
 
     def check_buyer(self, buyer: str | None, get_header: HeaderGetter, charge: Charge, usage: Usage) -> Allow | Deny:
         """:meth:`check` for an adapter that read the buyer itself (see :attr:`identity_header`)."""
-        if not self._buyers.valid(buyer):
+        if buyer not in self._buyers and not self._buyers.valid(buyer):
             return self._no_buyer(buyer)
         try:
             result: Hold | Refusal | Exception = self.ledger.reserve(buyer, charge.amounts)  # type: ignore[arg-type]
@@ -135,7 +135,7 @@ class Gate:
     async def acheck_buyer(
         self, buyer: str | None, get_header: HeaderGetter, charge: Charge, usage: Usage
     ) -> Allow | Deny:
-        if self.inline or not self._buyers.valid(buyer):  # embedded ledgers answer in microseconds: inline
+        if self.inline or not self._buyers.valid(buyer):  # embedded ledgers answer inline, with no coroutine
             return self.check_buyer(buyer, get_header, charge, usage)
         try:
             result: Hold | Refusal | Exception = await self.ledger.areserve(buyer, charge.amounts)  # type: ignore[arg-type]
@@ -161,7 +161,7 @@ class Gate:
             hold = None
         self._allowed += 1
         request_id = get_header(self._request_id) if self._request_id is not None else None
-        allow = Allow(buyer, charge, hold, request_id)
+        allow = tuple.__new__(Allow, (buyer, charge, hold, request_id))  # Allow(...) without its Python-level __new__
         usage.grant(allow)
         return allow
 
@@ -201,7 +201,7 @@ class Gate:
             self._tally["released"] += 1
         else:
             self._settled += 1
-        owed = bill(usage, success, self._batch_meters, late_to_batch=self.reporter is not None)
+        owed = bill(usage, success, self._batch_meters, self.reporter is not None)
         if owed is NOTHING:
             return owed
         self._log_bill(usage, owed)

@@ -25,21 +25,17 @@ def header_identity(header: str) -> Identify:
     return identify
 
 
-class Buyers:
-    """The ids found valid so far (:data:`~zc_middleware.ledger.BUYER_ID`), remembered up to a bound so
-    that a returning buyer costs one set lookup."""
-
-    __slots__ = ("seen",)
-
-    def __init__(self) -> None:
-        self.seen: set[object] = set()
+class Buyers(set[object]):
+    """The ids found valid so far (:data:`~zc_middleware.ledger.BUYER_ID`), remembered up to a bound:
+    ``buyer in buyers or buyers.valid(buyer)`` costs a returning buyer one set lookup."""
 
     def valid(self, buyer: object) -> bool:
-        if buyer in self.seen:
+        """Whether ``buyer`` is a valid id; remembered if so."""
+        if buyer in self:
             return True
         if not isinstance(buyer, str) or not BUYER_ID.fullmatch(buyer):
             return False
-        if len(self.seen) >= _REMEMBERED:
-            self.seen.clear()
-        self.seen.add(buyer)
+        if len(self) >= _REMEMBERED:
+            self.clear()
+        self.add(buyer)
         return True

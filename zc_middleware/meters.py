@@ -202,6 +202,8 @@ class Charge(tuple[MeterSpec, ...]):
     """``header`` encoded (``b""`` when there is none)."""
     reported: dict[str, int]
     """What ``header`` reports, meter by meter. Read-only."""
+    known: frozenset[str]
+    """Every meter settings declare: a meter recorded on this route must be one of ours."""
 
     @classmethod
     def build(
@@ -209,9 +211,12 @@ class Charge(tuple[MeterSpec, ...]):
         specs: Iterable[MeterSpec],
         header_meters: frozenset[str] | None = None,
         batch_meters: frozenset[str] = frozenset(),
+        known: frozenset[str] = frozenset(),
     ) -> Charge:
-        """``header_meters``: the meters reported in the usage header (``None``: all but the batch ones)."""
+        """``header_meters``: the meters reported in the usage header (``None``: all but the batch
+        ones); ``known``: every meter settings declare."""
         charge = cls(specs)
+        charge.known = known
         charge.amounts = {spec.meter: spec.hold for spec in charge}
         charge.base = {spec.meter: spec.base for spec in charge}
         charge.exact = all(spec.base == spec.hold and spec.meter not in batch_meters for spec in charge)

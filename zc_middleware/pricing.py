@@ -62,7 +62,7 @@ class Pricing:
         if not specs:
             return None
         ordered = sorted(specs.values(), key=lambda s: self._order[s.meter])
-        return Charge.build(ordered, self._header_meters, self._batch_meters)
+        return Charge.build(ordered, self._header_meters, self._batch_meters, self.known)
 
     def validate_views(self, views: Iterable[View]) -> int:
         """Check every view's meters at start-up; returns how many routes are paid."""

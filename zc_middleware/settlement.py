@@ -50,18 +50,18 @@ class Bill(NamedTuple):
 NOTHING = Bill(None, {}, {})
 
 
-def bill(usage: Usage, success: bool, batch_meters: frozenset[str], *, late_to_batch: bool) -> Bill:
+def bill(usage: Usage, success: bool, batch_meters: frozenset[str], late_to_batch: bool) -> Bill:
     """Close ``usage`` and say what it bills: on a failure, the hold released; on a success, the
     counted usage (batch meters as events, and with ``late_to_batch`` the late header usage too)."""
     if usage.closed:
         return NOTHING
     usage.closed = True
+    if success and not usage.touched and usage.charge.exact:
+        return NOTHING  # nothing recorded on an exact charge: the hold already is the bill
     allow = usage.allow
     hold = allow.hold if allow is not None else None
     if not success:
         return Bill(hold, {}, {})
-    if not usage.touched and usage.charge.exact:
-        return NOTHING  # nothing recorded on an exact charge: the hold already is the bill
     used = dict(usage.values)
     holds = usage.holds
     over = tuple((m, q, holds[m]) for m, q in used.items() if q > holds[m])

@@ -33,7 +33,8 @@ class Usage:
     copies it (``touched``): most requests record nothing, and pay for no copy.
     """
 
-    # Class-level defaults (no ``__slots__``): a new counter pays only for what it changes.
+    # Class-level defaults, no ``__init__`` and no ``__slots__``: one is made for every request that
+    # may be paid, and pays only for what it changes.
     #: what the route costs; empty until :meth:`arm`
     charge: Charge = _UNARMED
     values: dict[str, int] = _UNARMED.base
@@ -45,10 +46,6 @@ class Usage:
     closed = False
     #: ``record_usage`` was called: ``values`` is this request's own copy
     touched = False
-
-    def __init__(self, known: frozenset[str] = frozenset()) -> None:
-        #: every meter settings declare (to tell an unknown meter from one this route does not check)
-        self.known = known
 
     @property
     def holds(self) -> Mapping[str, int]:
@@ -65,7 +62,8 @@ class Usage:
     def grant(self, allow: Allow) -> None:
         """The Gate allowed the request: count its charge from now on."""
         self.allow = allow
-        self.arm(allow.charge)
+        self.charge = charge = allow.charge
+        self.values = charge.base
 
     def add(self, meter: str, quantity: object) -> None:
         qty = check_quantity(quantity)
@@ -87,10 +85,10 @@ class Usage:
         name = normalize_meter_name(meter)
         if name in self.values:
             return name
-        if name not in self.known:
+        known = self.charge.known  # to tell an unknown meter from one this route does not check
+        if name not in known:
             raise ZcError(
-                "unknown_meter",
-                f"meter {meter!r} is not declared in settings.meters" + did_you_mean(name, self.known),
+                "unknown_meter", f"meter {meter!r} is not declared in settings.meters" + did_you_mean(name, known)
             )
         raise ZcError(
             "meter_not_metered",
