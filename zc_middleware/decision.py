@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 _MESSAGES = {
-    "usage_exhausted": "The plan's included units for this meter are used up.",
+    "usage_exhausted": "The plan's remaining units for this meter do not cover this request.",
     "spend_cap_reached": "The plan's spend cap for the current period has been reached.",
     "plan_expired": "There is no active plan for this buyer.",
 }

@@ -427,6 +427,11 @@ def test_a_server_refuses_to_start_on_an_unknown_meter(tmp_path: Path) -> None:
 
 
 def test_assign_and_balance_commands_print_the_table(tmp_path: Path) -> None:
+    missing = manage(tmp_path, "zeroclick_balance", "agent-9")  # no ledger yet: said, and none is made
+    assert missing.returncode != 0
+    assert f"no ledger at {tmp_path / 'manage.db'}" in missing.stderr
+    assert not (tmp_path / "manage.db").exists()
+    open_ledger(f"sqlite:///{tmp_path / 'manage.db'}", plans=PLANS).close()  # as the app does on start-up
     assigned = manage(tmp_path, "zeroclick_assign", "agent-9", "starter", "--expires", "2099-01-31T00:00:00Z")
     assert assigned.returncode == 0, assigned.stderr
     assert "buyer agent-9: plan starter (active, expires 2099-01-31 00:00 UTC)" in assigned.stdout
@@ -446,6 +451,7 @@ def test_assign_and_balance_commands_print_the_table(tmp_path: Path) -> None:
 
 
 def test_assign_refuses_unknown_plans_and_naive_dates(tmp_path: Path) -> None:
+    open_ledger(f"sqlite:///{tmp_path / 'manage.db'}", plans=PLANS).close()
     unknown = manage(tmp_path, "zeroclick_assign", "agent-9", "gold")
     assert unknown.returncode != 0
     assert "plan 'gold' is not declared" in unknown.stderr

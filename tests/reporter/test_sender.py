@@ -212,6 +212,9 @@ def test_a_forked_child_gets_its_own_sender(api: BatchAPI, make_reporter) -> Non
     reporter = make_reporter()
     load(reporter, 3, "parent")
     api.wait_for(3)
+    # The parent's sender stops first: both processes lease from one outbox file, and a parent thread
+    # still running could deliver the child's event before the child's own sender does.
+    assert reporter.close(timeout=5)
     pid = os.fork()
     if pid == 0:  # the child: the parent's thread did not survive the fork; a new one must start
         code = 1

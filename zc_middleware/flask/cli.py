@@ -9,6 +9,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from .._text import moment, table
+from ..cli.buyers import assign
 from ..errors import ZcError
 from .state import state_of
 from .views import route_rows
@@ -21,7 +22,10 @@ zeroclick_cli = AppGroup("zeroclick", help="ZeroClick metering: paid routes, buy
 @zeroclick_cli.command("routes")
 def routes_command() -> None:
     """List the metered routes and what each costs."""
-    rows = route_rows(current_app, state_of(current_app).gate)
+    try:
+        rows = route_rows(current_app, state_of(current_app).gate)
+    except ZcError as exc:  # a view metered on a meter settings do not declare
+        raise click.ClickException(exc.message) from None
     click.echo(table([("route", "methods", "endpoint", "meters"), *rows]) if rows else "No metered routes.")
 
 
@@ -48,10 +52,7 @@ def _moment_option(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--starts", callback=_moment_option, help="ISO 8601 date-time with offset: the plan's periods start then")
 def assign_command(buyer: str, plan: str, expires: datetime | None, starts: datetime | None) -> None:
     """Put BUYER on PLAN with fresh allowances, periods starting now (or at --starts)."""
-    ledger = state_of(current_app).gate.ledger
     try:
-        ledger.assign_plan(buyer, plan, starts_at=starts, expires_at=expires)
+        click.echo(assign(state_of(current_app).gate.ledger, buyer, plan, starts=starts, expires=expires))
     except ZcError as exc:
         raise click.ClickException(exc.message) from None
-    click.echo(f"Assigned plan {plan} to {buyer}.")
-    click.echo(ledger.balance(buyer).as_table())

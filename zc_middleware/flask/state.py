@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from flask import Flask, Response, request
 from werkzeug.datastructures import Headers
@@ -34,6 +35,8 @@ log = logging.getLogger("zc_middleware")
 KEY = "zeroclick"
 _EXCHANGE = "zeroclick.exchange"
 _PathKey = tuple[object, object, object]
+#: what a view not priced yet reads as in the price cache
+_UNPRICED: Any = object()
 
 
 class _Free:
@@ -195,11 +198,11 @@ class State:
             else:
                 key = (view, endpoint, method)
                 try:
-                    charge = charges[key]
-                except KeyError:
-                    charge = charges[key] = self._price(view, endpoint, method)
+                    charge = charges.get(key, _UNPRICED)
                 except TypeError:  # an unhashable view: priced on every request
                     charge = self._price(view, endpoint, method)
+                if charge is _UNPRICED:  # priced outside the lookup: a ConfigError is not chained to a KeyError
+                    charge = charges[key] = self._price(view, endpoint, method)
             if exchange.__class__ is not Exchange:
                 if exchange is _UNWRAPPED:
                     if charge is None:

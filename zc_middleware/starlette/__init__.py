@@ -228,9 +228,7 @@ class ZeroClickMiddleware:
                 if self.startup_error is not None:
                     raise self.startup_error
                 paid = self.validate(scope.get("app"))
-            except Exception as exc:
-                if exc is not self.startup_error:  # that one was logged when it happened
-                    log.error("zc_middleware: %s", exc)
+            except Exception as exc:  # the server reports it (uvicorn: "ERROR: ..."), and exits
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
             log.info("zc_middleware: %d paid routes, ledger %s", paid, self.gate.settings.ledger)

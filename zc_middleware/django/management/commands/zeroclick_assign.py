@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ....cli.buyers import add_assign_arguments, assign
 from ....errors import ZcError
-from ...conf import get_gate
+from ._ledger import project_ledger
 
 
 class Command(BaseCommand):
@@ -23,7 +23,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, buyer: str, plan: str, **options: Any) -> None:
         starts, expires = options["starts"], options["expires"]
-        try:
-            self.stdout.write(assign(get_gate().ledger, buyer, plan, starts=starts, expires=expires))
-        except ZcError as exc:
-            raise CommandError(exc.message) from None
+        with project_ledger() as ledger:
+            try:
+                self.stdout.write(assign(ledger, buyer, plan, starts=starts, expires=expires))
+            except ZcError as exc:
+                raise CommandError(exc.message) from None

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from ....cli.buyers import add_balance_arguments
-from ...conf import get_gate
+from ._ledger import project_ledger
 
 
 class Command(BaseCommand):
@@ -18,4 +18,5 @@ class Command(BaseCommand):
         add_balance_arguments(parser)
 
     def handle(self, *args: Any, buyer: str, **options: Any) -> None:
-        self.stdout.write(get_gate().ledger.balance(buyer).as_table())
+        with project_ledger() as ledger:
+            self.stdout.write(ledger.balance(buyer).as_table())
