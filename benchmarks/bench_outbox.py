@@ -1,4 +1,4 @@
-"""Usage outbox benchmark: ``.venv/bin/python benchmarks/bench_outbox.py``.
+"""Usage outbox benchmark: ``.venv/bin/python benchmarks/bench_outbox.py`` (``--smoke``: a few events).
 
 1. Events/s delivered end to end (SQLite outbox -> lease -> POST 1,000-event
    batches -> mark sent) to the local batch API (``tests/reporter/batch_server``
@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import sys
 import tempfile
@@ -29,12 +31,10 @@ from zc_middleware.outbox import make_event, open_outbox  # noqa: E402
 from zc_middleware.reporter import Reporter  # noqa: E402
 
 T0 = datetime(2026, 6, 12, 9, 30, tzinfo=timezone.utc)
-EVENTS = 100_000
-REQUESTS = 5_000
 rows: list[tuple[str, str, str]] = []
 
 
-def end_to_end(base: str, tmp: str) -> None:
+def end_to_end(base: str, tmp: str, n_events: int) -> None:
     outbox = open_outbox(f"sqlite:///{tmp}/e2e.db")
     events = [
         make_event(
@@ -44,30 +44,30 @@ def end_to_end(base: str, tmp: str) -> None:
             idempotency_key=f"e-{i}",
             timestamp=T0,
         )
-        for i in range(EVENTS)
+        for i in range(n_events)
     ]
     started = time.perf_counter()
-    for i in range(0, EVENTS, 1000):
+    for i in range(0, n_events, 1000):
         outbox.add(events[i : i + 1000])
     enqueue = time.perf_counter() - started
-    rows.append(("enqueue 1,000 per commit", f"{EVENTS / enqueue:,.0f} events/s", f"{EVENTS:,} events"))
+    rows.append(("enqueue 1,000 per commit", f"{n_events / enqueue:,.0f} events/s", f"{n_events:,} events"))
     reporter = Reporter(outbox, api_key=KEY, base_url=base, timeout=30)
     started = time.perf_counter()
     done = reporter.flush(120)
     elapsed = time.perf_counter() - started
-    assert done and reporter.counters["sent"] == EVENTS, reporter.counters
+    assert done and reporter.counters["sent"] == n_events, reporter.counters
     rows.append(
         (
             "delivered end to end (1,000/batch)",
-            f"{EVENTS / elapsed:,.0f} events/s",
-            f"{EVENTS // 1000} batches, {elapsed:.2f}s",
+            f"{n_events / elapsed:,.0f} events/s",
+            f"{math.ceil(n_events / 1000)} batches, {elapsed:.2f}s",
         )
     )
     reporter.close(timeout=0)
     outbox.close()
 
 
-def request_path(base: str, tmp: str, meter: str, channel: str, *, sender: bool = True) -> float:
+def request_path(base: str, tmp: str, meter: str, channel: str, requests: int, *, sender: bool = True) -> float:
     url = f"sqlite:///{tmp}/req-{channel}-{sender}.db"
     settings = ZeroClickSettings(
         meters={meter: {"channel": channel}},
@@ -90,16 +90,16 @@ def request_path(base: str, tmp: str, meter: str, channel: str, *, sender: bool 
         gate.check(headers.get, charge, usage)
         gate.finish(usage, success=True)
     started = time.perf_counter()
-    for i in range(REQUESTS):
+    for i in range(requests):
         headers["zc-request-id"] = f"r-{i}"
         usage = gate.new_usage()
         gate.check(headers.get, charge, usage)
         usage.add(meter, 4)
         gate.finish(usage, success=True)
-    per = (time.perf_counter() - started) / REQUESTS * 1e6
+    per = (time.perf_counter() - started) / requests * 1e6
     if channel == "batch":
         status = reporter.outbox.status(dead_limit=0)  # the sender ran alongside, as in production
-        assert status.pending + status.sent == REQUESTS, (status, reporter.counters)
+        assert status.pending + status.sent == requests, (status, reporter.counters)
     reporter._stopping = True
     reporter.close(timeout=0)
     gate.close()
@@ -107,23 +107,30 @@ def request_path(base: str, tmp: str, meter: str, channel: str, *, sender: bool 
     return per
 
 
-def report_usage_cost(base: str, tmp: str) -> float:
+def report_usage_cost(base: str, tmp: str, requests: int) -> float:
     reporter = Reporter(open_outbox(f"sqlite:///{tmp}/report.db"), api_key=KEY, base_url=base, flush_interval=3600)
     started = time.perf_counter()
-    for i in range(REQUESTS):
+    for i in range(requests):
         reporter.report(user_id="u", meter="compute-seconds", quantity=1, idempotency_key=f"k-{i}", timestamp=T0)
-    per = (time.perf_counter() - started) / REQUESTS * 1e6
+    per = (time.perf_counter() - started) / requests * 1e6
     reporter.close(timeout=0)
     reporter.outbox.close()
     return per
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=100_000, help="events delivered end to end")
+    parser.add_argument("--requests", type=int, default=5_000, help="requests (and report_usage calls) timed")
+    parser.add_argument("--smoke", action="store_true", help="a few events and requests, to check that it runs")
+    args = parser.parse_args()
+    if args.smoke:
+        args.events, args.requests = 2_000, 100
     os.environ.setdefault("ZC_TEST_QUIET", "1")
     with tempfile.TemporaryDirectory() as tmp, batch_api() as api:
-        end_to_end(api.base, tmp)
-        header = request_path(api.base, tmp, "api-requests", "header")
-        batch = request_path(api.base, tmp, "compute-seconds", "batch")
+        end_to_end(api.base, tmp, args.events)
+        header = request_path(api.base, tmp, "api-requests", "header", args.requests)
+        batch = request_path(api.base, tmp, "compute-seconds", "batch", args.requests)
         rows.append(("request path, header meter (check+settle)", f"{header:.1f} us/request", "SQLite ledger"))
         rows.append(
             (
@@ -132,12 +139,12 @@ def main() -> None:
                 f"+{batch - header:.1f} us, sender running alongside",
             )
         )
-        idle = request_path(api.base, tmp, "compute-seconds", "batch", sender=False)
+        idle = request_path(api.base, tmp, "compute-seconds", "batch", args.requests, sender=False)
         rows.append(("request path, batch meter, sender idle", f"{idle:.1f} us/request", f"+{idle - header:.1f} us"))
         rows.append(
             (
                 "report_usage (durable before return)",
-                f"{report_usage_cost(api.base, tmp):.1f} us/call",
+                f"{report_usage_cost(api.base, tmp, args.requests):.1f} us/call",
                 "one commit per event",
             )
         )

@@ -30,6 +30,7 @@ from zc_middleware.starlette import ZeroClickMiddleware  # noqa: E402
 
 PLANS = {"big": {"default": True, "includes": {"api-requests": {"limit": 10**15, "reset": "month"}}}}
 HEADERS = [(b"host", b"bench"), (b"zc-agent-id", b"agent-bench"), (b"user-agent", b"bench")]
+SMOKE_HELP = "a few requests of every variant, to check that the benchmark runs (its numbers mean nothing)"
 
 
 class RawDebit:
@@ -254,7 +255,7 @@ app = Starlette(routes=[Route("/paid", hello)])
 """
 
 
-def bench_e2e(n: int) -> None:
+def bench_e2e(n: int, warm: int = 100) -> None:
     import httpx
 
     sys.path.insert(0, str(ROOT / "tests"))
@@ -268,7 +269,7 @@ def bench_e2e(n: int) -> None:
     with serve(uvicorn("bare_app:app"), env=env) as bare, serve(uvicorn("zc_app:app"), env=env) as paid:
         urls = {"bare": bare + "/paid", "paid sqlite://": paid + "/paid"}
         with httpx.Client(headers={"zc-agent-id": "agent-e2e"}) as client:
-            for _ in range(100):
+            for _ in range(warm):
                 for url in urls.values():
                     client.get(url)
             for _ in range(n):
@@ -290,10 +291,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("-n", type=int, default=500, help="requests per variant per round")
     parser.add_argument("--e2e", action="store_true", help="also measure end to end under uvicorn")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    e2e_requests, e2e_warm = 2000, 100
+    if args.smoke:
+        args.rounds, args.n, e2e_requests, e2e_warm = 2, 20, 50, 5
     bench_inprocess(args.rounds, args.n)
     if args.e2e:
-        bench_e2e(2000)
+        bench_e2e(e2e_requests, warm=e2e_warm)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_requests import PLANS, RawDebit, measure  # noqa: E402
+from bench_requests import PLANS, SMOKE_HELP, RawDebit, measure  # noqa: E402
 
 from zc_middleware import metered  # noqa: E402
 
@@ -281,7 +281,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("-n", type=int, default=300, help="requests per variant per round")
     parser.add_argument("--only", choices=["flask", "django"], help="run one framework")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    if args.smoke:
+        args.rounds, args.n = 2, 20
     if args.only in (None, "flask"):
         bench_flask(args.rounds, args.n)
     if args.only in (None, "django"):
