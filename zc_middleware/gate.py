@@ -70,6 +70,7 @@ class Gate:
         #: the batch channel; ``None`` without an API key (then no meter is on the batch channel)
         self.reporter = reporter if reporter is not None else (reporter_for(settings) if settings.api_key else None)
         outbox = self.reporter.outbox if self.reporter is not None else None
+        self._leases = self.ledger.leases
         #: the ledger commits a request's debit and its batch events in one transaction
         self._joint = outbox is not None and self.ledger.joins(outbox)
         if self.reporter is not None:
@@ -201,7 +202,7 @@ class Gate:
             self._tally["released"] += 1
         else:
             self._settled += 1
-        owed = bill(usage, success, self._batch_meters, self.reporter is not None)
+        owed = bill(usage, success, self._batch_meters, self.reporter is not None, self._leases)
         if owed is NOTHING:
             return owed
         self._log_bill(usage, owed)

@@ -79,6 +79,9 @@ class Ledger(Store, ABC):
     """
 
     kind: ClassVar[str] = "ledger"
+    #: holds are leases that lapse unless settled: a success must be settled even when it used
+    #: exactly what was held (otherwise the hold already is the bill, and nothing is written)
+    leases: ClassVar[bool] = False
 
     def __init__(self, url: str, *, plans: Mapping[str, Any], clock: Clock = time.time, create: bool = True) -> None:
         super().__init__(url, create=create)
