@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import threading
@@ -17,7 +18,7 @@ from zc_middleware import ConfigError, Gate, ZeroClickSettings, metered
 from zc_middleware.decision import Deny
 from zc_middleware.ledger import Hold, Refusal, open_ledger
 
-from .redis_servers import RedisServer, free_port
+from .redis_servers import SERVER, RedisServer, free_port
 
 redis = pytest.importorskip("redis", reason="redis-py is not installed (pip install 'zc-middleware[redis]')")
 
@@ -198,6 +199,11 @@ def test_a_password_works_and_is_never_shown(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_a_hold_timeout_must_be_positive(redis_url: str) -> None:
+    with pytest.raises(ConfigError, match="hold_timeout must be seconds above 0"):
+        open_ledger(redis_url, plans=PLANS, hold_timeout=0)
+
+
 def test_an_unreachable_store_at_start_up_is_a_config_error(tmp_path: Path) -> None:
     port = RedisServer(tmp_path).port  # free, nothing started on it
     for url in (f"redis://:pw@127.0.0.1:{port}/0", f"redis+cluster://:pw@127.0.0.1:{port}"):
@@ -300,7 +306,9 @@ def _certificates(where: Path) -> bool:
     return True
 
 
-def test_rediss_speaks_tls(redis_server: RedisServer, tmp_path: Path) -> None:
+def test_rediss_speaks_tls(tmp_path: Path) -> None:
+    if not os.access(SERVER, os.X_OK):
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
     if not _certificates(tmp_path):
         pytest.skip("openssl is not available to make a test certificate")
     tls_port = free_port()

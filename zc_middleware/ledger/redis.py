@@ -95,6 +95,8 @@ class RedisLedger(Ledger):
         super().__init__(url, **kwargs)
         self.target = Target.parse(url)
         self.prefix = self.target.prefix
+        if not hold_timeout > 0:
+            raise ConfigError("invalid_ledger", f"hold_timeout must be seconds above 0, not {hold_timeout!r}")
         self.hold_timeout = hold_timeout
         self._known: dict[str, _Known] = {}
         self._aio: _LoopClient | None = None
