@@ -115,16 +115,16 @@ def open_sync(url: str, cluster: bool, timeout: float) -> SyncClient:
 
 
 def open_async(url: str, cluster: bool, timeout: float) -> AsyncClient:
-    from redis.asyncio import BlockingConnectionPool, Redis
+    """The caller holds at most :data:`POOL_SIZE` calls at once per client (a semaphore), so a plain
+    pool never runs out: redis-py's blocking asyncio pool costs a lock round per call."""
+    from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.retry import Retry
 
     options = _options(timeout)
     options["retry"] = Retry(*options.pop("_retry"))
-    if cluster:
-        return cast(AsyncClient, RedisCluster.from_url(url, max_connections=POOL_SIZE, **options))
-    pool = BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=timeout, **options)
-    return cast(AsyncClient, Redis.from_pool(pool))
+    client_class = RedisCluster if cluster else Redis
+    return cast(AsyncClient, client_class.from_url(url, max_connections=POOL_SIZE, **options))
 
 
 def is_noscript(exc: BaseException) -> bool:
