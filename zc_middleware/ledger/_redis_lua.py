@@ -19,10 +19,9 @@ from __future__ import annotations
 __all__ = ["ADJUST", "READ", "RESERVE", "STORE"]
 
 # Leases are timed on the server's clock (``TIME``), not the caller's: every host agrees on when a
-# lease ends whatever its own clock says, and a test's injected plan clock never expires one.
-# ``replicate_commands`` lets a script that read ``TIME`` write on Redis before 5; later it is a no-op.
+# lease ends whatever its own clock says, and a test's injected plan clock never expires one. A
+# script may write after reading ``TIME`` since Redis 5, which replicates a script by its effects.
 _SWEEP = """
-if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local server_now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local ended = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', server_now, 'LIMIT', 0, 128)
