@@ -111,7 +111,7 @@ def open_sync(url: str, cluster: bool, timeout: float) -> SyncClient:
         client = RedisCluster.from_url(url, connection_pool_class=pools, max_connections=POOL_SIZE, **options)
         return cast(SyncClient, client)
     pool = BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=timeout, **options)
-    return cast(SyncClient, Redis(connection_pool=pool, retry=options["retry"]))
+    return cast(SyncClient, Redis.from_pool(pool))  # closing the client closes its pool
 
 
 def open_async(url: str, cluster: bool, timeout: float) -> AsyncClient:
