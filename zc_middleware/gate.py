@@ -66,7 +66,11 @@ class Gate:
         #: every meter settings declare
         self.known = pricing.known
         self._batch_meters = settings.batch_meters
-        self.ledger = ledger if ledger is not None else open_ledger(settings.ledger, plans=settings.plans)
+        self.ledger = (
+            ledger
+            if ledger is not None
+            else open_ledger(settings.ledger, plans=settings.plans, timeout=settings.ledger_timeout)
+        )
         #: the batch channel; ``None`` without an API key (then no meter is on the batch channel)
         self.reporter = reporter if reporter is not None else (reporter_for(settings) if settings.api_key else None)
         outbox = self.reporter.outbox if self.reporter is not None else None

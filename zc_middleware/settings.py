@@ -107,8 +107,10 @@ class ZeroClickSettings(BaseSettings):
     plans: dict[str, PlanConfig] = Field(default_factory=dict)
     #: route name -> meter -> cost; decided from the router's match, never the raw path
     routes: dict[str, dict[MeterName, RouteCost]] = Field(default_factory=dict)
-    #: ``sqlite:///path.db`` (embedded default), ``memory://``
+    #: ``sqlite:///path.db`` (embedded default), ``memory://``, ``redis://host:port/0``
     ledger: str = "sqlite:///zeroclick.db"
+    #: seconds a networked ledger (Redis) may take to answer before the request gets ``on_ledger_error``
+    ledger_timeout: Annotated[float, Field(gt=0, le=60)] = 0.5
     identity_header: Annotated[str, AfterValidator(_header_name)] = "zc-agent-id"
     service_slug: str | None = None
     #: what a paid request gets when the ledger cannot answer: ``deny`` (503) or ``allow``

@@ -23,7 +23,8 @@ S = TypeVar("S", bound="Store")
 
 #: kind -> scheme -> the module whose import registers that scheme's driver
 MODULES: dict[str, dict[str, str]] = {
-    "ledger": {"memory": "zc_middleware.ledger.memory", "sqlite": "zc_middleware.ledger.sqlite"},
+    "ledger": {"memory": "zc_middleware.ledger.memory", "sqlite": "zc_middleware.ledger.sqlite"}
+    | dict.fromkeys(("redis", "rediss", "redis+cluster"), "zc_middleware.ledger.redis"),
     "outbox": {"memory": "zc_middleware.outbox.memory", "sqlite": "zc_middleware.outbox.sqlite"},
 }
 #: kind -> scheme -> driver class, filled as driver classes are created

@@ -37,8 +37,10 @@ class Clock:
         self.now += timedelta(**delta).total_seconds()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param.startswith("redis"):  # servers started by tests/ledger/conftest.py
+        return str(request.getfixturevalue(request.param.replace("-", "_") + "_url"))
     return "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'ledger.db'}"
 
 

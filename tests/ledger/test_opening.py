@@ -41,7 +41,7 @@ def refused(kind: str, opener: Opener, url: str, code: str, **kw: object) -> str
 
 @pytest.mark.parametrize(("kind", "opener"), KINDS)
 def test_unknown_schemes_name_the_known_ones(kind: str, opener: Opener) -> None:
-    message = refused(kind, opener, "redis://localhost/0", "unknown")
+    message = refused(kind, opener, "mongodb://localhost/0", "unknown")
     assert "memory://, sqlite://" in message
     assert "did you mean" not in message
     assert "(did you mean 'sqlite'?)" in refused(kind, opener, "sqlit:///x.db", "unknown")

@@ -75,7 +75,8 @@ class Ledger(Store, ABC):
     """Where plan state lives. Every backend passes ``tests/ledger/test_contract.py``.
 
     A driver declares the URL schemes it serves (``schemes = ("sqlite",)``) and
-    is opened with ``(url, *, plans, clock, create, ...)``.
+    is opened with ``(url, *, plans, clock, create, timeout, ...)``; ``timeout`` is the seconds a
+    networked store may take to answer (embedded ones ignore it).
     """
 
     kind: ClassVar[str] = "ledger"
@@ -83,10 +84,19 @@ class Ledger(Store, ABC):
     #: exactly what was held (otherwise the hold already is the bill, and nothing is written)
     leases: ClassVar[bool] = False
 
-    def __init__(self, url: str, *, plans: Mapping[str, Any], clock: Clock = time.time, create: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        plans: Mapping[str, Any],
+        clock: Clock = time.time,
+        create: bool = True,
+        timeout: float = 0.5,
+    ) -> None:
         super().__init__(url, create=create)
         self.plans = Plans(plans)
         self.clock = clock
+        self.timeout = timeout
 
     # -- the request path -------------------------------------------------
     @abstractmethod
