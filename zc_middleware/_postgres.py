@@ -18,11 +18,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import threading
 import weakref
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,16 +32,19 @@ from .errors import ConfigError
 try:
     import psycopg
     from psycopg import conninfo as _conninfo
-    from psycopg_pool import AsyncConnectionPool, ConnectionPool
+    from psycopg import pq
+    from psycopg_pool import ConnectionPool
 except ImportError:  # pragma: no cover - exercised in a subprocess
     raise ConfigError(
         "missing_driver", "postgresql:// stores need psycopg 3 and psycopg_pool: pip install 'zc-middleware[postgres]'"
     ) from None
 
-__all__ = ["Database", "Flow", "PostgresStore", "Rows", "masked"]
+__all__ = ["Connection", "Database", "Flow", "PostgresStore", "Rows", "drive", "masked"]
 
 T = TypeVar("T")
 Rows = list[tuple[Any, ...]]
+#: a connection as the drivers see it; they import psycopg only through this module and its install hint
+Connection = psycopg.Connection[Any]
 Params = Sequence[object] | dict[str, object]
 #: work of several statements, written once for both drivers: it yields ``(sql, params)``, is sent
 #: each statement's rows, and returns its result (httpx's ``auth_flow`` shape)
@@ -92,6 +96,45 @@ def drive(conn: psycopg.Connection[Any], flow: Flow[T]) -> T:
         return stop.value  # type: ignore[no-any-return]
 
 
+class _AsyncPool:
+    """Connections for one event loop, made on demand. No background task of its own: a loop that
+    ends without closing it is not kept waiting (``psycopg_pool``'s async workers would be)."""
+
+    def __init__(self, conninfo: str, size: int, timeout: float) -> None:
+        self.conninfo = conninfo
+        self.timeout = timeout
+        self.idle: list[psycopg.AsyncConnection[Any]] = []
+        self.slots = asyncio.Semaphore(size)
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        if self.slots.locked():  # all in use: wait for one, as long as a call may take
+            await asyncio.wait_for(self.slots.acquire(), self.timeout)
+        else:
+            await self.slots.acquire()
+        try:
+            if self.idle:
+                conn = self.idle.pop()
+            else:
+                connect = psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+                conn = await asyncio.wait_for(connect, self.timeout)
+            try:
+                yield conn
+            finally:
+                # a connection the server ended, or left mid-transaction, is dropped: the next call makes another
+                if conn.broken or conn.closed or conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                    conn.pgconn.finish()
+                else:
+                    self.idle.append(conn)
+        finally:
+            self.slots.release()
+
+    def close(self) -> None:
+        while self.idle:
+            conn = self.idle.pop()  # held while it closes: deleted before, it would warn that it was open
+            conn.pgconn.finish()
+
+
 class Database:
     """One PostgreSQL database as this process uses it: a sync pool, an async one, both lazy."""
 
@@ -113,7 +156,7 @@ class Database:
     def forget_process_state(self) -> None:
         """No pools: what a forked child needs, since its parent's sockets and threads are not its own."""
         self._pool: ConnectionPool | None = None
-        self._apool: AsyncConnectionPool | None = None
+        self._apool: _AsyncPool | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
 
     # -- opening ----------------------------------------------------------------
@@ -153,14 +196,13 @@ class Database:
                 pool = self._pool
         return pool
 
-    async def apool(self) -> AsyncConnectionPool:
+    def apool(self) -> _AsyncPool:
         loop = asyncio.get_running_loop()
         if self._apool is None or self._aloop is not loop:
-            # a pool belongs to the loop that opened it: a new loop (a test, a restarted server) gets its own
-            options = self._pool_options(f"zc-{self.kind}-async")
-            pool: AsyncConnectionPool = AsyncConnectionPool(self.conninfo, **options)
-            await pool.open(wait=False)
-            self._apool, self._aloop = pool, loop
+            # a pool belongs to the loop that made it: a new loop (a test, a restarted server) gets its own
+            if self._apool is not None:
+                self._apool.close()
+            self._apool, self._aloop = _AsyncPool(self.conninfo, self.max_size, self.timeout), loop
         return self._apool
 
     # -- using ------------------------------------------------------------------
@@ -170,7 +212,7 @@ class Database:
             return _rows(conn.execute(sql, params))
 
     async def arun(self, sql: str, params: Params = ()) -> Rows:
-        async with (await self.apool()).connection() as conn:
+        async with self.apool().connection() as conn:
             cursor = await conn.execute(sql, params)
             return await cursor.fetchall() if cursor.description is not None else []
 
@@ -180,7 +222,7 @@ class Database:
             return drive(conn, flow)
 
     async def aplay(self, flow: Flow[T]) -> T:
-        async with (await self.apool()).connection() as conn, conn.transaction():
+        async with self.apool().connection() as conn, conn.transaction():
             try:
                 step = next(flow)
                 while True:
@@ -198,12 +240,8 @@ class Database:
         """Close the pools; the store may not be used afterwards."""
         if self._pool is not None:
             self._pool.close()
-        apool, loop = self._apool, self._aloop
-        if apool is not None and loop is not None and not loop.is_closed():
-            if loop.is_running():
-                asyncio.run_coroutine_threadsafe(apool.close(), loop)
-            else:
-                loop.run_until_complete(apool.close())
+        if self._apool is not None:
+            self._apool.close()
         self.forget_process_state()
         _instances.discard(self)
 

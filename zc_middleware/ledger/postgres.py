@@ -26,9 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import psycopg
-
-from .._postgres import Database, Flow, PostgresStore, Rows, masked
+from .._postgres import Connection, Database, Flow, PostgresStore, Rows, masked
 from ..errors import ConfigError, ZcError
 from .balance import Balance, make_balance
 from .base import Hold, Ledger
@@ -85,7 +83,7 @@ ON CONFLICT (buyer, meter) DO UPDATE SET
 """
 
 
-def prepare(conn: psycopg.Connection[Any]) -> None:
+def prepare(conn: Connection) -> None:
     for statement in _SCHEMA:
         conn.execute(statement)
 
@@ -105,7 +103,7 @@ class _JoinableOutbox(Protocol):
 
     database: object
 
-    def insert_in(self, conn: psycopg.Connection[Any], events: Sequence[Event]) -> int: ...
+    def insert_in(self, conn: Connection, events: Sequence[Event]) -> int: ...
 
 
 class PostgresLedger(PostgresStore, Ledger):
@@ -118,7 +116,7 @@ class PostgresLedger(PostgresStore, Ledger):
         self._limits: dict[str, str] = {}
         self.database.open(self._prepare)
 
-    def _prepare(self, conn: psycopg.Connection[Any]) -> None:
+    def _prepare(self, conn: Connection) -> None:
         if not self.create and conn.execute("SELECT to_regclass('zeroclick_accounts')").fetchone() == (None,):
             # an admin command pointed at the wrong database must not start a new, empty ledger there
             raise ConfigError("no_ledger", f"no ledger in {masked(self.url)}; check settings.ledger")
@@ -230,7 +228,7 @@ class PostgresLedger(PostgresStore, Ledger):
             raise ZcError("not_joined", "the outbox does not use this ledger's database")
         statement = self._settle(hold, used)
 
-        def body(conn: psycopg.Connection[Any]) -> int:
+        def body(conn: Connection) -> int:
             if statement is not None:
                 conn.execute(*statement)
             return joined.insert_in(conn, events)

@@ -17,9 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import psycopg
-
-from .._postgres import Database, Flow, PostgresStore, drive
+from .._postgres import Connection, Database, Flow, PostgresStore, drive
 from .base import DeadLetter, Event, Leased, Outbox, OutboxStatus, conflict
 
 __all__ = ["PostgresOutbox"]
@@ -85,7 +83,7 @@ class PostgresOutbox(PostgresStore, Outbox):
         self.database = Database(url, kind=self.kind, timeout=max(timeout, 5.0), max_size=max_connections)
         self.database.open(self._prepare)
 
-    def _prepare(self, conn: psycopg.Connection[Any]) -> None:
+    def _prepare(self, conn: Connection) -> None:
         for statement in _SCHEMA:
             conn.execute(statement)
 
@@ -94,7 +92,7 @@ class PostgresOutbox(PostgresStore, Outbox):
             return 0
         return self.database.play(_insert(events, self.clock(), strict=strict))
 
-    def insert_in(self, conn: psycopg.Connection[Any], events: Sequence[Event]) -> int:
+    def insert_in(self, conn: Connection, events: Sequence[Event]) -> int:
         """Add ``events`` inside a transaction another store opened on this database (``conn``): a
         ledger settling a hold. A key already stored keeps its first report; returns how many were new."""
         return drive(conn, _insert(events, self.clock(), strict=False))
