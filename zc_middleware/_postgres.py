@@ -134,6 +134,9 @@ class _AsyncPool:
             conn = self.idle.pop()  # held while it closes: deleted before, it would warn that it was open
             conn.pgconn.finish()
 
+    # a store dropped without close() (its app never shut down) releases its connections quietly
+    __del__ = close
+
 
 class Database:
     """One PostgreSQL database as this process uses it: a sync pool, an async one, both lazy."""
