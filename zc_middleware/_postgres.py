@@ -148,7 +148,7 @@ class Database:
         self.max_size = max_size
         params = _conninfo.conninfo_to_dict(url)
         #: who and where, to tell whether two stores use one database
-        self.identity = tuple(str(params.get(k, "")) for k in ("host", "port", "dbname", "user"))
+        self.identity = (params.get("host"), params.get("port") or "5432", params.get("dbname"), params.get("user"))
         # statement_timeout also bounds lock waits: a call never hangs on a row another one holds
         options = f"{params.get('options', '')} -c statement_timeout={max(1, int(timeout * 1000))}".strip()
         self.conninfo = _conninfo.make_conninfo(url, options=options, connect_timeout=max(2, math.ceil(timeout)))

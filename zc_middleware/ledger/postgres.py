@@ -64,6 +64,7 @@ UPDATE zeroclick_balances AS b SET used = GREATEST(0, b.used + c.delta)
 FROM unnest(%s::text[], %s::bigint[], %s::float8[]) AS c (meter, delta, start)
 WHERE b.buyer = %s AND b.meter = c.meter AND b.period_start = c.start
 """
+_LOCK_CLASS = 0x5A43  # "ZC"
 _ACCOUNT = "SELECT plan, anchor, expires_at, status FROM zeroclick_accounts WHERE buyer = %s"
 _ROWS = "SELECT meter, period_start, period_end, used FROM zeroclick_balances WHERE buyer = %s"
 _PEEK = """
@@ -169,10 +170,11 @@ class PostgresLedger(PostgresStore, Ledger):
 
     def _reserve_slow(self, buyer: str, amounts: Mapping[str, int], now: float) -> Flow[Hold | Refusal]:
         # one buyer's slow paths queue here: two first requests cannot both create the account
-        yield "SELECT pg_advisory_xact_lock(hashtext(%s))", (buyer,)
+        # (the two-key form, under a class of its own: never the same lock as a seller's one-key locks)
+        yield "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, buyer)
         stored = _account((yield _ACCOUNT + " FOR UPDATE", (buyer,)))
         account = stored or new_account(self.plans, now)
-        rows = _rows((yield _ROWS + " FOR UPDATE", (buyer,)))
+        rows = _rows((yield _ROWS + " ORDER BY meter FOR UPDATE", (buyer,)))  # one lock order: no deadlock
         result = evaluate(self.plans, account, rows, amounts, now)
         if isinstance(result, Refusal):
             return result  # nothing was written
@@ -188,7 +190,10 @@ class PostgresLedger(PostgresStore, Ledger):
     @staticmethod
     def _settle(hold: Hold, used: Mapping[str, int]) -> tuple[str, tuple[object, ...]] | None:
         """The one statement that moves ``hold`` to ``used``, or ``None`` when nothing changes."""
-        changes = [(m, used.get(m, 0) - amount, start) for m, amount, start in hold.debits if used.get(m, 0) != amount]
+        # by meter, the order the slow path locks rows in
+        changes = sorted(
+            (m, used.get(m, 0) - amount, start) for m, amount, start in hold.debits if used.get(m, 0) != amount
+        )
         if not changes:
             return None
         if len(changes) == 1:
