@@ -5,11 +5,12 @@
 * Start-up connects once, directly, and creates the tables: a server that does
   not answer, or a user that may not create tables, stops the app there with a
   :class:`ConfigError` instead of answering every paid request 503.
-* Requests borrow connections from a ``psycopg_pool`` pool in autocommit mode,
-  so a single statement costs one round trip (no ``BEGIN``/``COMMIT``); work of
-  several statements runs in an explicit transaction. The sync pool is made on
-  first use in each process (a pool's threads and sockets do not survive
-  ``fork``); the async one in the event loop that first uses it.
+* Requests borrow connections in autocommit mode, so a single statement costs
+  one round trip (no ``BEGIN``/``COMMIT``); work of several statements runs in
+  an explicit transaction. Threads share a ``psycopg_pool`` pool, made on first
+  use in each process (a pool's threads and sockets do not survive ``fork``);
+  coroutines share async connections that belong to the event loop that made
+  them, with no background task and no thread hop.
 * ``timeout`` bounds a call: waiting for a pooled connection, and each
   statement on the server (``statement_timeout``, lock waits included). A
   broken connection is dropped by the pool, which reconnects in the background.
@@ -152,12 +153,12 @@ class Database:
         # statement_timeout also bounds lock waits: a call never hangs on a row another one holds
         options = f"{params.get('options', '')} -c statement_timeout={max(1, int(timeout * 1000))}".strip()
         self.conninfo = _conninfo.make_conninfo(url, options=options, connect_timeout=max(2, math.ceil(timeout)))
-        self._lock = threading.Lock()
         self.forget_process_state()
         _instances.add(self)
 
     def forget_process_state(self) -> None:
         """No pools: what a forked child needs, since its parent's sockets and threads are not its own."""
+        self._lock = threading.Lock()
         self._pool: ConnectionPool | None = None
         self._apool: _AsyncPool | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
