@@ -203,11 +203,15 @@ def test_a_user_who_may_not_create_tables_is_told_at_start_up(postgres_url: str)
         admin(f"DROP ROLE {role}")
 
 
-def test_admin_commands_never_start_an_empty_ledger(postgres_url: str) -> None:  # noqa: F811
+def test_admin_commands_never_start_an_empty_store(postgres_url: str) -> None:  # noqa: F811
     with pytest.raises(ConfigError, match="no ledger"):
         open_ledger(postgres_url, plans=PLANS, create=False)
     open_ledger(postgres_url, plans=PLANS).close()
     open_ledger(postgres_url, plans=PLANS, create=False).close()
+    with pytest.raises(ConfigError, match="no outbox"):
+        open_outbox(postgres_url, create=False)
+    open_outbox(postgres_url).close()
+    open_outbox(postgres_url, create=False).close()
 
 
 def test_a_bad_url_is_a_config_error() -> None:

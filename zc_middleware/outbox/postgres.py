@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._postgres import Connection, Database, Flow, PostgresStore, drive
+from .._postgres import Connection, Database, Flow, PostgresStore, drive, masked
+from ..errors import ConfigError
 from .base import DeadLetter, Event, Leased, Outbox, OutboxStatus, conflict
 
 __all__ = ["PostgresOutbox"]
@@ -84,6 +85,9 @@ class PostgresOutbox(PostgresStore, Outbox):
         self.database.open(self._prepare)
 
     def _prepare(self, conn: Connection) -> None:
+        if not self.create and conn.execute("SELECT to_regclass('zeroclick_outbox')").fetchone() == (None,):
+            # an admin command pointed at the wrong database must not start a new, empty outbox there
+            raise ConfigError("no_outbox", f"no outbox in {masked(self.url)}; check settings.outbox")
         for statement in _SCHEMA:
             conn.execute(statement)
 
