@@ -227,3 +227,24 @@ def test_without_psycopg_the_error_names_the_extra() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "pip install 'zc-middleware[postgres]'" in result.stderr
     assert "During handling" not in result.stderr
+
+
+HOST = """
+import sys
+from zc_middleware import open_ledger
+from zc_middleware.ledger import Hold
+plans = {"crowd": {"default": True, "includes": {"api-requests": {"limit": 50, "reset": "month"}}}}
+led = open_ledger(sys.argv[1], plans=plans, timeout=10.0)
+print(sum(isinstance(led.reserve("crowd", {"api-requests": 1}), Hold) for _ in range(40)))
+led.close()
+"""
+
+
+def test_hosts_sharing_the_database_grant_exactly_the_limit_between_them(postgres_url: str) -> None:  # noqa: F811
+    open_ledger(postgres_url, plans=CROWD).close()  # the tables, before the hosts race to create them
+    hosts = [
+        subprocess.Popen([sys.executable, "-c", HOST, postgres_url], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    granted = [int(host.communicate(timeout=60)[0]) for host in hosts]
+    assert sum(granted) == 50, granted
