@@ -201,7 +201,7 @@ class ZeroClickSettings(BaseSettings):
     @model_validator(mode="after")
     def _references(self) -> ZeroClickSettings:
         if self.outbox is None:  # resolved once here, so everyone reads the same URL
-            object.__setattr__(self, "outbox", self.ledger if self.ledger.startswith("sqlite:") else "memory://")
+            object.__setattr__(self, "outbox", _default_outbox(self.ledger))
         problems: list[InitErrorDetails] = []
         batch = [name for name, meter in self.meters.items() if meter.channel == "batch"]
         if batch and self.api_key is None:
@@ -271,3 +271,14 @@ def limit_of(settings: ZeroClickSettings, plan: str, meter: str) -> float:
     if allowance is None:
         return 0
     return math.inf if allowance.limit is None else allowance.limit
+
+
+def _default_outbox(ledger: str) -> str:
+    """The ledger's own store when an outbox driver serves its scheme (SQLite, PostgreSQL: then a
+    request's debit and its batch events commit together), else ``memory://``."""
+    try:
+        check_url("outbox", ledger)
+    except ConfigError:
+        return "memory://"
+    return ledger
+

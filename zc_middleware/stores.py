@@ -27,6 +27,8 @@ MODULES: dict[str, dict[str, str]] = {
     | dict.fromkeys(("redis", "rediss", "redis+cluster"), "zc_middleware.ledger.redis"),
     "outbox": {"memory": "zc_middleware.outbox.memory", "sqlite": "zc_middleware.outbox.sqlite"},
 }
+for _kind, _schemes in MODULES.items():  # PostgreSQL keeps both kinds, under either name libpq takes
+    _schemes.update(dict.fromkeys(("postgresql", "postgres"), f"zc_middleware.{_kind}.postgres"))
 #: kind -> scheme -> driver class, filled as driver classes are created
 _DRIVERS: dict[str, dict[str, type[Store]]] = {kind: {} for kind in MODULES}
 

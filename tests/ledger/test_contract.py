@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.postgres_db import postgres_server, postgres_url  # noqa: F401  (fixtures)
 from zc_middleware import Ledger, ZcError, open_ledger
 from zc_middleware.ledger import Hold, Refusal
 
@@ -37,10 +38,12 @@ class Clock:
         self.now += timedelta(**delta).total_seconds()
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param.startswith("redis"):  # servers started by tests/ledger/conftest.py
         return str(request.getfixturevalue(request.param.replace("-", "_") + "_url"))
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
     return "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'ledger.db'}"
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.postgres_db import postgres_server, postgres_url  # noqa: F401  (fixtures)
 from zc_middleware.errors import ConfigError, ZcError
 from zc_middleware.outbox import Event, Outbox, make_event, open_outbox
 
@@ -24,10 +25,12 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def clock_outbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Clock, Outbox]]:
     clock = Clock()
     url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'outbox.db'}"
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_url")
     outbox = open_outbox(url, clock=clock)
     try:
         yield clock, outbox

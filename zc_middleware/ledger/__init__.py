@@ -1,4 +1,4 @@
-"""Ledgers by URL: ``memory://`` for tests, ``sqlite:///path.db`` shared by every process on a host.
+"""Ledgers by URL: ``memory://`` for tests, ``sqlite:///path.db`` for one host, ``redis://``/``postgresql://`` for many.
 
 Each driver declares its schemes and is imported only when a URL with one of
 them is opened (:mod:`zc_middleware.stores`).

@@ -1,7 +1,8 @@
 """Outboxes by URL: the durable queue between "usage accepted" and "usage delivered to the batch API".
 
 ``memory://`` is for tests (a process crash loses it); ``sqlite:///path.db``
-survives crashes and is shared by every process on the host. Each driver
+survives crashes and is shared by every process on the host; ``postgresql://``
+is shared by every host. Each driver
 declares its schemes and is imported only when a URL with one of them is
 opened (:mod:`zc_middleware.stores`).
 """
