@@ -167,7 +167,9 @@ class Gate:
         self._allowed += 1
         request_id = get_header(self._request_id) if self._request_id is not None else None
         allow = tuple.__new__(Allow, (buyer, charge, hold, request_id))  # Allow(...) without its Python-level __new__
-        usage.grant(allow)
+        usage.allow = allow  # armed: record_usage counts this charge from now on
+        usage.charge = charge
+        usage.values = charge.base
         return allow
 
     # -- after the response: settle or release, queue batch events ----------------------
@@ -202,13 +204,15 @@ class Gate:
         When the ledger and the outbox share a transaction, a debit with events is written here."""
         if usage.closed or usage.allow is None:  # settled already, or never granted
             return NOTHING
-        if not success:
-            self._tally["released"] += 1
-        else:
+        usage.closed = True
+        if success:
             self._settled += 1
-        owed = bill(usage, success, self._batch_meters, self.reporter is not None, self._leases)
-        if owed is NOTHING:
-            return owed
+            # nothing recorded on an exact charge: the hold already is the bill, unless holds lapse
+            if not usage.touched and usage.charge.exact and not self._leases:
+                return NOTHING
+        else:
+            self._tally["released"] += 1
+        owed = bill(usage, success, self._batch_meters, self.reporter is not None)
         self._log_bill(usage, owed)
         if self._joint and owed.hold is not None and owed.batch:
             return self._settle_jointly(usage, owed)

@@ -50,15 +50,10 @@ class Bill(NamedTuple):
 NOTHING = Bill(None, {}, {})
 
 
-def bill(usage: Usage, success: bool, batch_meters: frozenset[str], late_to_batch: bool, leases: bool = False) -> Bill:
-    """Close ``usage`` and say what it bills: on a failure, the hold released; on a success, the
-    counted usage (batch meters as events, and with ``late_to_batch`` the late header usage too).
-    ``leases``: the ledger's holds lapse unless settled, so even an exact charge is written."""
-    if usage.closed:
-        return NOTHING
-    usage.closed = True
-    if success and not usage.touched and usage.charge.exact and not leases:
-        return NOTHING  # nothing recorded on an exact charge: the hold already is the bill
+def bill(usage: Usage, success: bool, batch_meters: frozenset[str], late_to_batch: bool) -> Bill:
+    """What a finished request whose hold must be written bills: on a failure, the hold released; on
+    a success, the counted usage (batch meters as events, and with ``late_to_batch`` the late header
+    usage too). The Gate calls it only when there is something to write (see :meth:`Gate.finish`)."""
     allow = usage.allow
     hold = allow.hold if allow is not None else None
     if not success:

@@ -59,12 +59,6 @@ class Usage:
         self.values = charge.base
         self.touched = False
 
-    def grant(self, allow: Allow) -> None:
-        """The Gate allowed the request: count its charge from now on."""
-        self.allow = allow
-        self.charge = charge = allow.charge
-        self.values = charge.base
-
     def add(self, meter: str, quantity: object) -> None:
         qty = check_quantity(quantity)
         if self.closed:

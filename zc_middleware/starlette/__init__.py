@@ -26,7 +26,7 @@ from ..gate import Charge, Gate, GateOptions
 from ..policy import succeeded
 from ..pricing import View
 from ..settings import MeterConfig, ZeroClickSettings
-from ..usage import bind_counter, unbind_counter
+from ..usage import Usage, bind_counter, unbind_counter
 from .exchange import Exchange, refuse_websocket, send_deny
 from .routes import match, named, route_rows, views, websockets
 
@@ -116,7 +116,7 @@ class ZeroClickMiddleware:
             return
         # A paid request, written out in one coroutine: this is the per-request cost of the middleware.
         gate = self.gate
-        exchange = Exchange(gate.new_usage(), scope["headers"], receive, send)
+        exchange = Exchange(Usage(), scope["headers"], receive, send)
         if self._identity is not None:  # the default identity: one header, read straight from the scope
             buyer = None
             for name, value in exchange.headers:
