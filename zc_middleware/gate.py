@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any, NoReturn, TypedDict
+from typing import TypedDict
 
 from .decision import Allow, Deny, identity_required, ledger_unavailable, payment_required
 from .identity import Buyers, HeaderGetter, Identify, header_identity
 from .ledger import Hold, Ledger, Refusal, open_ledger
+from .ledger.base import Unavailable
 from .meters import Charge
 from .outbox import Event
 from .pricing import Pricing, View
@@ -287,17 +288,5 @@ class Gate:
         answers every paid request ``503 ledger_unavailable`` and lets free ones through, so that a
         server that starts anyway never serves a paid route unchecked nor fails a free one."""
         degraded = settings.model_copy(update={"on_ledger_error": "deny", "api_key": None})
-        return cls(degraded, ledger=_Unavailable(error, settings.ledger, plans=settings.plans), identify=identify)
+        return cls(degraded, ledger=Unavailable(error, settings.ledger, plans=settings.plans), identify=identify)
 
-
-class _Unavailable(Ledger):
-    """A ledger that could not be opened: every call raises the error that said why."""
-
-    def __init__(self, error: Exception, url: str, **kwargs: Any) -> None:
-        super().__init__(url, **kwargs)
-        self.error = error
-
-    def _fail(self, *args: object, **kwargs: object) -> NoReturn:
-        raise self.error
-
-    reserve = adjust = balance = _account = _store_account = _fail

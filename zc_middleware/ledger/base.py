@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from ..errors import ZcError
 from ..stores import Store
@@ -175,3 +175,18 @@ class Ledger(Store, ABC):
 
     def close(self) -> None:
         """Release connections; the ledger may not be used afterwards."""
+
+
+class Unavailable(Ledger):
+    """A ledger that could not be opened (no scheme of its own): every call raises the error that
+    said why, so a Gate built on it answers paid requests ``503 ledger_unavailable``."""
+
+    def __init__(self, error: Exception, url: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.error = error
+
+    def _fail(self, *args: object, **kwargs: object) -> NoReturn:
+        raise self.error
+
+    reserve = adjust = balance = _account = _store_account = _fail
+
