@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -23,14 +21,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
-from starlette.applications import Starlette  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import PlainTextResponse  # noqa: E402
-from starlette.routing import Route  # noqa: E402
 
-from benchmarks.bench_requests import PLANS, run_asgi, starlette_app  # noqa: E402
-from zc_middleware import ZeroClickSettings, metered, open_ledger  # noqa: E402
-from zc_middleware.starlette import ZeroClickMiddleware  # noqa: E402
+from benchmarks.bench_requests import (  # noqa: E402
+    PLANS,
+    asgi_timers,
+    raw_debit_app,
+    sample,
+    starlette_app,
+    table,
+    timed,
+)
+from zc_middleware import open_ledger  # noqa: E402
 
 SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -55,65 +56,29 @@ class RawDebit:
     async def once(self) -> None:
         await (await self.conn.execute(self.SQL, ("a", "m"))).fetchall()
 
-    async def run(self, n: int) -> float:
-        for _ in range(50):
-            await self.once()
-        start = time.perf_counter()
-        for _ in range(n):
-            await self.once()
-        return (time.perf_counter() - start) / n * 1e6
 
-
-def paid_app(url: str) -> Starlette:
-    async def view(request: Request) -> PlainTextResponse:
-        return PlainTextResponse("hello")
-
-    metered("api-requests")(view)
-    app = Starlette(routes=[Route("/paid", view)])
-    settings = ZeroClickSettings(meters={"api-requests": {}}, plans=PLANS, ledger=url)
-    app.add_middleware(ZeroClickMiddleware, settings=settings, ledger=open_ledger(url, plans=PLANS))
-    return app
-
-
-def raw_debit_app(debit: RawDebit) -> Starlette:
-    async def paid(request: Request) -> PlainTextResponse:
-        await debit.once()
-        return PlainTextResponse("hello")
-
-    return Starlette(routes=[Route("/paid", paid)])
-
-
-async def bench(url: str, rounds: int, n: int) -> None:
-    raw = await RawDebit.open(url)
+def bench(url: str, rounds: int, n: int) -> None:
+    loop = asyncio.new_event_loop()
+    raw = loop.run_until_complete(RawDebit.open(url))
     tmp = Path(".")
+    ledger = open_ledger(url, plans=PLANS)
     variants: dict[str, tuple[Callable, str]] = {
         "bare": (starlette_app(None, tmp, paid=False), "/free"),
         "bare-2": (starlette_app(None, tmp, paid=False), "/free"),
-        "bare + raw debit": (raw_debit_app(raw), "/paid"),
-        "paid postgresql://": (paid_app(url), "/paid"),
+        "bare + raw debit": (raw_debit_app(raw.once), "/paid"),
+        "paid postgresql://": (starlette_app("postgresql", tmp, paid=True, ledger=ledger), "/paid"),
     }
-    samples: dict[str, list[float]] = {name: [] for name in [*variants, "raw debit"]}
-    names = list(samples)
-    for r in range(rounds):
-        start = r % len(names)
-        for name in names[start:] + names[:start]:
-            if name == "raw debit":
-                samples[name].append(await raw.run(n))
-            else:
-                app, path = variants[name]
-                samples[name].append(await run_asgi(app, path, n))
-    await raw.conn.close()
+    timers = asgi_timers(loop, variants)
+    timers["raw debit"] = lambda n: loop.run_until_complete(timed(raw.once, n))
+    try:
+        samples = sample(timers, rounds, n)
+    finally:
+        loop.run_until_complete(raw.conn.close())
+        ledger.close()
+        loop.close()
     raw_best = min(samples.pop("raw debit"))
-    best = {name: min(values) for name, values in samples.items()}
-    median = {name: statistics.median(values) for name, values in samples.items()}
-    print(f"\nStarlette on postgresql://, in process: {rounds} rounds x {n} requests (µs per request)\n")
-    print(f"{'variant':<22}{'best':>9}{'x bare':>9}{'+µs':>9}{'median':>10}{'+µs':>9}")
-    for name in samples:
-        print(
-            f"{name:<22}{best[name]:>9.1f}{best[name] / best['bare']:>9.3f}{best[name] - best['bare']:>+9.1f}"
-            f"{median[name]:>10.1f}{median[name] - median['bare']:>+9.1f}"
-        )
-    print(f"{'raw debit':<22}{raw_best:>9.1f}")
+    best, _ = table("Starlette on postgresql://", samples, rounds, n)
+    print(f"{'raw debit':<20}{raw_best:>9.1f}")
     paid, floor = best["paid postgresql://"] - best["bare"], best["bare + raw debit"] - best["bare"]
     print(
         f"\npaid postgresql:// adds {paid:.1f} µs = one raw debit inside a request ({floor:.1f} µs) "
@@ -134,7 +99,7 @@ def main() -> None:
     with psycopg.connect(args.server, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
         try:
-            asyncio.run(bench(args.server.rsplit("/", 1)[0] + "/" + name, rounds, n))
+            bench(args.server.rsplit("/", 1)[0] + "/" + name, rounds, n)
         finally:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,17 +20,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import redis.asyncio  # noqa: E402
-from starlette.applications import Starlette  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import PlainTextResponse  # noqa: E402
-from starlette.routing import Route  # noqa: E402
 
-from benchmarks.bench_requests import PLANS, run_asgi, starlette_app  # noqa: E402
+from benchmarks.bench_requests import (  # noqa: E402
+    PLANS,
+    asgi_timers,
+    raw_debit_app,
+    sample,
+    starlette_app,
+    table,
+    timed,
+)
 from tests.ledger.redis_servers import RedisServer  # noqa: E402
-from zc_middleware import ZeroClickSettings, metered  # noqa: E402
 from zc_middleware.ledger import open_ledger  # noqa: E402
 from zc_middleware.ledger.redis import RedisLedger  # noqa: E402
-from zc_middleware.starlette import ZeroClickMiddleware  # noqa: E402
 
 TRIVIAL = "return 1"
 
@@ -51,35 +51,6 @@ class RawEvalsha:
     async def once(self) -> None:
         await self.client.evalsha(self.sha, 0)
 
-    async def run(self, n: int) -> float:
-        for _ in range(50):
-            await self.once()
-        start = time.perf_counter()
-        for _ in range(n):
-            await self.once()
-        return (time.perf_counter() - start) / n * 1e6
-
-
-def raw_evalsha_app(raw: RawEvalsha) -> Starlette:
-    """A bare app whose handler makes one raw ``EVALSHA``: the cost of that call inside a request."""
-
-    async def paid(request: Request) -> PlainTextResponse:
-        await raw.once()
-        return PlainTextResponse("hello")
-
-    return Starlette(routes=[Route("/paid", paid)])
-
-
-def redis_app(ledger: RedisLedger) -> Starlette:
-    async def view(request: Request) -> PlainTextResponse:
-        return PlainTextResponse("hello")
-
-    metered("api-requests")(view)
-    app = Starlette(routes=[Route("/paid", view)])
-    settings = ZeroClickSettings(meters={"api-requests": {}}, plans=PLANS, ledger=ledger.url)
-    app.add_middleware(ZeroClickMiddleware, settings=settings, ledger=ledger)
-    return app
-
 
 def bench(port: int, rounds: int, n: int) -> None:
     tmp = Path(tempfile.mkdtemp())
@@ -91,45 +62,25 @@ def bench(port: int, rounds: int, n: int) -> None:
     variants: dict[str, tuple[Callable, str]] = {
         "bare": (starlette_app(None, tmp, paid=False), "/free"),
         "bare-2": (starlette_app(None, tmp, paid=False), "/free"),
-        "bare + raw EVALSHA": (raw_evalsha_app(raw), "/paid"),
-        "paid redis://": (redis_app(ledger), "/paid"),
+        "bare + raw EVALSHA": (raw_debit_app(raw.once), "/paid"),
+        "paid redis://": (starlette_app("redis", tmp, paid=True, ledger=ledger), "/paid"),
     }
-    timers: dict[str, Callable[[int], float]] = {
-        name: (lambda n, app=app, path=path: loop.run_until_complete(run_asgi(app, path, n)))
-        for name, (app, path) in variants.items()
-    }
-    timers["raw EVALSHA"] = lambda n: loop.run_until_complete(raw.run(n))
+    timers = asgi_timers(loop, variants)
+    timers["raw EVALSHA"] = lambda n: loop.run_until_complete(timed(raw.once, n))
     try:
-        report(timers, rounds, n)
+        samples = sample(timers, rounds, n)
     finally:
         loop.run_until_complete(raw.client.aclose())
         loop.run_until_complete(ledger.aclose())
         loop.close()
-
-
-def report(timers: dict[str, Callable[[int], float]], rounds: int, n: int) -> None:
-    """Best and median of ``rounds`` rounds per variant, each round starting one variant further on:
-    on a shared machine other work only ever slows a round down, so the best is the closest to the cost."""
-    samples: dict[str, list[float]] = {name: [] for name in timers}
-    names = list(timers)
-    for r in range(rounds):
-        start = r % len(names)
-        for name in names[start:] + names[:start]:
-            samples[name].append(timers[name](n))
-    best = {name: min(values) for name, values in samples.items()}
-    median = {name: statistics.median(values) for name, values in samples.items()}
-    print(f"\nStarlette on redis://, in process: {rounds} rounds x {n} requests (µs per request)\n")
-    print(f"{'variant':<22}{'best':>9}{'x bare':>9}{'+µs':>9}{'median':>10}")
-    for name in names:
-        print(
-            f"{name:<22}{best[name]:>9.1f}{best[name] / best['bare']:>9.3f}"
-            f"{best[name] - best['bare']:>+9.1f}{median[name]:>10.1f}"
-        )
+    raw_best = min(samples.pop("raw EVALSHA"))
+    best, _ = table("Starlette on redis://", samples, rounds, n)
+    print(f"{'raw EVALSHA':<20}{raw_best:>9.1f}")
     paid, floor = best["paid redis://"], best["bare + raw EVALSHA"]
     print(f"\nbare-vs-bare noise: {abs(best['bare-2'] - best['bare']):.1f} µs")
     print(
         f"paid redis:// = {paid / best['bare']:.2f} x bare, {paid / floor:.2f} x a bare request with one raw "
-        f"EVALSHA ({paid - floor:+.1f} µs); a raw EVALSHA in a tight loop takes {best['raw EVALSHA']:.1f} µs"
+        f"EVALSHA ({paid - floor:+.1f} µs); a raw EVALSHA in a tight loop takes {raw_best:.1f} µs"
     )
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import os
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +26,7 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import PlainTextResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
-from zc_middleware import ZeroClickSettings, metered  # noqa: E402
+from zc_middleware import Ledger, ZeroClickSettings, metered  # noqa: E402
 from zc_middleware.starlette import ZeroClickMiddleware  # noqa: E402
 
 PLANS = {"big": {"default": True, "includes": {"api-requests": {"limit": 10**15, "reset": "month"}}}}
@@ -68,9 +69,10 @@ async def hello(request: Request) -> PlainTextResponse:
     return PlainTextResponse("hello")
 
 
-def starlette_app(middleware: str | None, tmp: Path, *, paid: bool) -> Starlette:
+def starlette_app(middleware: str | None, tmp: Path, *, paid: bool, ledger: Ledger | None = None) -> Starlette:
     """An app with one route: ``/paid``, metered, or ``/free``. One route per app, so that every
-    variant's router does the same work (a router tries its routes in order)."""
+    variant's router does the same work (a router tries its routes in order). ``middleware``:
+    ``None`` (bare), ``"memory"``, ``"sqlite"``, or any name with an open ``ledger`` to use."""
     if paid:
 
         async def view(request: Request) -> PlainTextResponse:
@@ -81,10 +83,12 @@ def starlette_app(middleware: str | None, tmp: Path, *, paid: bool) -> Starlette
     else:
         app = Starlette(routes=[Route("/free", hello)])
     if middleware is not None:
-        url = "memory://" if middleware == "memory" else f"sqlite:///{tmp / 'bench.db'}"
-        app.add_middleware(
-            ZeroClickMiddleware, settings=ZeroClickSettings(meters={"api-requests": {}}, plans=PLANS, ledger=url)
-        )
+        if ledger is not None:
+            url = ledger.url
+        else:
+            url = "memory://" if middleware == "memory" else f"sqlite:///{tmp / 'bench.db'}"
+        settings = ZeroClickSettings(meters={"api-requests": {}}, plans=PLANS, ledger=url)
+        app.add_middleware(ZeroClickMiddleware, settings=settings, ledger=ledger)
     return app
 
 
@@ -104,14 +108,32 @@ def pass_through_app(tmp: Path) -> Starlette:
     return app
 
 
-def raw_debit_app(debit: RawDebit) -> Starlette:
-    """A bare app whose handler does one raw debit: the cost of that debit inside a request."""
+def raw_debit_app(once: Callable[[], object]) -> Starlette:
+    """A bare app whose handler makes one raw store call (``once``, sync or async): the cost of that
+    call inside a request, the floor any ledger on that store pays."""
+    if inspect.iscoroutinefunction(once):
 
-    async def paid(request: Request) -> PlainTextResponse:
-        debit.once()
-        return PlainTextResponse("hello")
+        async def paid(request: Request) -> PlainTextResponse:
+            await once()
+            return PlainTextResponse("hello")
+
+    else:
+
+        async def paid(request: Request) -> PlainTextResponse:
+            once()
+            return PlainTextResponse("hello")
 
     return Starlette(routes=[Route("/paid", paid)])
+
+
+async def timed(once: Callable[[], Awaitable[object]], n: int) -> float:
+    """µs per call of an async ``once`` in a tight loop, after 50 warm-up calls."""
+    for _ in range(50):
+        await once()
+    start = time.perf_counter()
+    for _ in range(n):
+        await once()
+    return (time.perf_counter() - start) / n * 1e6
 
 
 def slowapi_app() -> Starlette:
@@ -167,6 +189,16 @@ async def run_asgi(app: Callable, path: str, n: int) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
+def asgi_timers(
+    loop: asyncio.AbstractEventLoop, variants: dict[str, tuple[Callable, str]]
+) -> dict[str, Callable[[int], float]]:
+    """One timer per ``(app, path)`` variant: ``n`` requests on ``loop`` -> µs per request."""
+    return {
+        name: (lambda n, app=app, path=path: loop.run_until_complete(run_asgi(app, path, n)))
+        for name, (app, path) in variants.items()
+    }
+
+
 def bench_inprocess(rounds: int, n: int) -> None:
     tmp = Path(tempfile.mkdtemp())
     variants: dict[str, tuple[Callable, str]] = {
@@ -184,40 +216,52 @@ def bench_inprocess(rounds: int, n: int) -> None:
     loop = asyncio.new_event_loop()
     loop.run_until_complete(run_asgi(variants["paid sqlite://"][0], "/paid", 1))  # creates the ledger file
     raw_debit = RawDebit(tmp / "bench.db")
-    variants["bare + raw debit"] = (raw_debit_app(raw_debit), "/paid")
-    timers: dict[str, Callable[[int], float]] = {
-        name: (lambda n, app=app, path=path: loop.run_until_complete(run_asgi(app, path, n)))
-        for name, (app, path) in variants.items()
-    }
-    measure("Starlette", timers, raw_debit, rounds, n)
+    variants["bare + raw debit"] = (raw_debit_app(raw_debit.once), "/paid")
+    measure("Starlette", asgi_timers(loop, variants), raw_debit, rounds, n)
     loop.close()
 
 
-def measure(title: str, timers: dict[str, Callable[[int], float]], raw: RawDebit, rounds: int, n: int) -> None:
-    """Time every variant (``n`` requests -> µs per request) and the raw debit, each round starting
-    one variant further on, and print each variant's best round and median against ``bare``'s.
+def sample(timers: dict[str, Callable[[int], float]], rounds: int, n: int) -> dict[str, list[float]]:
+    """Time every variant (``n`` requests -> µs per request) ``rounds`` times, each round starting
+    one variant further on, so that no variant always runs first or last."""
+    samples: dict[str, list[float]] = {name: [] for name in timers}
+    names = list(timers)
+    for r in range(rounds):
+        start = r % len(names)
+        for name in names[start:] + names[:start]:
+            samples[name].append(timers[name](n))
+    return samples
+
+
+Best = dict[str, float]
+
+
+def table(title: str, samples: dict[str, list[float]], rounds: int, n: int) -> tuple[Best, Best]:
+    """Print each variant's best round and median against ``bare``'s; returns (best, median).
 
     The targets are judged on the best rounds: on a shared machine other work can only slow a round
     down, never speed it up, so the fastest round is the closest to what the code costs. The garbage
     collector stays on: the collections a variant's allocations cause are part of its cost. The
     medians are printed beside them to show the noise."""
-    samples: dict[str, list[float]] = {name: [] for name in [*timers, "raw SQLite debit"]}
-    timers = {**timers, "raw SQLite debit": raw.run}
-    names = list(samples)
-    for r in range(rounds):
-        start = r % len(names)
-        for name in names[start:] + names[:start]:
-            samples[name].append(timers[name](n))
-    raw_best = min(samples.pop("raw SQLite debit"))
     best = {name: min(values) for name, values in samples.items()}
     median = {name: statistics.median(values) for name, values in samples.items()}
+    width = max(20, *(len(name) + 2 for name in samples))
     print(f"\n{title}, in process: {rounds} rounds x {n} requests (µs per request)\n")
-    print(f"{'variant':<20}{'best':>9}{'x bare':>9}{'+µs':>9}{'median':>10}{'+µs':>9}")
+    print(f"{'variant':<{width}}{'best':>9}{'x bare':>9}{'+µs':>9}{'median':>10}{'+µs':>9}")
     for name in samples:
         print(
-            f"{name:<20}{best[name]:>9.1f}{best[name] / best['bare']:>9.3f}{best[name] - best['bare']:>+9.1f}"
+            f"{name:<{width}}{best[name]:>9.1f}{best[name] / best['bare']:>9.3f}{best[name] - best['bare']:>+9.1f}"
             f"{median[name]:>10.1f}{median[name] - median['bare']:>+9.1f}"
         )
+    return best, median
+
+
+def measure(title: str, timers: dict[str, Callable[[int], float]], raw: RawDebit, rounds: int, n: int) -> None:
+    """Time every variant and the raw debit in the same rounds (:func:`sample`), print the table
+    (:func:`table`) and the targets."""
+    samples = sample({**timers, "raw SQLite debit": raw.run}, rounds, n)
+    raw_best = min(samples.pop("raw SQLite debit"))
+    best, median = table(title, samples, rounds, n)
     print(f"{'raw SQLite debit':<20}{raw_best:>9.1f}")
 
     def added(name: str) -> float:
