@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.reporter.helpers import KEY, batch_api  # noqa: E402
-from zc_middleware import ZeroClickSettings  # noqa: E402
+from zc_middleware import Usage, ZeroClickSettings  # noqa: E402
 from zc_middleware.gate import Gate  # noqa: E402
 from zc_middleware.meters import metered  # noqa: E402
 from zc_middleware.outbox import make_event, open_outbox  # noqa: E402
@@ -86,13 +86,13 @@ def request_path(base: str, tmp: str, meter: str, channel: str, requests: int, *
     headers = {"zc-agent-id": "buyer-1", "zc-request-id": ""}
     for i in range(200):  # warm up (nothing recorded: a zero batch quantity queues no event)
         headers["zc-request-id"] = f"warm-{i}"
-        usage = gate.new_usage()
+        usage = Usage()
         gate.check(headers.get, charge, usage)
         gate.finish(usage, success=True)
     started = time.perf_counter()
     for i in range(requests):
         headers["zc-request-id"] = f"r-{i}"
-        usage = gate.new_usage()
+        usage = Usage()
         gate.check(headers.get, charge, usage)
         usage.add(meter, 4)
         gate.finish(usage, success=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from zc_middleware import Gate, ZeroClickSettings, metered
+from zc_middleware import Gate, Usage, ZeroClickSettings, metered
 from zc_middleware.ledger import Hold
 from zc_middleware.ledger.memory import MemoryLedger
 
@@ -34,7 +34,7 @@ class Leasing(Counting):
 def _paid_request(gate: Gate) -> None:
     charge = gate.charge_for(metered("api-requests")(lambda: None))
     assert charge is not None
-    usage = gate.new_usage()
+    usage = Usage()
     gate.check_buyer("b", {}.get, charge, usage)
     gate.finish(usage, success=True)
 

@@ -114,10 +114,6 @@ class Gate:
             )
         return self.pricing.validate_views(views)
 
-    def new_usage(self) -> Usage:
-        """An unarmed usage counter for one request: bind it, and pass it to :meth:`check_buyer`."""
-        return Usage()
-
     def deny(self, deny: Deny) -> Deny:
         """Count ``deny`` in :attr:`stats` (``denied_<status>``) and return it."""
         self._tally[f"denied_{deny.status}"] += 1

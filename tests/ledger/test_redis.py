@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.ledger.test_contract import PLANS, Clock
-from zc_middleware import ConfigError, Gate, ZeroClickSettings, metered
+from zc_middleware import ConfigError, Gate, Usage, ZeroClickSettings, metered
 from zc_middleware.decision import Deny
 from zc_middleware.ledger import Hold, Refusal, open_ledger
 
@@ -179,8 +179,8 @@ def test_the_gate_answers_503_while_the_store_is_down(own_server: RedisServer) -
         assert not gate.inline  # awaited by ASGI adapters, never run on the event loop's thread
         own_server.stop()
         for answer in (
-            gate.check_buyer("b", lambda name: None, charge, gate.new_usage()),
-            asyncio.run(gate.acheck_buyer("b", lambda name: None, charge, gate.new_usage())),
+            gate.check_buyer("b", lambda name: None, charge, Usage()),
+            asyncio.run(gate.acheck_buyer("b", lambda name: None, charge, Usage())),
         ):
             assert isinstance(answer, Deny) and answer.status == 503
     finally:
@@ -262,7 +262,7 @@ def test_an_exact_charge_stays_billed_after_its_lease_ends(redis_url: str) -> No
     @metered("api-requests")
     def view() -> None: ...
 
-    usage = gate.new_usage()
+    usage = Usage()
     try:
         gate.check_buyer("b", lambda name: None, gate.charge_for(view), usage)
         gate.finish(usage, success=True)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.reporter.helpers import KEY, BatchAPI
 from tests.servers import serve, uvicorn
-from zc_middleware import ZeroClickSettings, metered, open_ledger
+from zc_middleware import Usage, ZeroClickSettings, metered, open_ledger
 from zc_middleware.gate import Gate
 from zc_middleware.outbox import open_outbox
 from zc_middleware.reporter import Reporter
@@ -77,7 +77,7 @@ def test_shared_file_settles_and_queues_in_one_transaction(api: BatchAPI, tmp_pa
         assert gate.ledger.joins(reporter.outbox)  # the store says so: one transaction for both
         charge = gate.charge_for(metered("compute-seconds", estimate=30)(lambda: None))
         assert charge is not None
-        usage = gate.new_usage()
+        usage = Usage()
         gate.check({"zc-agent-id": "b", "zc-request-id": "r1"}.get, charge, usage)
         usage.add("compute-seconds", 7)
         gate.finish(usage, success=True)
@@ -110,7 +110,7 @@ def test_a_long_request_id_and_meter_name_still_make_a_valid_key(tmp_path: Path)
         charge = gate.charge_for(metered(meter, estimate=10)(lambda: None))
         assert charge is not None
         for _ in range(2):  # the proxy retrying the same request: the same key
-            usage = gate.new_usage()
+            usage = Usage()
             gate.check({"zc-agent-id": "b", "zc-request-id": "r" * 200}.get, charge, usage)
             usage.add(meter, 7)
             gate.finish(usage, success=True)

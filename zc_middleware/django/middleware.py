@@ -54,7 +54,7 @@ class _Request:
 
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
-        self.usage = gate.new_usage()
+        self.usage = Usage()
         self.refused = False
 
     def bind(self, request: HttpRequest) -> Token[Usage | None]:

@@ -24,6 +24,7 @@ from ..environ import Environ, buyer_key, buyer_of, header_getter, path_key
 from ..errors import ZcError
 from ..gate import Charge, Gate
 from ..policy import refused_headers
+from ..usage import Usage
 from ..wsgi import routes_by_path
 from ..wsgi.exchange import Exchange, StartResponse, WSGIApp
 from .views import handler_for, views_of
@@ -217,7 +218,7 @@ class State:
             if charge is None:
                 self._remember_free(environ, _Free(rule, view, method))  # later requests skip the exchange
                 return None
-            usage = gate.new_usage()
+            usage = Usage()
             decision = gate.check_buyer(buyer_of(gate, environ, buyer_header), header_getter(environ), charge, usage)
             if isinstance(decision, Deny):
                 exchange.refused = True

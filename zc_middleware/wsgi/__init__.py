@@ -21,6 +21,7 @@ from ..gate import Charge, Gate
 from ..identity import Identify
 from ..ledger import Ledger
 from ..settings import ZeroClickSettings
+from ..usage import Usage
 from .exchange import Exchange, StartResponse, WSGIApp, deny_body
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ class ZeroClickWSGI:
         if charge is None:
             return self.app(environ, start_response)
         gate = self.gate
-        usage = gate.new_usage()
+        usage = Usage()
         decision = gate.check_buyer(buyer_of(gate, environ, self._buyer_key), header_getter(environ), charge, usage)
         if decision.__class__ is Deny:
             return deny_body(decision, start_response)
