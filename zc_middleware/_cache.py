@@ -1,4 +1,4 @@
-"""The one bound on the per-process caches of priced routes and stacked views."""
+"""The one bound on the per-process caches: priced routes, stacked views, the SQLite ledger's reused holds."""
 
 from __future__ import annotations
 

@@ -164,9 +164,8 @@ class Gate:
         self._allowed += 1
         request_id = get_header(self._request_id) if self._request_id is not None else None
         allow = tuple.__new__(Allow, (buyer, charge, hold, request_id))  # Allow(...) without its Python-level __new__
-        usage.allow = allow  # armed: record_usage counts this charge from now on
-        usage.charge = charge
-        usage.values = charge.base
+        usage.allow = allow
+        usage.arm(charge)  # record_usage counts this charge from now on
         return allow
 
     # -- after the response: settle or release, queue batch events ----------------------

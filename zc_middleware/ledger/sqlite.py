@@ -22,6 +22,7 @@ import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+from .._cache import remember
 from .._sqlite import Database, SQLiteStore
 from ..errors import ZcError
 from .balance import Balance, make_balance
@@ -142,9 +143,7 @@ class SQLiteLedger(SQLiteStore, Ledger):
                     key = (buyer, meter)
                     hold = self._holds.get(key)
                     if hold is None or hold.debits[0][1:] != (amount, hit[0]):
-                        if len(self._holds) >= 4096:
-                            self._holds.clear()
-                        hold = self._holds[key] = Hold(buyer, ((meter, amount, hit[0]),))
+                        hold = remember(self._holds, key, Hold(buyer, ((meter, amount, hit[0]),)))
                     return hold
         return self.database.write(lambda conn: self._reserve_slow(conn, buyer, amounts, now))
 
