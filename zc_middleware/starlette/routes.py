@@ -5,6 +5,11 @@ copy of the scope before the app is called: the same ``Route.matches`` the
 router will use, on the decoded ``scope["path"]``, so ``/a%2Fb`` is matched
 exactly as the router will match it. Under uvicorn, ``scope["path"]`` is
 already percent-decoded and ``raw_path`` is not; we never read ``raw_path``.
+
+A match may be remembered per method and path only when every route tried
+matches on method and path alone: Starlette's and FastAPI's own route classes
+(a ``Host`` excepted). A route class with its own ``matches`` (one that reads a
+header, say) is matched again on every request.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.routing import Host, Match, Mount, WebSocketRoute
 
+from .._cache import remember
 from ..meters import handler_marks
 from ..pricing import View
 
 if TYPE_CHECKING:
     from ..gate import Charge, Gate
 
-__all__ = ["match", "named", "route_rows", "views", "websockets"]
+__all__ = ["by_path", "match", "named", "route_rows", "views", "websockets"]
 
 
 def _flat(routes: Iterable[Any]) -> Iterable[Any]:
@@ -56,6 +62,21 @@ def _subroutes(route: Any, app: object) -> Any:
     return None
 
 
+_trusted: dict[type, bool] = {}
+_OWN = ("starlette.routing", "fastapi.routing")
+
+
+def by_path(route: Any) -> bool:
+    """Whether ``route`` matches on method and path alone: its class matches as Starlette's or
+    FastAPI's own routes do (``Route``, ``Mount``, ``WebSocketRoute``, ``APIRoute``; not ``Host``)."""
+    cls = type(getattr(route, "original_route", route))  # FastAPI wraps routes
+    trusted = _trusted.get(cls)
+    if trusted is None:
+        own = getattr(getattr(cls, "matches", None), "__module__", None) in _OWN
+        trusted = remember(_trusted, cls, own and not issubclass(cls, Host))
+    return trusted
+
+
 def _join(prefix: str | None, name: str | None) -> str | None:
     return f"{prefix}:{name}" if prefix and name else name
 
@@ -65,8 +86,8 @@ def match(routes: Iterable[Any], scope: dict[str, Any], prefix: str | None) -> t
     cacheable = True
     for route in _flat(routes):
         kind, child = route.matches(scope)
-        if isinstance(getattr(route, "original_route", route), Host):  # FastAPI wraps routes
-            cacheable = False  # depends on the Host header, not only the path
+        if cacheable and not by_path(route):
+            cacheable = False  # a Host, or a route class of its own: may depend on more than the path
         if kind is not Match.FULL:
             continue  # PARTIAL is a 405 the router answers without running a handler
         endpoint = child.get("endpoint", getattr(route, "endpoint", None))
@@ -138,5 +159,3 @@ def route_rows(app: Any, gate: Gate) -> list[tuple[str, str, str, str]]:
         for charge, used in by_charge.items():
             rows.append((path, ",".join(used), name or "-", ", ".join(spec.describe() for spec in charge)))
     return sorted(rows)
-
-
