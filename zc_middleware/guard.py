@@ -3,8 +3,9 @@
 ``@metered`` marks a view for the adapters to price (:mod:`zc_middleware.meters`)
 and wraps it in a guard: before the body runs, the guard reads the request's
 :class:`~zc_middleware.usage.Usage` (one ContextVar get) and requires that the
-Gate granted the request (``allow``) for a charge that includes every meter of
-the function (a frozenset check). Anything else (no middleware, a mounted app
+Gate granted the request for a charge that includes every meter of the function
+(``Usage.covered``, set when the Gate arms a granted counter: one frozenset
+check). Anything else (no middleware, a mounted app
 the middleware could not see into, a router matching on more than method and
 path, a free view calling a metered helper) raises :class:`ZcError`
 (``unchecked``) before the body runs, and the log says how to fix it.
@@ -84,7 +85,7 @@ def _make(
 
         async def guard_async(*args: Any, **kwargs: Any) -> Any:
             counter = get()
-            if counter is None or counter.allow is None or not meters <= counter.charge.meters:
+            if counter is None or not meters <= counter.covered:
                 refuse(counter, func, meters)
             return await func(*args, **kwargs)
 
@@ -93,7 +94,7 @@ def _make(
 
         async def guard_agen(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
             counter = get()
-            if counter is None or counter.allow is None or not meters <= counter.charge.meters:
+            if counter is None or not meters <= counter.covered:
                 refuse(counter, func, meters)
             inner = func(*args, **kwargs)
             try:
@@ -112,7 +113,7 @@ def _make(
 
         def guard_gen(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
             counter = get()
-            if counter is None or counter.allow is None or not meters <= counter.charge.meters:
+            if counter is None or not meters <= counter.covered:
                 refuse(counter, func, meters)
             return (yield from func(*args, **kwargs))
 
@@ -120,7 +121,7 @@ def _make(
 
     def guard(*args: Any, **kwargs: Any) -> Any:
         counter = get()
-        if counter is None or counter.allow is None or not meters <= counter.charge.meters:
+        if counter is None or not meters <= counter.covered:
             refuse(counter, func, meters)
         return func(*args, **kwargs)
 

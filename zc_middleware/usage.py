@@ -47,6 +47,8 @@ class Usage:
     closed = False
     #: ``record_usage`` was called: ``values`` is this request's own copy
     touched = False
+    #: the meters a metered function may be metered on to run in this request: the charge's, once granted
+    covered: frozenset[str] = frozenset()
     #: metered functions may run unchecked under this counter (a test's opt-in, :mod:`zc_middleware.testing`)
     unchecked_ok = False
 
@@ -61,6 +63,8 @@ class Usage:
         self.charge = charge
         self.values = charge.base
         self.touched = False
+        if self.allow is not None:  # what the guards of metered functions read (zc_middleware.guard)
+            self.covered = charge.meters
 
     def add(self, meter: str, quantity: object) -> None:
         qty = check_quantity(quantity)
