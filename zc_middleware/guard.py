@@ -30,12 +30,13 @@ from collections.abc import AsyncIterator, Callable, Generator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from ._cache import remember
 from .errors import ZcError
 
 if TYPE_CHECKING:
     from .usage import Usage
 
-__all__ = ["VERBS", "counter_var", "guarded", "is_guard"]
+__all__ = ["VERBS", "counter_var", "guarded", "guarded_partial", "is_guard"]
 
 log = logging.getLogger("zc_middleware")
 
@@ -45,7 +46,8 @@ counter_var: ContextVar[Usage | None] = ContextVar("zc_usage_counter", default=N
 #: The handler methods a metered class's guard covers (Starlette's ``HTTPEndpoint``, Django's and Flask's views).
 VERBS = ("get", "head", "post", "put", "patch", "delete", "options", "trace")
 
-_GUARD = "__zeroclick_guard__"  # on a guard: (the guard itself, what it guards, its meters)
+_GUARD = "__zeroclick_guard__"  # on a guard: (what it guards, its meters)
+_natures: dict[object, str] = {}  # the functions of partials (see guarded): their nature
 _logged: set[str] = set()  # functions whose refusal was logged: once each
 
 
@@ -53,8 +55,8 @@ def is_guard(view: object) -> tuple[Callable[..., Any], frozenset[str]] | None:
     """``(guarded function, meters)`` if ``view`` is a guard :func:`guarded` made (not a user's
     ``functools.wraps`` copy of one, which copies its attributes too)."""
     info = getattr(view, _GUARD, None)
-    if info is not None and info[0] is view:
-        return info[1], info[2]
+    if info is not None and getattr(view, "__code__", None) in _CODES:
+        return info  # type: ignore[no-any-return]
     return None
 
 
@@ -64,24 +66,48 @@ def guarded(view: Callable[..., Any], meters: frozenset[str]) -> Callable[..., A
     again = is_guard(view)
     if again is not None:
         view, meters = again[0], again[1] | meters
-    guard = _make(view, meters, counter_var.get, _refuse)
-    home = getattr(inspect.unwrap(view), "__globals__", None)
-    if isinstance(home, dict) and isinstance(guard, types.FunctionType):
-        # Closures only, no globals in the guard's code: rebuilt with the function's own globals.
-        guard = types.FunctionType(guard.__code__, home, guard.__name__, None, guard.__closure__)
-    functools.update_wrapper(guard, view)
-    setattr(guard, _GUARD, (guard, view, meters))
+    if isinstance(view, functools.partial):
+        guard = guarded_partial(view, meters)
+    else:
+        guard = _make(view, meters, _nature(view))
+        home = getattr(inspect.unwrap(view), "__globals__", None)
+        if isinstance(home, dict) and isinstance(guard, types.FunctionType):
+            # Closures only, no globals in the guard's code: rebuilt with the function's own globals.
+            guard = types.FunctionType(guard.__code__, home, guard.__name__, None, guard.__closure__)
+        functools.update_wrapper(guard, view)
+    setattr(guard, _GUARD, (view, meters))  # no reference back to the guard: no cycle for the collector
     return guard
 
 
-def _make(
-    func: Callable[..., Any],
-    meters: frozenset[str],
-    get: Callable[[], Usage | None],
-    refuse: Callable[[Usage | None, Callable[..., Any], frozenset[str]], None],
-) -> Callable[..., Any]:
-    """The guard for ``func``, of the same nature. Every name it uses is a closure variable."""
+_NATURES = ("coroutine", "async generator", "generator", "function")
+
+
+def guarded_partial(view: functools.partial[Any], meters: frozenset[str]) -> Callable[..., Any]:
+    """:func:`guarded` for a partial. Django's ``method_decorator`` decorates a new partial of the bound
+    method on every request: the nature of its function is looked up once, and nothing reads the
+    guard's attributes but ``__wrapped__`` (the path to the marks)."""
+    owner = getattr(view.func, "__func__", view.func)
+    nature = _natures.get(owner)
+    if nature is None:
+        nature = remember(_natures, owner, _nature(view))
+    guard = _make(view, meters, nature)
+    guard.__wrapped__ = view  # type: ignore[attr-defined]
+    return guard
+
+
+def _nature(func: Callable[..., Any]) -> str:
     if inspect.iscoroutinefunction(func):
+        return "coroutine"
+    if inspect.isasyncgenfunction(func):
+        return "async generator"
+    return "generator" if inspect.isgeneratorfunction(func) else "function"
+
+
+def _make(func: Callable[..., Any], meters: frozenset[str], nature: str) -> Callable[..., Any]:
+    """The guard for ``func``, of its ``nature``. Every name the guard uses is a closure variable."""
+    get = counter_var.get
+    refuse = _refuse
+    if nature == "coroutine":
 
         async def guard_async(*args: Any, **kwargs: Any) -> Any:
             counter = get()
@@ -90,7 +116,7 @@ def _make(
             return await func(*args, **kwargs)
 
         return guard_async
-    if inspect.isasyncgenfunction(func):
+    if nature == "async generator":
 
         async def guard_agen(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
             counter = get()
@@ -109,7 +135,7 @@ def _make(
                 await inner.aclose()
 
         return guard_agen
-    if inspect.isgeneratorfunction(func):
+    if nature == "generator":
 
         def guard_gen(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
             counter = get()
@@ -157,3 +183,7 @@ def _refuse(counter: Usage | None, func: Callable[..., Any], meters: frozenset[s
         _logged.add(name)
         log.error("zc_middleware: %s", message)
     raise ZcError("unchecked", message)
+
+
+#: the code of every guard :func:`_make` makes: what tells a guard from a copy of its attributes
+_CODES = frozenset(_make(len, frozenset(), nature).__code__ for nature in _NATURES)

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from ._cache import remember
 from .errors import ConfigError, ZcError
-from .guard import VERBS, guarded, is_guard
+from .guard import VERBS, guarded, guarded_partial, is_guard
 
 __all__ = [
     "MAX_QUANTITY",
@@ -122,8 +122,13 @@ def metered(meter: str, quantity: int | None = None, *, estimate: int | None = N
     On a class, the mark prices every handler method and each is guarded.
     """
     spec = MeterSpec.make(meter, quantity, estimate)
+    alone = frozenset((spec.meter,))
 
     def mark(view: F) -> F:
+        if type(view) is functools.partial and not view.__dict__:
+            # Django's method_decorator: a new partial of the bound method, on every request
+            view.__dict__[_ATTR] = (spec,)
+            return guarded_partial(view, alone)  # type: ignore[arg-type,return-value]
         target = getattr(view, "__func__", view)  # bound methods share their function's mark
         existing: tuple[MeterSpec, ...] = getattr(target, _ATTR, ())
         if any(s.meter == spec.meter for s in existing):
@@ -131,7 +136,7 @@ def metered(meter: str, quantity: int | None = None, *, estimate: int | None = N
             name = f"{cls.__qualname__}.as_view()" if cls is not None else getattr(target, "__qualname__", target)
             raise ConfigError("duplicate_metered", f"{name!s} is already metered on {spec.meter!r}")
         specs = (*existing, spec)
-        meters = frozenset(s.meter for s in specs)
+        meters = frozenset(s.meter for s in specs) if existing else alone
         if inspect.isclass(view):
             setattr(view, _ATTR, specs)
             for verb in VERBS:
