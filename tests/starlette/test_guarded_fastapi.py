@@ -9,8 +9,11 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from fastapi import Depends, FastAPI, Header, Query  # noqa: E402
+from fastapi import APIRouter, Depends, FastAPI, Header, Query  # noqa: E402
+from fastapi.routing import APIRoute  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
+from starlette.routing import Match  # noqa: E402
+from starlette.types import Scope  # noqa: E402
 
 from zc_middleware import ZeroClickSettings, metered  # noqa: E402
 from zc_middleware.starlette import ZeroClickMiddleware  # noqa: E402
@@ -85,3 +88,39 @@ def test_openapi_documents_a_metered_endpoints_parameters() -> None:
     assert names == {"item_id", "size", "zc-agent-id"}
     body = schema["paths"]["/orders"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/Order"}
+
+
+def test_an_api_route_class_matching_on_a_header_is_priced_as_fastapi_routes_it() -> None:
+    """Two included routers on one path: a route class of the seller's own picks v2 by a header."""
+
+    class V2Route(APIRoute):
+        def matches(self, scope: Scope) -> tuple[Match, Scope]:
+            if (b"x-api-version", b"2") not in scope.get("headers", []):
+                return Match.NONE, {}
+            return super().matches(scope)
+
+    app = FastAPI()
+    v2 = APIRouter(route_class=V2Route)
+    v1 = APIRouter()
+
+    @v2.get("/v")
+    @metered("api-requests")
+    async def paid() -> str:
+        return "v2"
+
+    @v1.get("/v")
+    async def free() -> str:
+        return "v1"
+
+    app.include_router(v2)
+    app.include_router(v1)
+    config = ZeroClickSettings(meters={"api-requests": {}}, plans=PLANS, ledger="memory://")  # type: ignore[arg-type]
+    app.add_middleware(ZeroClickMiddleware, settings=config)
+
+    async def go() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            return [await client.get("/v", headers={"x-api-version": v, "zc-agent-id": "a"}) for v in "1212"]
+
+    for version, response in zip("1212", asyncio.run(go()), strict=True):
+        assert response.json() == f"v{version}"
+        assert response.headers.get("x-zeroclick-usage") == ("api-requests=1" if version == "2" else None)

@@ -77,6 +77,23 @@ def by_path(route: Any) -> bool:
     return trusted
 
 
+def _matches(route: Any, scope: dict[str, Any]) -> tuple[Match, dict[str, Any]]:
+    """``route.matches(scope)`` as the router runs it. FastAPI (>= 0.16x) wraps an included ``APIRoute``
+    in a route context whose own ``matches`` replays the route's path only; its router calls the
+    route's class's ``matches`` with the context in ``scope["fastapi"]``, so a class of the seller's
+    own (one that reads a header) is asked the same way here."""
+    original = getattr(route, "original_route", route)
+    api_route = getattr(sys.modules.get("fastapi.routing"), "APIRoute", None)
+    if original is route or by_path(route) or api_route is None or not isinstance(original, api_route):
+        return route.matches(scope)  # type: ignore[no-any-return]
+    state = scope.setdefault("fastapi", {})  # the probe's own: the request's is never touched
+    state["effective_route_context"] = route
+    try:
+        return original.matches(scope)  # type: ignore[no-any-return]
+    finally:
+        state.pop("effective_route_context", None)
+
+
 def _join(prefix: str | None, name: str | None) -> str | None:
     return f"{prefix}:{name}" if prefix and name else name
 
@@ -85,7 +102,7 @@ def match(routes: Iterable[Any], scope: dict[str, Any], prefix: str | None) -> t
     """``((view, route_name) | None, cacheable)`` for the route the router will pick."""
     cacheable = True
     for route in _flat(routes):
-        kind, child = route.matches(scope)
+        kind, child = _matches(route, scope)
         if cacheable and not by_path(route):
             cacheable = False  # a Host, or a route class of its own: may depend on more than the path
         if kind is not Match.FULL:
