@@ -179,8 +179,9 @@ def _refuse(counter: Usage | None, func: Callable[..., Any], meters: frozenset[s
         why = f"this request was checked for {', '.join(counter.charge.amounts) or 'nothing'}, not {missing}"
         fix = f"meter the route's view on {missing} too (@metered on the view, or settings.routes)"
     message = f"{name} is metered on {wanted} but was called unchecked: {why}; {fix}"
-    if name not in _logged and len(_logged) < 1024:
-        _logged.add(name)
+    key = f"{getattr(func, '__module__', '')}.{name}"
+    if key not in _logged and len(_logged) < 1024:
+        _logged.add(key)
         log.error("zc_middleware: %s", message)
     raise ZcError("unchecked", message)
 
