@@ -69,17 +69,21 @@ async def hello(request: Request) -> PlainTextResponse:
     return PlainTextResponse("hello")
 
 
-def starlette_app(middleware: str | None, tmp: Path, *, paid: bool, ledger: Ledger | None = None) -> Starlette:
+def starlette_app(
+    middleware: str | None, tmp: Path, *, paid: bool, ledger: Ledger | None = None, guard: bool = True
+) -> Starlette:
     """An app with one route: ``/paid``, metered, or ``/free``. One route per app, so that every
     variant's router does the same work (a router tries its routes in order). ``middleware``:
-    ``None`` (bare), ``"memory"``, ``"sqlite"``, or any name with an open ``ledger`` to use."""
+    ``None`` (bare), ``"memory"``, ``"sqlite"``, or any name with an open ``ledger`` to use.
+    ``guard=False`` routes the metered function itself (marked and priced the same) rather than the
+    guard ``@metered`` returns: the difference is what the guard costs a paid request."""
     if paid:
 
         async def view(request: Request) -> PlainTextResponse:
             return PlainTextResponse("hello")
 
-        metered("api-requests")(view)
-        app = Starlette(routes=[Route("/paid", view)])
+        guarded = metered("api-requests")(view)  # marks ``view`` too
+        app = Starlette(routes=[Route("/paid", guarded if guard else view)])
     else:
         app = Starlette(routes=[Route("/free", hello)])
     if middleware is not None:
@@ -207,6 +211,7 @@ def bench_inprocess(rounds: int, n: int) -> None:
         "no-op middleware": (pass_through_app(tmp), "/free"),
         "free route + zc": (starlette_app("memory", tmp, paid=False), "/free"),
         "paid memory://": (starlette_app("memory", tmp, paid=True), "/paid"),
+        "paid memory://, no guard": (starlette_app("memory", tmp, paid=True, guard=False), "/paid"),
         "paid sqlite://": (starlette_app("sqlite", tmp, paid=True), "/paid"),
     }
     try:

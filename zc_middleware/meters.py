@@ -1,15 +1,17 @@
 """What a route costs: meter names, the ``@metered`` marker, and a route's :class:`Charge`.
 
-``@metered`` only marks a view: it returns the very function it was given, so
-signatures (FastAPI dependency injection, OpenAPI), ``functools.wraps`` chains
-and decorator order are untouched. Adapters read the mark after the
-framework's own router has matched the request. What a request records is
+``@metered`` marks a view and guards it (:mod:`zc_middleware.guard`): the
+function it returns keeps the signature (FastAPI dependency injection,
+OpenAPI), sync/async nature and attributes of the one it was given, and
+refuses to run in a request the middleware did not check for its meters.
+Adapters read the mark after the framework's own router has matched the request. What a request records is
 counted by :mod:`zc_middleware.usage`.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from typing import TypeVar
 
 from ._cache import remember
 from .errors import ConfigError, ZcError
+from .guard import VERBS, guarded, guarded_partial, is_guard
 
 __all__ = [
     "MAX_QUANTITY",
@@ -107,24 +110,49 @@ class MeterSpec:
 
 
 def metered(meter: str, quantity: int | None = None, *, estimate: int | None = None) -> Callable[[F], F]:
-    """Mark a view as paid on ``meter``.
+    """Mark a view as paid on ``meter``, and guard it.
 
     ``@metered("api-requests")`` holds and bills 1 unit; ``quantity=n`` holds
     and bills ``n``. ``@metered("compute-seconds", estimate=30)`` requires 30
     units to be covered and bills what the handler records. Stack the
     decorator for several meters; the same meter twice is an error.
+
+    The function returned refuses to run (``ZcError("unchecked")``) in a
+    request the middleware did not check for its meters (:mod:`zc_middleware.guard`).
+    On a class, the mark prices every handler method and each is guarded.
     """
     spec = MeterSpec.make(meter, quantity, estimate)
+    alone = frozenset((spec.meter,))
 
     def mark(view: F) -> F:
+        if type(view) is functools.partial and not view.__dict__:
+            # Django's method_decorator: a new partial of the bound method, on every request
+            view.__dict__[_ATTR] = (spec,)
+            return guarded_partial(view, alone)  # type: ignore[arg-type,return-value]
         target = getattr(view, "__func__", view)  # bound methods share their function's mark
         existing: tuple[MeterSpec, ...] = getattr(target, _ATTR, ())
         if any(s.meter == spec.meter for s in existing):
             cls = getattr(target, "view_class", None)  # Django's and Flask's as_view() functions
             name = f"{cls.__qualname__}.as_view()" if cls is not None else getattr(target, "__qualname__", target)
             raise ConfigError("duplicate_metered", f"{name!s} is already metered on {spec.meter!r}")
-        setattr(target, _ATTR, (*existing, spec))
-        return view
+        specs = (*existing, spec)
+        meters = frozenset(s.meter for s in specs) if existing else alone
+        if inspect.isclass(view):
+            setattr(view, _ATTR, specs)
+            for verb in VERBS:
+                handler = getattr(view, verb, None)
+                if inspect.isfunction(handler):
+                    setattr(view, verb, guarded(handler, meters))
+            return view
+        guarded_before = is_guard(view)
+        for obj in (target, guarded_before[0] if guarded_before else None):
+            # The function itself is marked too: a router that registered it before this decorator ran
+            # (@metered above @app.get) still prices it, though only what it returns here is guarded.
+            if obj is not None:
+                setattr(getattr(obj, "__func__", obj), _ATTR, specs)
+        guard = guarded(view, meters)
+        setattr(guard, _ATTR, specs)
+        return guard  # type: ignore[return-value]
 
     return mark
 
@@ -204,6 +232,8 @@ class Charge(tuple[MeterSpec, ...]):
     """What ``header`` reports, meter by meter. Read-only."""
     known: frozenset[str]
     """Every meter settings declare: a meter recorded on this route must be one of ours."""
+    meters: frozenset[str]
+    """This route's meters: a metered function runs in its requests only if its meters are among them."""
 
     @classmethod
     def build(
@@ -218,6 +248,7 @@ class Charge(tuple[MeterSpec, ...]):
         charge = cls(specs)
         charge.known = known
         charge.amounts = {spec.meter: spec.hold for spec in charge}
+        charge.meters = frozenset(charge.amounts)
         charge.base = {spec.meter: spec.base for spec in charge}
         charge.exact = all(spec.base == spec.hold and spec.meter not in batch_meters for spec in charge)
         charge.reported = {

@@ -11,11 +11,12 @@ be lost.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar, Token
+from contextvars import Token
 from typing import TYPE_CHECKING
 
 from ._text import did_you_mean
 from .errors import ZcError
+from .guard import counter_var
 from .meters import MAX_QUANTITY, Charge, check_quantity, normalize_meter_name
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ class Usage:
     closed = False
     #: ``record_usage`` was called: ``values`` is this request's own copy
     touched = False
+    #: the meters a metered function may be metered on to run in this request: the charge's, once granted
+    covered: frozenset[str] = frozenset()
+    #: metered functions may run unchecked under this counter (a test's opt-in, :mod:`zc_middleware.testing`)
+    unchecked_ok = False
 
     @property
     def holds(self) -> Mapping[str, int]:
@@ -58,6 +63,8 @@ class Usage:
         self.charge = charge
         self.values = charge.base
         self.touched = False
+        if self.allow is not None:  # what the guards of metered functions read (zc_middleware.guard)
+            self.covered = charge.meters
 
     def add(self, meter: str, quantity: object) -> None:
         qty = check_quantity(quantity)
@@ -111,7 +118,7 @@ class Usage:
         return value.encode("latin-1") if value else b""
 
 
-_current: ContextVar[Usage | None] = ContextVar("zc_usage_counter", default=None)
+_current = counter_var  # the one the guards of metered functions read
 
 
 def current_counter() -> Usage | None:

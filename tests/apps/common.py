@@ -14,12 +14,16 @@ Each adapter's app serves the same routes with the same behaviour:
 ``GET /runs``      free; how many times each paid handler ran, per buyer (JSON)
 =================  ==========================================================
 
+With ``ZC_TEST_BARE=1`` in the environment (:data:`BARE`) each app is served without the
+middleware: its metered handlers must refuse to run.
+
 The ledger URL comes from ``ZEROCLICK_LEDGER`` (settings read the environment).
 """
 
 from __future__ import annotations
 
 import collections
+import os
 import threading
 
 from zc_middleware import ZcError, ZeroClickSettings, record_usage
@@ -33,6 +37,9 @@ PLANS = {
         },
     }
 }
+
+#: serve the app without the middleware (the server's environment says ``ZC_TEST_BARE=1``)
+BARE = os.environ.get("ZC_TEST_BARE") == "1"
 
 RUNS: collections.Counter[str] = collections.Counter()
 _lock = threading.Lock()

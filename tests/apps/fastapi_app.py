@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
+from tests.apps.asgi_traps import trap_routes
+from tests.apps.common import BARE, CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.starlette import ZeroClickMiddleware
 
@@ -79,4 +80,6 @@ async def runs() -> dict[str, int]:
 
 
 app.include_router(router)
-app.add_middleware(ZeroClickMiddleware, settings=settings())
+app.router.routes.extend(trap_routes())  # Starlette routes: a hidden mount, a route matching on a header
+if not BARE:
+    app.add_middleware(ZeroClickMiddleware, settings=settings())

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from flask import Flask, Response, request, stream_with_context
 
-from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
+from tests.apps.common import BARE, CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.flask import ZeroClick
 
@@ -80,4 +80,5 @@ def runs() -> dict[str, int]:
     return dict(RUNS)
 
 
-ZeroClick(app, settings=settings())
+if not BARE:
+    ZeroClick(app, settings=settings())

@@ -7,7 +7,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
+from tests.apps.asgi_traps import trap_routes
+from tests.apps.common import BARE, CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.starlette import ZeroClickMiddleware
 
@@ -82,6 +83,8 @@ app = Starlette(
         Route("/configured", configured),
         Route("/a/b", ab, name="ab"),
         Route("/runs", runs),
+        *trap_routes(),
     ]
 )
-app.add_middleware(ZeroClickMiddleware, settings=settings())
+if not BARE:
+    app.add_middleware(ZeroClickMiddleware, settings=settings())

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
+from tests.apps.common import BARE, CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.wsgi import ZeroClickWSGI
 
@@ -115,4 +115,4 @@ def dispatch(request: Request) -> Response | HTTPException:
         return exc
 
 
-app = ZeroClickWSGI(dispatch, url_map=url_map, views=views, settings=settings())
+app = dispatch if BARE else ZeroClickWSGI(dispatch, url_map=url_map, views=views, settings=settings())

@@ -102,7 +102,8 @@ def used(buyer: str, meter: str) -> int:
         ("GET", "/on-dispatch", "on_dispatch", "api-requests=2", "api-requests", 2),
         ("GET", "/dispatch-and-get", "dispatch_and_get", "api-requests=1, compute-seconds=5", "compute-seconds", 5),
         ("POST", "/dispatch-and-get", "dispatch_and_post", "api-requests=1", "api-requests", 1),
-        ("OPTIONS", "/on-dispatch", None, None, "api-requests", 0),  # Django's own View.options: free
+        # Django's own View.options, reached through the metered dispatch: paid as dispatch is
+        ("OPTIONS", "/on-dispatch", None, "api-requests=2", "api-requests", 2),
         ("GET", "/async-view", "async_view", "compute-seconds=7", "compute-seconds", 7),
         ("GET", "/stacked", "stacked", "api-requests=1", "api-requests", 1),
         ("GET", "/shop/configured", None, "api-requests=3", "api-requests", 3),

@@ -68,7 +68,7 @@ class DispatchAndGet(View):
 
 
 # method_decorator keeps an async method async only from Django 5.0; before that, @metered
-# (which only marks the function) goes on the method itself.
+# (whose guard is async like the function it wraps) goes on the method itself.
 _METERED_ASYNC = metered("compute-seconds", estimate=10)
 
 

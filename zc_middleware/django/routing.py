@@ -12,7 +12,9 @@ Where ``@metered`` ends up, as seen on Django 4.2-5.2:
 * ``method_decorator(metered(...), name="get")``: on ``view_class.get`` only,
   so the handler for ``request.method`` is looked up the way ``View.dispatch``
   does (``head`` falls back to ``get``), and its marks are stacked on
-  ``dispatch``'s (:func:`~zc_middleware.meters.handler_marks`).
+  ``dispatch``'s (:func:`~zc_middleware.meters.handler_marks`);
+* Django's own ``View.options`` is free, unless ``dispatch`` is metered: a
+  metered ``dispatch`` runs (checked) for every method.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.views import View
 
-from ..meters import handler_marks
+from ..meters import handler_marks, metered_specs
 
 __all__ = ["Endpoint", "endpoints", "route_name", "view_for"]
 
@@ -39,8 +41,9 @@ def view_for(view_func: object, method: str | None) -> object:
     handler = getattr(cls, verb, None)
     if handler is None and verb == "head":
         handler = getattr(cls, "get", None)
-    if handler is View.options:
+    if handler is View.options and not metered_specs(view_func):
         return handler  # Django's own answer (an Allow header): free, as Flask's automatic OPTIONS is
+    # ...unless ``dispatch`` is metered: it runs for every method, and a metered function runs checked
     return handler_marks(view_func, handler) if handler is not None else view_func
 
 

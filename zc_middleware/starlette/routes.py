@@ -5,6 +5,11 @@ copy of the scope before the app is called: the same ``Route.matches`` the
 router will use, on the decoded ``scope["path"]``, so ``/a%2Fb`` is matched
 exactly as the router will match it. Under uvicorn, ``scope["path"]`` is
 already percent-decoded and ``raw_path`` is not; we never read ``raw_path``.
+
+A match may be remembered per method and path only when every route tried
+matches on method and path alone: Starlette's and FastAPI's own route classes
+(a ``Host`` excepted). A route class with its own ``matches`` (one that reads a
+header, say) is matched again on every request.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.routing import Host, Match, Mount, WebSocketRoute
 
+from .._cache import remember
 from ..meters import handler_marks
 from ..pricing import View
 
 if TYPE_CHECKING:
     from ..gate import Charge, Gate
 
-__all__ = ["match", "named", "route_rows", "views", "websockets"]
+__all__ = ["by_path", "match", "named", "route_rows", "views", "websockets"]
 
 
 def _flat(routes: Iterable[Any]) -> Iterable[Any]:
@@ -56,6 +62,38 @@ def _subroutes(route: Any, app: object) -> Any:
     return None
 
 
+_trusted: dict[type, bool] = {}
+_OWN = ("starlette.routing", "fastapi.routing")
+
+
+def by_path(route: Any) -> bool:
+    """Whether ``route`` matches on method and path alone: its class matches as Starlette's or
+    FastAPI's own routes do (``Route``, ``Mount``, ``WebSocketRoute``, ``APIRoute``; not ``Host``)."""
+    cls = type(getattr(route, "original_route", route))  # FastAPI wraps routes
+    trusted = _trusted.get(cls)
+    if trusted is None:
+        own = getattr(getattr(cls, "matches", None), "__module__", None) in _OWN
+        trusted = remember(_trusted, cls, own and not issubclass(cls, Host))
+    return trusted
+
+
+def _matches(route: Any, scope: dict[str, Any]) -> tuple[Match, dict[str, Any]]:
+    """``route.matches(scope)`` as the router runs it. FastAPI (>= 0.16x) wraps an included ``APIRoute``
+    in a route context whose own ``matches`` replays the route's path only; its router calls the
+    route's class's ``matches`` with the context in ``scope["fastapi"]``, so a class of the seller's
+    own (one that reads a header) is asked the same way here."""
+    original = getattr(route, "original_route", route)
+    api_route = getattr(sys.modules.get("fastapi.routing"), "APIRoute", None)
+    if original is route or by_path(route) or api_route is None or not isinstance(original, api_route):
+        return route.matches(scope)  # type: ignore[no-any-return]
+    state = scope.setdefault("fastapi", {})  # the probe's own: the request's is never touched
+    state["effective_route_context"] = route
+    try:
+        return original.matches(scope)  # type: ignore[no-any-return]
+    finally:
+        state.pop("effective_route_context", None)
+
+
 def _join(prefix: str | None, name: str | None) -> str | None:
     return f"{prefix}:{name}" if prefix and name else name
 
@@ -64,9 +102,9 @@ def match(routes: Iterable[Any], scope: dict[str, Any], prefix: str | None) -> t
     """``((view, route_name) | None, cacheable)`` for the route the router will pick."""
     cacheable = True
     for route in _flat(routes):
-        kind, child = route.matches(scope)
-        if isinstance(getattr(route, "original_route", route), Host):  # FastAPI wraps routes
-            cacheable = False  # depends on the Host header, not only the path
+        kind, child = _matches(route, scope)
+        if cacheable and not by_path(route):
+            cacheable = False  # a Host, or a route class of its own: may depend on more than the path
         if kind is not Match.FULL:
             continue  # PARTIAL is a 405 the router answers without running a handler
         endpoint = child.get("endpoint", getattr(route, "endpoint", None))
@@ -138,5 +176,3 @@ def route_rows(app: Any, gate: Gate) -> list[tuple[str, str, str, str]]:
         for charge, used in by_charge.items():
             rows.append((path, ",".join(used), name or "-", ", ".join(spec.describe() for spec in charge)))
     return sorted(rows)
-
-

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 
-from tests.apps.common import PLANS
+from tests.apps.common import BARE, PLANS
 
 SECRET_KEY = "scenario-only"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 ROOT_URLCONF = "tests.apps.django_app.urls"
 INSTALLED_APPS = ["zc_middleware.django"]
-MIDDLEWARE = ["zc_middleware.django.ZeroClickMiddleware"]
+MIDDLEWARE = [] if BARE else ["zc_middleware.django.ZeroClickMiddleware"]
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
 
