@@ -12,6 +12,7 @@ Each adapter's app serves the same routes with the same behaviour:
 ``GET /configured``  not decorated; route name ``configured`` is paid in settings
 ``GET /a/b``       not decorated; route name ``ab`` is paid in settings
 ``GET /runs``      free; how many times each paid handler ran, per buyer (JSON)
+``GET /overuse``   ``@metered("gpu-seconds", estimate=5)``; records 40 via :func:`overuse_work`, past its estimate
 =================  ==========================================================
 
 The ledger URL comes from ``ZEROCLICK_LEDGER`` (settings read the environment).
@@ -30,6 +31,7 @@ PLANS = {
         "includes": {
             "api-requests": {"limit": 5, "reset": "month"},
             "compute-seconds": {"limit": 100, "reset": "day"},
+            "gpu-seconds": {"limit": 50, "reset": "month"},
         },
     }
 }
@@ -41,7 +43,7 @@ _lock = threading.Lock()
 def settings() -> ZeroClickSettings:
     return ZeroClickSettings(
         service_slug="acme-search",
-        meters={"api-requests": {}, "compute-seconds": {}},
+        meters={"api-requests": {}, "compute-seconds": {}, "gpu-seconds": {}},
         plans=PLANS,
         routes={"configured": {"api-requests": 2}, "ab": {"api-requests": 1}},
     )
@@ -64,6 +66,11 @@ def free_work(buyer: str | None) -> None:
 def do_work() -> None:
     """Code a handler calls: usage is recorded from here, not from the handler."""
     record_usage("compute-seconds", 4)
+
+
+def overuse_work() -> None:
+    """A handler recording more than its estimate (5) said: it is billed at most the estimate."""
+    record_usage("gpu-seconds", 40)
 
 
 #: what ``/search`` and ``/missing`` set themselves: a usage header, as a seller reporting by hand would (it

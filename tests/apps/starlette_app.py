@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
+from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, overuse_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.starlette import ZeroClickMiddleware
 
@@ -67,6 +67,12 @@ async def ab(request: Request) -> Response:
     return PlainTextResponse("ab")
 
 
+@metered("gpu-seconds", estimate=5)
+async def overuse(request: Request) -> Response:
+    overuse_work()
+    return PlainTextResponse("overused")
+
+
 async def runs(request: Request) -> Response:
     return JSONResponse(dict(RUNS))
 
@@ -82,6 +88,7 @@ app = Starlette(
         Route("/configured", configured),
         Route("/a/b", ab, name="ab"),
         Route("/runs", runs),
+        Route("/overuse", overuse),
     ]
 )
 app.add_middleware(ZeroClickMiddleware, settings=settings())

@@ -17,7 +17,7 @@ USE_TZ = True
 
 ZEROCLICK = {
     "SERVICE_SLUG": "acme-search",
-    "METERS": {"api-requests": {}, "compute-seconds": {}},
+    "METERS": {"api-requests": {}, "compute-seconds": {}, "gpu-seconds": {}},
     "PLANS": PLANS,
     "ROUTES": {"configured": {"api-requests": 2}, "ab": {"api-requests": 1}},
     "LEDGER": os.environ.get("ZEROCLICK_LEDGER", "sqlite:///zeroclick.db"),

@@ -1,0 +1,159 @@
+"""Usage recorded past a route's hold, on every ledger backend: billed at the hold (``cap``), or with
+``over_estimate="bill"`` the excess debited apart, atomically and only while the plan covers it.
+Either way a buyer's ``used`` never passes the plan's limit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+import pytest
+
+from tests.ledger.test_contract import url  # noqa: F401  (fixture: every backend)
+from tests.postgres_db import postgres_server, postgres_url  # noqa: F401  (fixtures)
+from zc_middleware import Gate, Usage, ZeroClickSettings, metered, open_ledger
+from zc_middleware.meters import Charge
+from zc_middleware.outbox import open_outbox
+from zc_middleware.reporter import Reporter
+
+PLANS = {"p": {"default": True, "includes": {"gpu-seconds": {"limit": 50, "reset": "month"}}}}
+KEY = "zc_test_key"
+
+
+def make_gate(where: str, mode: Literal["cap", "bill"], *, batch: bool = True) -> Gate:
+    settings = ZeroClickSettings(
+        meters={"gpu-seconds": {}},
+        plans=PLANS,
+        ledger=where,
+        over_estimate=mode,
+        api_key=KEY if batch else None,
+        api_base_url="http://127.0.0.1:9",
+    )
+    reporter = Reporter(open_outbox("memory://"), api_key=KEY, base_url=settings.api_base_url, flush_interval=3600)
+    return Gate(settings, ledger=open_ledger(where, plans=PLANS), reporter=reporter if batch else None)
+
+
+@pytest.fixture
+def gates(url: str) -> Iterator[dict[str, Gate]]:  # noqa: F811
+    made = {"cap": make_gate(url, "cap"), "bill": make_gate(url, "bill")}
+    yield made
+    for gate in made.values():
+        gate.close_reporter(0)
+        gate.close()
+
+
+def charge(gate: Gate) -> Charge:
+    found = gate.charge_for(metered("gpu-seconds", estimate=5)(lambda: None))
+    assert found is not None
+    return found
+
+
+def request(gate: Gate, buyer: str, records: int, rid: str = "r1") -> tuple[int, str | None]:
+    """One paid request recording ``records``: its status and usage header, settled as a server would."""
+    usage = Usage()
+    allowed = gate.check_buyer(buyer, {"zc-request-id": rid}.get, charge(gate), usage)
+    if getattr(allowed, "status", 200) != 200:
+        return 402, None
+    usage.add("gpu-seconds", records)
+    header = usage.report()
+    gate.finish(usage, success=True)
+    return 200, header
+
+
+def used(gate: Gate, buyer: str) -> int:
+    return gate.ledger.balance(buyer).meter("gpu-seconds").used
+
+
+def queued(gate: Gate) -> dict[str, int]:
+    assert gate.reporter is not None
+    rows = gate.reporter.outbox.lease("test", 100, 30)
+    return {row.key: json.loads(row.body)["quantity"] for row in rows}
+
+
+def test_cap_bills_the_estimate_and_logs_the_excess(gates: dict[str, Gate], caplog: pytest.LogCaptureFixture) -> None:
+    gate = gates["cap"]
+    with caplog.at_level(logging.ERROR, logger="zc_middleware"):
+        assert request(gate, "b", 40) == (200, "gpu-seconds=5")
+    assert used(gate, "b") == 5
+    assert gate.stats["over_estimate"] == 1
+    (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert all(part in record.getMessage() for part in ("b used 40", "'gpu-seconds'", "the 5 checked", "other 35"))
+    assert queued(gate) == {}  # the header said it all
+
+
+def test_cap_under_concurrency_never_passes_the_limit(gates: dict[str, Gate]) -> None:
+    gate = gates["cap"]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda i: request(gate, "b", 40, f"r{i}"), range(100)))
+    assert sum(status == 200 for status, _ in answers) == 10
+    assert used(gate, "b") == 50
+    assert gate.stats["over_estimate"] == 10
+
+
+def test_bill_debits_the_excess_only_while_the_plan_covers_it(
+    gates: dict[str, Gate], caplog: pytest.LogCaptureFixture
+) -> None:
+    gate = gates["bill"]
+    assert request(gate, "b", 40, "r1") == (200, "gpu-seconds=5")  # the header never says past the hold
+    assert used(gate, "b") == 40  # 5 held, 35 more debited: the plan covered them
+    assert queued(gate) == {"b:r1:gpu-seconds": 35}  # the part the header did not say, by the batch channel
+    with caplog.at_level(logging.ERROR, logger="zc_middleware"):
+        assert request(gate, "b", 40, "r2") == (200, "gpu-seconds=5")
+    assert used(gate, "b") == 45  # 35 more would pass 50: billed at the estimate, logged
+    assert queued(gate) == {}
+    assert (gate.stats["over_estimate_billed"], gate.stats["over_estimate"]) == (1, 1)
+    assert any("b used 40" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+
+
+def test_bill_under_concurrency_never_passes_the_limit(gates: dict[str, Gate]) -> None:
+    gate = gates["bill"]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda i: request(gate, "b", 12, f"r{i}"), range(60)))
+    billed = gate.stats["over_estimate_billed"]
+    assert used(gate, "b") <= 50
+    assert used(gate, "b") == 5 * sum(status == 200 for status, _ in answers) + 7 * billed
+    assert sum(queued(gate).values()) == 7 * billed  # every debited excess is reported, once
+
+
+def test_bill_settles_the_async_way_too(gates: dict[str, Gate]) -> None:
+    gate = gates["bill"]
+    usage = Usage()
+    gate.check_buyer("b", {"zc-request-id": "ra"}.get, charge(gate), usage)
+    usage.add("gpu-seconds", 9)
+    usage.report()
+
+    async def settle() -> None:
+        try:
+            await gate.afinish(usage, success=True)
+        finally:
+            aclose = getattr(gate.ledger, "aclose", None)  # networked ledgers: their async client, in its loop
+            if aclose is not None:
+                await aclose()
+
+    asyncio.run(settle())
+    assert used(gate, "b") == 9
+    assert queued(gate) == {"b:ra:gpu-seconds": 4}
+
+
+def test_bill_without_a_batch_channel_caps(url: str) -> None:  # noqa: F811
+    """The excess of a header meter has no channel left once the header went out: billed at the hold."""
+    gate = make_gate(url, "bill", batch=False)
+    try:
+        assert request(gate, "b", 40) == (200, "gpu-seconds=5")
+        assert used(gate, "b") == 5
+        assert gate.stats["over_estimate"] == 1
+    finally:
+        gate.close()
+
+
+def test_a_failed_request_bills_nothing_even_past_its_hold(gates: dict[str, Gate]) -> None:
+    for gate in gates.values():
+        usage = Usage()
+        gate.check_buyer("f", {}.get, charge(gate), usage)
+        usage.add("gpu-seconds", 40)
+        gate.finish(usage, success=False)
+        assert used(gate, "f") == 0
