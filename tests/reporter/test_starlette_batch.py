@@ -57,7 +57,7 @@ def test_late_header_usage_of_a_stream_lands_in_the_outbox(api: BatchAPI, app_ba
         assert response.read() == b"chunk-0\nchunk-1\nchunk-2\n"
     keys = api.wait_for(1)
     ((key, deliveries),) = keys.items()
-    assert key.startswith("zc-") and key.endswith(":tokens")  # no zc-request-id: a generated one
+    assert key.startswith("buyer-2:zc-") and key.endswith(":tokens")  # no zc-request-id: a generated one
     assert (deliveries[0]["userId"], deliveries[0]["quantity"]) == ("buyer-2", 30)
 
 
