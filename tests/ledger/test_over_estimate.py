@@ -157,3 +157,15 @@ def test_a_failed_request_bills_nothing_even_past_its_hold(gates: dict[str, Gate
         usage.add("gpu-seconds", 40)
         gate.finish(usage, success=False)
         assert used(gate, "f") == 0
+
+
+def test_the_setting_reads_from_the_environment_and_framework_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zc_middleware.settings import settings_from_mapping
+
+    base = {"METERS": {"gpu-seconds": {}}, "LEDGER": "memory://"}
+    assert settings_from_mapping(base, "ZEROCLICK").over_estimate == "cap"
+    assert settings_from_mapping({**base, "OVER_ESTIMATE": "bill"}, "ZEROCLICK").over_estimate == "bill"
+    monkeypatch.setenv("ZEROCLICK_OVER_ESTIMATE", "bill")
+    assert settings_from_mapping(base, "ZEROCLICK").over_estimate == "bill"
+    with pytest.raises(ValueError, match="over_estimate"):
+        ZeroClickSettings(meters={"gpu-seconds": {}}, over_estimate="maybe")  # type: ignore[arg-type]
