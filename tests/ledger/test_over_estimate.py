@@ -5,17 +5,23 @@ Either way a buyer's ``used`` never passes the plan's limit."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import sqlite3
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Literal
 
+import httpx
 import pytest
 
 from tests.ledger.test_contract import url  # noqa: F401  (fixture: every backend)
 from tests.postgres_db import postgres_server, postgres_url  # noqa: F401  (fixtures)
 from zc_middleware import Gate, Usage, ZeroClickSettings, metered, open_ledger
+from zc_middleware.ledger import Hold, Refusal
 from zc_middleware.meters import Charge
 from zc_middleware.outbox import open_outbox
 from zc_middleware.reporter import Reporter
@@ -24,26 +30,34 @@ PLANS = {"p": {"default": True, "includes": {"gpu-seconds": {"limit": 50, "reset
 KEY = "zc_test_key"
 
 
-def make_gate(where: str, mode: Literal["cap", "bill"], *, batch: bool = True) -> Gate:
+def make_gate(where: str, mode: Literal["cap", "bill"], outbox: Path | None = None) -> Gate:
+    """A Gate on the ledger at ``where``; with ``outbox``, a batch channel queuing into that SQLite file
+    (its sender talks to a stand-in API that is always busy, so every event stays there to be read)."""
     settings = ZeroClickSettings(
         meters={"gpu-seconds": {}},
         plans=PLANS,
         ledger=where,
         over_estimate=mode,
-        api_key=KEY if batch else None,
+        api_key=KEY if outbox else None,
         api_base_url="http://127.0.0.1:9",
     )
-    reporter = Reporter(open_outbox("memory://"), api_key=KEY, base_url=settings.api_base_url, flush_interval=3600)
-    return Gate(settings, ledger=open_ledger(where, plans=PLANS), reporter=reporter if batch else None)
+    reporter = None
+    if outbox is not None:
+        busy = httpx.MockTransport(lambda request: httpx.Response(503))
+        box = open_outbox(f"sqlite:///{outbox}")
+        reporter = Reporter(box, api_key=KEY, base_url=settings.api_base_url, flush_interval=3600, transport=busy)
+    return Gate(settings, ledger=open_ledger(where, plans=PLANS), reporter=reporter)
 
 
 @pytest.fixture
-def gates(url: str) -> Iterator[dict[str, Gate]]:  # noqa: F811
-    made = {"cap": make_gate(url, "cap"), "bill": make_gate(url, "bill")}
+def gates(url: str, tmp_path: Path) -> Iterator[dict[str, Gate]]:  # noqa: F811
+    made = {mode: make_gate(url, mode, tmp_path / f"{mode}.db") for mode in ("cap", "bill")}
     yield made
     for gate in made.values():
         gate.close_reporter(0)
         gate.close()
+        assert gate.reporter is not None
+        gate.reporter.outbox.close()
 
 
 def charge(gate: Gate) -> Charge:
@@ -69,9 +83,11 @@ def used(gate: Gate, buyer: str) -> int:
 
 
 def queued(gate: Gate) -> dict[str, int]:
+    """Every event the Gate queued so far, by key."""
     assert gate.reporter is not None
-    rows = gate.reporter.outbox.lease("test", 100, 30)
-    return {row.key: json.loads(row.body)["quantity"] for row in rows}
+    path = gate.reporter.outbox.url.removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return {key: json.loads(body)["quantity"] for key, body in conn.execute("SELECT key, body FROM zc_outbox")}
 
 
 def test_cap_bills_the_estimate_and_logs_the_excess(gates: dict[str, Gate], caplog: pytest.LogCaptureFixture) -> None:
@@ -104,7 +120,7 @@ def test_bill_debits_the_excess_only_while_the_plan_covers_it(
     with caplog.at_level(logging.ERROR, logger="zc_middleware"):
         assert request(gate, "b", 40, "r2") == (200, "gpu-seconds=5")
     assert used(gate, "b") == 45  # 35 more would pass 50: billed at the estimate, logged
-    assert queued(gate) == {}
+    assert queued(gate) == {"b:r1:gpu-seconds": 35}  # nothing more
     assert (gate.stats["over_estimate_billed"], gate.stats["over_estimate"]) == (1, 1)
     assert any("b used 40" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
 
@@ -141,7 +157,7 @@ def test_bill_settles_the_async_way_too(gates: dict[str, Gate]) -> None:
 
 def test_bill_without_a_batch_channel_caps(url: str) -> None:  # noqa: F811
     """The excess of a header meter has no channel left once the header went out: billed at the hold."""
-    gate = make_gate(url, "bill", batch=False)
+    gate = make_gate(url, "bill")
     try:
         assert request(gate, "b", 40) == (200, "gpu-seconds=5")
         assert used(gate, "b") == 5
@@ -169,3 +185,29 @@ def test_the_setting_reads_from_the_environment_and_framework_keys(monkeypatch: 
     assert settings_from_mapping(base, "ZEROCLICK").over_estimate == "bill"
     with pytest.raises(ValueError, match="over_estimate"):
         ZeroClickSettings(meters={"gpu-seconds": {}}, over_estimate="maybe")  # type: ignore[arg-type]
+
+
+def test_debit_is_all_or_nothing_and_only_while_the_plan_covers_it(url: str) -> None:  # noqa: F811
+    plans = {"p": {"default": True, "includes": {"gpu-seconds": {"limit": 50}, "api-requests": {"limit": 3}}}}
+    ledger = open_ledger(url, plans=plans)
+    try:
+        assert isinstance(ledger.debit("b", {"gpu-seconds": 30, "api-requests": 3}), Hold)
+        refused = ledger.debit("b", {"gpu-seconds": 10, "api-requests": 1})  # gpu fits, api-requests does not
+        assert isinstance(refused, Refusal) and refused.meter == "api-requests"
+        assert isinstance(ledger.debit("b", {"gpu-seconds": 21}), Refusal)
+        assert isinstance(ledger.debit("b", {"gpu-seconds": 20}), Hold)
+        balance = ledger.balance("b")
+        assert (balance.meter("gpu-seconds").used, balance.meter("api-requests").used) == (50, 3)
+    finally:
+        ledger.close()
+
+
+def test_a_debit_is_no_lease(redis_url: str) -> None:
+    """Where holds are leases that lapse unless settled, a debit is settled at once: it stays."""
+    ledger = open_ledger(redis_url, plans=PLANS, hold_timeout=0.2)
+    try:
+        assert isinstance(ledger.debit("b", {"gpu-seconds": 30}), Hold)
+        time.sleep(0.3)
+        assert ledger.balance("b").meter("gpu-seconds").used == 30
+    finally:
+        ledger.close()
