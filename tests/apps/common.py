@@ -12,7 +12,7 @@ Each adapter's app serves the same routes with the same behaviour:
 ``GET /configured``  not decorated; route name ``configured`` is paid in settings
 ``GET /a/b``       not decorated; route name ``ab`` is paid in settings
 ``GET /runs``      free; how many times each paid handler ran, per buyer (JSON)
-``GET /overuse``   ``@metered("gpu-seconds", estimate=5)``; records 40 via :func:`overuse_work`, past its estimate
+``GET /overuse``   ``@metered("cpu-seconds", estimate=5)``; records 40 via :func:`overuse_work`, past its estimate
 =================  ==========================================================
 
 The ledger URL comes from ``ZEROCLICK_LEDGER`` (settings read the environment).
@@ -31,8 +31,14 @@ PLANS = {
         "includes": {
             "api-requests": {"limit": 5, "reset": "month"},
             "compute-seconds": {"limit": 100, "reset": "day"},
-            "gpu-seconds": {"limit": 50, "reset": "month"},
         },
+    }
+}
+#: :data:`PLANS` and the meter of ``/overuse``, which only the scenario apps declare
+SCENARIO_PLANS = {
+    "starter": {
+        "default": True,
+        "includes": {**PLANS["starter"]["includes"], "cpu-seconds": {"limit": 50, "reset": "month"}},
     }
 }
 
@@ -43,8 +49,8 @@ _lock = threading.Lock()
 def settings() -> ZeroClickSettings:
     return ZeroClickSettings(
         service_slug="acme-search",
-        meters={"api-requests": {}, "compute-seconds": {}, "gpu-seconds": {}},
-        plans=PLANS,
+        meters={"api-requests": {}, "compute-seconds": {}, "cpu-seconds": {}},
+        plans=SCENARIO_PLANS,
         routes={"configured": {"api-requests": 2}, "ab": {"api-requests": 1}},
     )
 
@@ -70,7 +76,7 @@ def do_work() -> None:
 
 def overuse_work() -> None:
     """A handler recording more than its estimate (5) said: it is billed at most the estimate."""
-    record_usage("gpu-seconds", 40)
+    record_usage("cpu-seconds", 40)
 
 
 #: what ``/search`` and ``/missing`` set themselves: a usage header, as a seller reporting by hand would (it

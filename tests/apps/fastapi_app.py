@@ -74,7 +74,7 @@ async def ab(zc_agent_id: str | None = Header(default=None)) -> str:
 
 
 @router.get("/overuse", response_class=PlainTextResponse)
-@metered("gpu-seconds", estimate=5)
+@metered("cpu-seconds", estimate=5)
 def overuse() -> str:
     overuse_work()
     return "overused"

@@ -76,7 +76,7 @@ def ab() -> str:
 
 
 @app.get("/overuse")
-@metered("gpu-seconds", estimate=5)
+@metered("cpu-seconds", estimate=5)
 def overuse() -> str:
     overuse_work()
     return "overused"

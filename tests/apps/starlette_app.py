@@ -67,7 +67,7 @@ async def ab(request: Request) -> Response:
     return PlainTextResponse("ab")
 
 
-@metered("gpu-seconds", estimate=5)
+@metered("cpu-seconds", estimate=5)
 async def overuse(request: Request) -> Response:
     overuse_work()
     return PlainTextResponse("overused")

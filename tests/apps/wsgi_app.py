@@ -80,7 +80,7 @@ def runs(request: Request) -> Response:
     return as_json(dict(RUNS))
 
 
-@metered("gpu-seconds", estimate=5)
+@metered("cpu-seconds", estimate=5)
 def overuse(request: Request) -> Response:
     overuse_work()
     return Response("overused", content_type="text/plain")

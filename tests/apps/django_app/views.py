@@ -76,7 +76,7 @@ async def ab(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ab", content_type="text/plain")
 
 
-@metered("gpu-seconds", estimate=5)
+@metered("cpu-seconds", estimate=5)
 async def overuse(request: HttpRequest) -> HttpResponse:
     overuse_work()
     return HttpResponse("overused", content_type="text/plain")
