@@ -211,3 +211,28 @@ def test_a_debit_is_no_lease(redis_url: str) -> None:
         assert ledger.balance("b").meter("gpu-seconds").used == 30
     finally:
         ledger.close()
+
+
+@pytest.mark.parametrize("mode", ["cap", "bill"])
+def test_a_stream_recording_past_its_hold_after_the_header_reports_it_once(
+    url: str,  # noqa: F811
+    tmp_path: Path,
+    mode: Literal["cap", "bill"],
+) -> None:
+    """The header went out saying nothing; 40 recorded afterwards. What is billed beyond what the
+    header said leaves by the batch channel, once: the hold (cap), or all 40 the plan covers (bill)."""
+    gate = make_gate(url, mode, tmp_path / "outbox.db")
+    try:
+        usage = Usage()
+        gate.check_buyer("s", {"zc-request-id": "rs"}.get, charge(gate), usage)
+        assert usage.report() is None  # the response started before anything was recorded
+        usage.add("gpu-seconds", 40)
+        gate.finish(usage, success=True)
+        billed = 5 if mode == "cap" else 40
+        assert used(gate, "s") == billed
+        assert queued(gate) == {"s:rs:gpu-seconds": billed}
+    finally:
+        gate.close_reporter(0)
+        gate.close()
+        assert gate.reporter is not None
+        gate.reporter.outbox.close()
