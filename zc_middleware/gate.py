@@ -226,7 +226,7 @@ class Gate:
         buyer = usage.allow.buyer if usage.allow is not None else "?"
         if owed.over:
             self._ceilings.log(buyer, owed)
-        if owed.late:
+        if owed.late and any(q > owed.extra.get(m, 0) for m, q in owed.late.items()):  # not only excess
             self._tally["late_usage"] += 1
             if self.reporter is None:
                 log.warning(
