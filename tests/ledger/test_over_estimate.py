@@ -236,3 +236,19 @@ def test_a_stream_recording_past_its_hold_after_the_header_reports_it_once(
         gate.close()
         assert gate.reporter is not None
         gate.reporter.outbox.close()
+
+
+def test_bill_with_the_ledger_and_outbox_in_one_sqlite_file(tmp_path: Path) -> None:
+    """The debit of the hold and the events commit together there; the excess debited apart is in them."""
+    db = tmp_path / "zc.db"
+    gate = make_gate(f"sqlite:///{db}", "bill", db)
+    try:
+        assert gate.reporter is not None and gate.ledger.joins(gate.reporter.outbox)
+        assert request(gate, "j", 12, "rj") == (200, "gpu-seconds=5")
+        assert used(gate, "j") == 12
+        assert queued(gate) == {"j:rj:gpu-seconds": 7}
+    finally:
+        gate.close_reporter(0)
+        gate.close()
+        assert gate.reporter is not None
+        gate.reporter.outbox.close()
