@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TypedDict
 
+from .ceilings import Ceilings
 from .decision import Allow, Deny, identity_required, ledger_unavailable, payment_required
 from .identity import Buyers, HeaderGetter, Identify, header_identity
 from .ledger import Hold, Ledger, Refusal, open_ledger
@@ -26,7 +27,7 @@ from .outbox import Event
 from .pricing import Pricing, View
 from .reporter import Reporter, reporter_for
 from .settings import ZeroClickSettings
-from .settlement import NOTHING, Bill, bill, events_for
+from .settlement import NO_EXTRA, NOTHING, Bill, bill, events_for
 from .usage import Usage
 
 __all__ = ["Charge", "Gate", "GateOptions", "HeaderGetter", "Identify", "header_identity"]
@@ -92,11 +93,15 @@ class Gate:
         self._buyers = Buyers()
         self._allowed = 0  # the per-request counts are plain ints: cheaper than a Counter's item update
         self._settled = 0
+        self._ceilings = Ceilings(
+            self.ledger, self._tally, bill=settings.over_estimate == "bill" and self.reporter is not None
+        )
 
     @property
     def stats(self) -> Counter[str]:
         """What happened so far, for operators: allowed, denied_<status>, settled, released,
-        ledger_errors, over_estimate, late_usage, outbox_errors. A snapshot."""
+        ledger_errors, over_estimate (usage past a hold, not billed), over_estimate_billed (the plan
+        covered it, ``over_estimate="bill"``), late_usage, outbox_errors. A snapshot."""
         stats = self._tally.copy()
         for name, count in (("allowed", self._allowed), ("settled", self._settled)):
             if count:
@@ -171,7 +176,8 @@ class Gate:
     # -- after the response: settle or release, queue batch events ----------------------
     def finish(self, usage: Usage, *, success: bool) -> None:
         """Settle the hold at the counted usage (``success``) or release it, and queue batch events. Never raises."""
-        owed = self._bill(usage, success)
+        extra = self._ceilings.debit(usage, success) if self._ceilings.bill else NO_EXTRA
+        owed = self._bill(usage, success, extra)
         if owed is NOTHING:
             return
         if owed.hold is not None:
@@ -185,7 +191,8 @@ class Gate:
         if self.inline:  # embedded ledgers: the sync path
             self.finish(usage, success=success)
             return
-        owed = self._bill(usage, success)
+        extra = await self._ceilings.adebit(usage, success) if self._ceilings.bill else NO_EXTRA
+        owed = self._bill(usage, success, extra)
         if owed is NOTHING:
             return
         if owed.hold is not None:
@@ -195,9 +202,10 @@ class Gate:
                 self._ledger_failed(usage)
         self._queue(usage, owed)
 
-    def _bill(self, usage: Usage, success: bool) -> Bill:
-        """What to write for ``usage`` (see :func:`~zc_middleware.settlement.bill`), counted and logged.
-        When the ledger and the outbox share a transaction, a debit with events is written here."""
+    def _bill(self, usage: Usage, success: bool, extra: Mapping[str, int]) -> Bill:
+        """What to write for ``usage`` (see :func:`~zc_middleware.settlement.bill`; ``extra``: what the
+        ledger debited past the holds), counted and logged. When the ledger and the outbox share a
+        transaction, a debit with events is written here."""
         if usage.closed or usage.allow is None:  # settled already, or never granted
             return NOTHING
         usage.closed = True
@@ -208,7 +216,7 @@ class Gate:
                 return NOTHING
         else:
             self._tally["released"] += 1
-        owed = bill(usage, success, self._batch_meters, self.reporter is not None)
+        owed = bill(usage, success, self._batch_meters, self.reporter is not None, extra)
         self._log_bill(usage, owed)
         if self._joint and owed.hold is not None and owed.batch:
             return self._settle_jointly(usage, owed)
@@ -216,12 +224,9 @@ class Gate:
 
     def _log_bill(self, usage: Usage, owed: Bill) -> None:
         buyer = usage.allow.buyer if usage.allow is not None else "?"
-        for meter, used, checked in owed.over:
-            self._tally["over_estimate"] += 1
-            log.warning(
-                "zc_middleware: %s used %d of %r, more than the %d checked beforehand", buyer, used, meter, checked
-            )
-        if owed.late:
+        if owed.over:
+            self._ceilings.log(buyer, owed)
+        if owed.late and any(q > owed.extra.get(m, 0) for m, q in owed.late.items()):  # not only excess
             self._tally["late_usage"] += 1
             if self.reporter is None:
                 log.warning(
@@ -284,4 +289,3 @@ class Gate:
         server that starts anyway never serves a paid route unchecked nor fails a free one."""
         degraded = settings.model_copy(update={"on_ledger_error": "deny", "api_key": None})
         return cls(degraded, ledger=Unavailable(error, settings.ledger, plans=settings.plans), identify=identify)
-

@@ -115,6 +115,9 @@ class ZeroClickSettings(BaseSettings):
     service_slug: str | None = None
     #: what a paid request gets when the ledger cannot answer: ``deny`` (503) or ``allow``
     on_ledger_error: Literal["deny", "allow"] = "deny"
+    #: usage recorded beyond a route's estimate: ``cap`` bills the estimate; ``bill`` debits the excess
+    #: too when the plan still covers it (reported on the batch channel), else bills the estimate
+    over_estimate: Literal["cap", "bill"] = "cap"
 
     # -- async reporting (the batch channel) --------------------------------------
     #: the service API key for ``POST /v1/usage/batch``; never logged, hidden in ``repr``

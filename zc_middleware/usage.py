@@ -99,13 +99,14 @@ class Usage:
     # -- the usage header ----------------------------------------------------------
     def report(self) -> str | None:
         """The ``X-ZeroClick-Usage`` value now, remembered as what the header said: header meters in
-        declaration order, ``meter=integer`` joined by ``", "``, zeros omitted; ``None`` for nothing."""
+        declaration order, ``meter=integer`` joined by ``", "``, zeros omitted; ``None`` for nothing.
+        A meter says at most its hold (the ceiling; the settle bills any excess apart, or not at all)."""
         charge = self.charge
         if not self.touched:  # nothing recorded: the route's own header, worked out once
             self.reported = charge.reported
             return charge.header
-        values = self.values
-        self.reported = reported = {m: values[m] for m in charge.reported}
+        values, holds = self.values, charge.amounts
+        self.reported = reported = {m: min(values[m], holds[m]) for m in charge.reported}
         parts = [f"{m}={q}" for m, q in reported.items() if q]
         return ", ".join(parts) if parts else None
 

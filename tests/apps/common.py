@@ -12,6 +12,7 @@ Each adapter's app serves the same routes with the same behaviour:
 ``GET /configured``  not decorated; route name ``configured`` is paid in settings
 ``GET /a/b``       not decorated; route name ``ab`` is paid in settings
 ``GET /runs``      free; how many times each paid handler ran, per buyer (JSON)
+``GET /overuse``   ``@metered("cpu-seconds", estimate=5)``; records 40 via :func:`overuse_work`, past its estimate
 =================  ==========================================================
 
 With ``ZC_TEST_BARE=1`` in the environment (:data:`BARE`) each app is served without the
@@ -37,6 +38,13 @@ PLANS = {
         },
     }
 }
+#: :data:`PLANS` and the meter of ``/overuse``, which only the scenario apps declare
+SCENARIO_PLANS = {
+    "starter": {
+        "default": True,
+        "includes": {**PLANS["starter"]["includes"], "cpu-seconds": {"limit": 50, "reset": "month"}},
+    }
+}
 
 #: serve the app without the middleware (the server's environment says ``ZC_TEST_BARE=1``)
 BARE = os.environ.get("ZC_TEST_BARE") == "1"
@@ -48,8 +56,8 @@ _lock = threading.Lock()
 def settings() -> ZeroClickSettings:
     return ZeroClickSettings(
         service_slug="acme-search",
-        meters={"api-requests": {}, "compute-seconds": {}},
-        plans=PLANS,
+        meters={"api-requests": {}, "compute-seconds": {}, "cpu-seconds": {}},
+        plans=SCENARIO_PLANS,
         routes={"configured": {"api-requests": 2}, "ab": {"api-requests": 1}},
     )
 
@@ -71,6 +79,11 @@ def free_work(buyer: str | None) -> None:
 def do_work() -> None:
     """Code a handler calls: usage is recorded from here, not from the handler."""
     record_usage("compute-seconds", 4)
+
+
+def overuse_work() -> None:
+    """A handler recording more than its estimate (5) said: it is billed at most the estimate."""
+    record_usage("cpu-seconds", 40)
 
 
 #: what ``/search`` and ``/missing`` set themselves: a usage header, as a seller reporting by hand would (it

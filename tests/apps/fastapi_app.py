@@ -6,7 +6,7 @@ from fastapi import APIRouter, FastAPI, Header, HTTPException, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from tests.apps.asgi_traps import trap_routes
-from tests.apps.common import BARE, CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
+from tests.apps.common import BARE, CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, overuse_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.starlette import ZeroClickMiddleware
 
@@ -72,6 +72,13 @@ async def configured(zc_agent_id: str | None = Header(default=None)) -> str:
 async def ab(zc_agent_id: str | None = Header(default=None)) -> str:
     ran(zc_agent_id, "ab")
     return "ab"
+
+
+@router.get("/overuse", response_class=PlainTextResponse)
+@metered("cpu-seconds", estimate=5)
+def overuse() -> str:
+    overuse_work()
+    return "overused"
 
 
 @app.get("/runs")

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from flask import Flask, Response, request, stream_with_context
 
-from tests.apps.common import BARE, CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
+from tests.apps.common import BARE, CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, overuse_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.flask import ZeroClick
 
@@ -73,6 +73,13 @@ def configured() -> str:
 def ab() -> str:
     ran(buyer(), "ab")
     return "ab"
+
+
+@app.get("/overuse")
+@metered("cpu-seconds", estimate=5)
+def overuse() -> str:
+    overuse_work()
+    return "overused"
 
 
 @app.get("/runs")

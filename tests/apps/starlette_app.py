@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from tests.apps.asgi_traps import trap_routes
-from tests.apps.common import BARE, CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
+from tests.apps.common import BARE, CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, overuse_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.starlette import ZeroClickMiddleware
 
@@ -68,6 +68,12 @@ async def ab(request: Request) -> Response:
     return PlainTextResponse("ab")
 
 
+@metered("cpu-seconds", estimate=5)
+async def overuse(request: Request) -> Response:
+    overuse_work()
+    return PlainTextResponse("overused")
+
+
 async def runs(request: Request) -> Response:
     return JSONResponse(dict(RUNS))
 
@@ -84,6 +90,7 @@ app = Starlette(
         Route("/a/b", ab, name="ab"),
         Route("/runs", runs),
         *trap_routes(),
+        Route("/overuse", overuse),
     ]
 )
 if not BARE:

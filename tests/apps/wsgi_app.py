@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from tests.apps.common import BARE, CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
+from tests.apps.common import BARE, CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, overuse_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.wsgi import ZeroClickWSGI
 
@@ -80,6 +80,12 @@ def runs(request: Request) -> Response:
     return as_json(dict(RUNS))
 
 
+@metered("cpu-seconds", estimate=5)
+def overuse(request: Request) -> Response:
+    overuse_work()
+    return Response("overused", content_type="text/plain")
+
+
 url_map = Map(
     [
         Rule("/free", endpoint="free"),
@@ -91,6 +97,7 @@ url_map = Map(
         Rule("/configured", endpoint="configured"),
         Rule("/a/b", endpoint="ab"),
         Rule("/runs", endpoint="runs"),
+        Rule("/overuse", endpoint="overuse"),
     ]
 )
 views: dict[str, Callable[[Request], Response]] = {
@@ -103,6 +110,7 @@ views: dict[str, Callable[[Request], Response]] = {
     "configured": configured,
     "ab": ab,
     "runs": runs,
+    "overuse": overuse,
 }
 
 

@@ -31,8 +31,8 @@ def test_batch_meter_goes_to_the_outbox_not_the_header(api: BatchAPI, app_base: 
     assert response.status_code == 200
     assert response.headers["x-zeroclick-usage"] == "api-requests=1"  # compute-seconds is not in the header
     keys = api.wait_for(1)
-    assert list(keys) == ["req-42:compute-seconds"]
-    event = keys["req-42:compute-seconds"][0]
+    assert list(keys) == ["buyer-1:req-42:compute-seconds"]
+    event = keys["buyer-1:req-42:compute-seconds"][0]
     assert (event["userId"], event["meter"], event["quantity"]) == ("buyer-1", "compute-seconds", 4)
     # the proxy retrying the same request id cannot bill it twice
     assert httpx.post(base + "/render", headers=headers, timeout=10).status_code == 200
@@ -57,7 +57,7 @@ def test_late_header_usage_of_a_stream_lands_in_the_outbox(api: BatchAPI, app_ba
         assert response.read() == b"chunk-0\nchunk-1\nchunk-2\n"
     keys = api.wait_for(1)
     ((key, deliveries),) = keys.items()
-    assert key.startswith("zc-") and key.endswith(":tokens")  # no zc-request-id: a generated one
+    assert key.startswith("buyer-2:zc-") and key.endswith(":tokens")  # no zc-request-id: a generated one
     assert (deliveries[0]["userId"], deliveries[0]["quantity"]) == ("buyer-2", 30)
 
 
@@ -85,7 +85,7 @@ def test_shared_file_settles_and_queues_in_one_transaction(api: BatchAPI, tmp_pa
         assert reporter.outbox.status().pending == 1
         assert reporter.counters["queued"] == 1
         assert reporter.flush(5)
-        assert api.wait_for(1)["r1:compute-seconds"][0]["quantity"] == 7
+        assert api.wait_for(1)["b:r1:compute-seconds"][0]["quantity"] == 7
     finally:
         reporter.close(timeout=1)
         gate.close()

@@ -1,6 +1,7 @@
 """``zc-middleware outbox status|flush|retry-dead``: inspect and drive the usage outbox.
 
-``status``      pending events, oldest pending age, dead letters with reasons
+``status``      pending events, oldest pending age, dead letters with reasons, and conflicts
+                (events refused because their key was already queued for other usage)
 ``flush``       deliver what is due now (needs the service API key)
 ``retry-dead``  put dead letters back in the queue
 
@@ -69,6 +70,7 @@ def _report(url: str, status: OutboxStatus, as_json: bool) -> str:
                 "oldest_pending_age_s": None if age is None else round(age, 3),
                 "sent": status.sent,
                 "dead": status.dead,
+                "conflicts": status.conflicts,
                 "dead_letters": [
                     {"key": d.key, "reason": d.reason, "event": json.loads(d.body)} for d in status.dead_letters
                 ],
@@ -81,6 +83,7 @@ def _report(url: str, status: OutboxStatus, as_json: bool) -> str:
         f"oldest age   {_age(age)}",
         f"sent (kept)  {status.sent}",
         f"dead         {status.dead}",
+        f"conflicts    {status.conflicts}",
     ]
     if status.dead_letters:
         width = max(len(d.key) for d in status.dead_letters)

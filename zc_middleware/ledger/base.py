@@ -113,6 +113,21 @@ class Ledger(Store, ABC):
     def release(self, hold: Hold) -> None:
         self.adjust(hold, {})
 
+    def debit(self, buyer: str, amounts: Mapping[str, int]) -> Hold | Refusal:
+        """Atomically debit ``amounts`` for good, only if the plan still covers them: the excess of a
+        request that used more than its hold, with ``over_estimate="bill"``. A :meth:`reserve` that
+        is settled at once where holds are leases, so the debit never lapses."""
+        result = self.reserve(buyer, amounts)
+        if self.leases and isinstance(result, Hold):
+            self.adjust(result, amounts)
+        return result
+
+    async def adebit(self, buyer: str, amounts: Mapping[str, int]) -> Hold | Refusal:
+        result = await self.areserve(buyer, amounts)
+        if self.leases and isinstance(result, Hold):
+            await self.aadjust(result, amounts)
+        return result
+
     async def areserve(self, buyer: str, amounts: Mapping[str, int]) -> Hold | Refusal:
         return self.reserve(buyer, amounts)
 

@@ -14,6 +14,7 @@ killed sender) makes it sendable again.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import time
@@ -41,6 +42,7 @@ __all__ = [
     "rfc3339",
 ]
 
+log = logging.getLogger("zc_middleware")
 Clock = Callable[[], float]
 #: the longest idempotency key the batch API takes
 MAX_KEY = 255
@@ -107,6 +109,8 @@ class OutboxStatus:
     sent: int
     dead: int
     dead_letters: tuple[DeadLetter, ...] = field(default=())
+    #: events refused because their key was already stored with another payload (kept, never sent)
+    conflicts: int = 0
 
     def oldest_age(self, now: float | None = None) -> float | None:
         if self.oldest_pending is None:
@@ -162,6 +166,18 @@ def make_event(
     return Event(user_id, name, qty, stamp, key=key, body=body, explicit_time=timestamp is not None)
 
 
+def log_conflict(event: Event, stored: object) -> None:
+    """The one log line of a refused event: a key already stored for other usage (the first report
+    wins, so this usage is not billed unless an operator reports it under a new key)."""
+    log.error(
+        "zc_middleware: idempotency key %r was already used for other usage %s; this event was not queued "
+        "(kept as a conflict, see zc-middleware outbox status): %s",
+        event.key,
+        stored,
+        event.body,
+    )
+
+
 def conflict(event: Event) -> ZcError:
     return ZcError(
         "idempotency_conflict",
@@ -189,7 +205,8 @@ class Outbox(Store, ABC):
 
         A key already stored with the same payload is a no-op. A key stored with a
         different payload raises ``idempotency_conflict`` (nothing of the call is
-        stored) when ``strict``; otherwise it is skipped (the first report wins).
+        stored) when ``strict``; otherwise the first report wins, and the other is
+        logged at ERROR and kept as a conflict (counted in :meth:`status`), never sent.
         """
 
     @abstractmethod

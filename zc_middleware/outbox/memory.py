@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .base import DeadLetter, Event, Leased, Outbox, OutboxStatus, conflict
+from .base import DeadLetter, Event, Leased, Outbox, OutboxStatus, conflict, log_conflict
 
 __all__ = ["MemoryOutbox"]
 
@@ -42,11 +42,13 @@ class MemoryOutbox(Outbox):
         self._by_key: dict[str, _Row] = {}
         self._pending: dict[int, _Row] = {}  # insertion (= id) order
         self._next_id = 1
+        self._conflicts: list[Event] = []
 
     def add(self, events: Sequence[Event], *, strict: bool = True) -> int:
         now = self.clock()
         with self._lock:
             fresh: dict[str, Event] = {}
+            refused: list[tuple[Event, str]] = []
             for event in events:
                 row = self._by_key.get(event.key)
                 seen = row.event if row is not None else fresh.get(event.key)
@@ -55,6 +57,10 @@ class MemoryOutbox(Outbox):
                 elif not event.same_as(seen.user_id, seen.meter, seen.quantity, seen.timestamp):
                     if strict:
                         raise conflict(event)
+                    refused.append((event, seen.body))
+            for event, stored in refused:
+                log_conflict(event, stored)
+                self._conflicts.append(event)
             for event in fresh.values():
                 row = _Row(self._next_id, event, now)
                 self._next_id += 1
@@ -121,6 +127,7 @@ class MemoryOutbox(Outbox):
             dead_letters=tuple(DeadLetter(r.event.key, r.reason or "", r.done_at, r.event.body) for r in dead)[
                 :dead_limit
             ],
+            conflicts=len(self._conflicts),
         )
 
     def retry_dead(self) -> int:

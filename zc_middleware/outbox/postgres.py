@@ -19,7 +19,7 @@ from typing import Any
 
 from .._postgres import Connection, Database, Flow, PostgresStore, drive, masked
 from ..errors import ConfigError
-from .base import DeadLetter, Event, Leased, Outbox, OutboxStatus, conflict
+from .base import DeadLetter, Event, Leased, Outbox, OutboxStatus, conflict, log_conflict
 
 __all__ = ["PostgresOutbox"]
 
@@ -32,6 +32,8 @@ _SCHEMA = (
     owner TEXT, lease_until DOUBLE PRECISION, reason TEXT, done_at DOUBLE PRECISION)""",
     "CREATE INDEX IF NOT EXISTS zeroclick_outbox_pending ON zeroclick_outbox (id) WHERE state = 0",
     "CREATE INDEX IF NOT EXISTS zeroclick_outbox_done ON zeroclick_outbox (done_at) WHERE state = 1",
+    """CREATE TABLE IF NOT EXISTS zeroclick_outbox_conflicts (
+    id BIGSERIAL PRIMARY KEY, key TEXT NOT NULL, body TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)""",
 )
 # WITH ORDINALITY ... ORDER BY: ids follow the order of the events, which is the order they are sent in
 _INSERT = """
@@ -55,9 +57,14 @@ RETURNING id, key, body, attempts
 """
 _COUNTS = """
 SELECT count(*) FILTER (WHERE state = 0), min(created) FILTER (WHERE state = 0),
-    count(*) FILTER (WHERE state = 1), count(*) FILTER (WHERE state = 2)
+    count(*) FILTER (WHERE state = 1), count(*) FILTER (WHERE state = 2),
+    (SELECT count(*) FROM zeroclick_outbox_conflicts)
 FROM zeroclick_outbox
 """
+_CONFLICT = (
+    "INSERT INTO zeroclick_outbox_conflicts (key, body, at) "
+    "SELECT k, b, %s FROM unnest(%s::text[], %s::text[]) AS c (k, b)"
+)
 _DEAD_LETTERS = "SELECT key, reason, done_at, body FROM zeroclick_outbox WHERE state = 2 ORDER BY id LIMIT %s"
 
 
@@ -67,11 +74,15 @@ def _insert(events: Sequence[Event], now: float, *, strict: bool) -> Flow[int]:
     new = {key for (key,) in (yield _INSERT, (now, *columns, [e.body for e in events]))}
     if len(new) < len(events):  # some keys were there already: same payload is a no-op, another one a conflict
         old = [e.key for e in events if e.key not in new]
-        found = yield "SELECT key, user_id, meter, quantity, ts FROM zeroclick_outbox WHERE key = ANY(%s)", (old,)
+        found = yield "SELECT key, user_id, meter, quantity, ts, body FROM zeroclick_outbox WHERE key = ANY(%s)", (old,)
         stored = {row[0]: row[1:] for row in found}
-        for event in events:
-            if event.key in stored and not event.same_as(*stored[event.key]) and strict:
-                raise conflict(event)
+        refused = [e for e in events if e.key in stored and not e.same_as(*stored[e.key][:4])]
+        if refused and strict:
+            raise conflict(refused[0])
+        for event in refused:
+            log_conflict(event, stored[event.key][4])
+        if refused:
+            yield _CONFLICT, (now, [e.key for e in refused], [e.body for e in refused])
     return len(new)
 
 
@@ -141,10 +152,10 @@ class PostgresOutbox(PostgresStore, Outbox):
 
     def status(self, *, dead_limit: int = 20) -> OutboxStatus:
         def read() -> Flow[OutboxStatus]:
-            ((pending, oldest, sent, dead),) = yield _COUNTS, ()
+            ((pending, oldest, sent, dead, conflicts),) = yield _COUNTS, ()
             letters = yield _DEAD_LETTERS, (dead_limit,)
             found = tuple(DeadLetter(key, reason or "", at or 0.0, body) for key, reason, at, body in letters)
-            return OutboxStatus(pending, oldest, sent, dead, dead_letters=found)
+            return OutboxStatus(pending, oldest, sent, dead, dead_letters=found, conflicts=conflicts)
 
         return self.database.play(read())
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._sqlite import Database, SQLiteStore
-from .base import DeadLetter, Event, Leased, Outbox, OutboxStatus, conflict
+from .base import DeadLetter, Event, Leased, Outbox, OutboxStatus, conflict, log_conflict
 
 __all__ = ["SQLiteOutbox", "ensure_schema", "insert_events"]
 
@@ -35,7 +35,10 @@ CREATE TABLE IF NOT EXISTS zc_outbox (
     owner TEXT, lease_until REAL, reason TEXT, done_at REAL
 );
 CREATE INDEX IF NOT EXISTS zc_outbox_pending ON zc_outbox (id) WHERE state = 0;
-CREATE INDEX IF NOT EXISTS zc_outbox_done ON zc_outbox (done_at) WHERE state = 1
+CREATE INDEX IF NOT EXISTS zc_outbox_done ON zc_outbox (done_at) WHERE state = 1;
+CREATE TABLE IF NOT EXISTS zc_outbox_conflicts (
+    id INTEGER PRIMARY KEY, key TEXT NOT NULL, body TEXT NOT NULL, at REAL NOT NULL
+)
 """
 _INSERT = (
     "INSERT INTO zc_outbox (key, user_id, meter, quantity, ts, body, created) VALUES (?, ?, ?, ?, ?, ?, ?) "
@@ -69,13 +72,19 @@ def insert_events(conn: sqlite3.Connection, events: Sequence[Event], now: float,
         stored = {
             row[0]: row[1:]
             for row in conn.execute(
-                "SELECT key, user_id, meter, quantity, ts FROM zc_outbox WHERE key IN (SELECT value FROM json_each(?))",
+                "SELECT key, user_id, meter, quantity, ts, body FROM zc_outbox "
+                "WHERE key IN (SELECT value FROM json_each(?))",
                 (_json_list(keys),),
             )
         }
-        for event in events:
-            if not event.same_as(*stored[event.key]) and strict:
-                raise conflict(event)
+        refused = [e for e in events if not e.same_as(*stored[e.key][:4])]
+        if refused and strict:
+            raise conflict(refused[0])
+        for event in refused:
+            log_conflict(event, stored[event.key][4])
+        conn.executemany(
+            "INSERT INTO zc_outbox_conflicts (key, body, at) VALUES (?, ?, ?)", [(e.key, e.body, now) for e in refused]
+        )
     return new
 
 
@@ -157,12 +166,14 @@ class SQLiteOutbox(SQLiteStore, Outbox):
             letters = conn.execute(
                 "SELECT key, reason, done_at, body FROM zc_outbox WHERE state = 2 ORDER BY id LIMIT ?", (dead_limit,)
             ).fetchall()
+            (conflicts,) = conn.execute("SELECT COUNT(*) FROM zc_outbox_conflicts").fetchone()
             return OutboxStatus(
                 pending=counts.get(0, 0),
                 oldest_pending=oldest,
                 sent=counts.get(1, 0),
                 dead=counts.get(2, 0),
                 dead_letters=tuple(DeadLetter(k, r or "", d or 0.0, b) for k, r, d, b in letters),
+                conflicts=conflicts,
             )
 
         return self.database.read(read)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from tests.apps.common import BARE, PLANS
+from tests.apps.common import BARE, SCENARIO_PLANS
 
 SECRET_KEY = "scenario-only"
 DEBUG = False
@@ -17,8 +17,8 @@ USE_TZ = True
 
 ZEROCLICK = {
     "SERVICE_SLUG": "acme-search",
-    "METERS": {"api-requests": {}, "compute-seconds": {}},
-    "PLANS": PLANS,
+    "METERS": {"api-requests": {}, "compute-seconds": {}, "cpu-seconds": {}},
+    "PLANS": SCENARIO_PLANS,
     "ROUTES": {"configured": {"api-requests": 2}, "ab": {"api-requests": 1}},
     "LEDGER": os.environ.get("ZEROCLICK_LEDGER", "sqlite:///zeroclick.db"),
 }

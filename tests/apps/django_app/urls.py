@@ -16,4 +16,5 @@ urlpatterns = [
     path("configured", views.configured, name="configured"),
     path("a/b", views.ab, name="ab"),
     path("runs", views.runs),
+    path("overuse", views.overuse),
 ]

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.utils.decorators import method_decorator
 from django.views import View
 
-from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran
+from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, overuse_work, ran
 from zc_middleware import metered
 
 
@@ -74,6 +74,12 @@ def configured(request: HttpRequest) -> HttpResponse:
 async def ab(request: HttpRequest) -> HttpResponse:
     ran(buyer(request), "ab")
     return HttpResponse("ab", content_type="text/plain")
+
+
+@metered("cpu-seconds", estimate=5)
+async def overuse(request: HttpRequest) -> HttpResponse:
+    overuse_work()
+    return HttpResponse("overused", content_type="text/plain")
 
 
 def runs(request: HttpRequest) -> HttpResponse:
