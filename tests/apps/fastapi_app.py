@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
+from tests.apps.common import CHUNKS, CONTRACT_HEADERS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.starlette import ZeroClickMiddleware
 
@@ -71,6 +71,25 @@ async def configured(zc_agent_id: str | None = Header(default=None)) -> str:
 async def ab(zc_agent_id: str | None = Header(default=None)) -> str:
     ran(zc_agent_id, "ab")
     return "ab"
+
+
+@app.get("/relay", response_class=PlainTextResponse)
+async def relay(response: Response) -> str:
+    response.headers.update(CONTRACT_HEADERS)
+    return "relay"
+
+
+@router.get("/reasoned", response_class=PlainTextResponse)
+@metered("api-requests")
+async def reasoned(response: Response) -> str:
+    response.headers.update(CONTRACT_HEADERS)
+    return "reasoned"
+
+
+@router.get("/refused")
+@metered("api-requests")
+async def refused() -> None:
+    raise HTTPException(status_code=402, detail="refused", headers=CONTRACT_HEADERS)
 
 
 @app.get("/runs")

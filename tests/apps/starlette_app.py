@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
+from tests.apps.common import CHUNKS, CONTRACT_HEADERS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.starlette import ZeroClickMiddleware
 
@@ -67,6 +67,20 @@ async def ab(request: Request) -> Response:
     return PlainTextResponse("ab")
 
 
+async def relay(request: Request) -> Response:
+    return PlainTextResponse("relay", headers=CONTRACT_HEADERS)
+
+
+@metered("api-requests")
+async def reasoned(request: Request) -> Response:
+    return PlainTextResponse("reasoned", headers=CONTRACT_HEADERS)
+
+
+@metered("api-requests")
+async def refused(request: Request) -> Response:
+    return PlainTextResponse("refused", status_code=402, headers=CONTRACT_HEADERS)
+
+
 async def runs(request: Request) -> Response:
     return JSONResponse(dict(RUNS))
 
@@ -82,6 +96,9 @@ app = Starlette(
         Route("/configured", configured),
         Route("/a/b", ab, name="ab"),
         Route("/runs", runs),
+        Route("/relay", relay),
+        Route("/reasoned", reasoned),
+        Route("/refused", refused),
     ]
 )
 app.add_middleware(ZeroClickMiddleware, settings=settings())

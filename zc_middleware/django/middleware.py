@@ -30,7 +30,7 @@ from ..environ import buyer_key, buyer_of, header_getter
 from ..errors import ConfigError
 from ..gate import Charge, Gate
 from ..identity import HeaderGetter
-from ..policy import HeaderMap, apply_paid, apply_refused, succeeded
+from ..policy import HeaderMap, apply_free, apply_paid, apply_refused, succeeded
 from ..usage import Usage, bind_counter, unbind_counter
 from . import conf
 from .checks import check_middleware
@@ -255,8 +255,11 @@ def _outcome(state: _Request, request: HttpRequest, response: HttpResponseBase |
     streamed body closes)."""
     usage = state.usage
     if usage.allow is None:  # not granted
-        if state.refused and response is not None:
-            apply_refused(_headers(response))  # middleware below ours may have changed the Gate's answer
+        if response is not None:
+            if state.refused:
+                apply_refused(_headers(response))  # middleware below ours may have changed the Gate's answer
+            else:  # free: the contract's headers the app set never go out
+                apply_free(_headers(response))
         return None
     if response is None:
         return False

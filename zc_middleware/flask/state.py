@@ -26,7 +26,7 @@ from ..gate import Charge, Gate
 from ..policy import refused_headers
 from ..usage import Usage
 from ..wsgi import routes_by_path
-from ..wsgi.exchange import Exchange, StartResponse, WSGIApp
+from ..wsgi.exchange import Exchange, StartResponse, WSGIApp, free_start_response
 from .views import handler_for, views_of
 
 __all__ = ["KEY", "Settle", "State", "state_of"]
@@ -92,7 +92,7 @@ class Settle:
         free = self.free.get((environ.get("REQUEST_METHOD"), environ.get("SCRIPT_NAME"), environ.get("PATH_INFO")))
         if free is not None:
             environ[_EXCHANGE] = free
-            return self.wsgi_app(environ, start_response)
+            return self.wsgi_app(environ, free_start_response(start_response))
         exchange = environ[_EXCHANGE] = Exchange(self.gate, start_response)
         return exchange.serve(self.wsgi_app, environ)
 

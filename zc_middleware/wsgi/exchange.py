@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING
 from ..bodies import BoundBody
 from ..decision import Deny
 from ..environ import Environ
-from ..policy import paid_headers, refused_headers, succeeded
+from ..policy import free_headers, paid_headers, refused_headers, succeeded
 from ..usage import Usage, bind_counter, unbind_counter
 
 if TYPE_CHECKING:
     from ..gate import Gate
 
-__all__ = ["Exchange", "StartResponse", "WSGIApp", "deny_body"]
+__all__ = ["Exchange", "StartResponse", "WSGIApp", "deny_body", "free_start_response"]
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
 StartResponse = Callable[..., Callable[[bytes], object]]
@@ -45,6 +45,20 @@ def deny_body(deny: Deny, start_response: StartResponse) -> list[bytes]:
     headers = [*deny.headers, ("content-length", str(len(deny.body)))]
     start_response(f"{deny.status} {HTTPStatus(deny.status).phrase}", headers)
     return [deny.body]
+
+
+def free_start_response(start_response: StartResponse) -> StartResponse:
+    """``start_response`` for a free request: ``X-ZeroClick-Usage`` and ``X-ZeroClick-Reason`` the
+    app set never go out (:func:`~zc_middleware.policy.free_headers`); all else is passed on."""
+
+    def start(
+        status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        if exc_info is None:
+            return start_response(status, free_headers(headers))
+        return start_response(status, free_headers(headers), exc_info)
+
+    return start
 
 
 class Exchange(BoundBody):
@@ -88,6 +102,8 @@ class Exchange(BoundBody):
             headers = paid_headers(headers, usage.report() if succeeded(code, False) else None)
         elif self.refused:  # a hook or middleware inside ours may have changed the Gate's answer
             headers = refused_headers(headers)
+        else:  # free
+            headers = free_headers(headers)
         # A late error start_response (exc_info, headers already out) raises here: the status that
         # settles the hold stays the one that really went out, as in the ASGI adapter.
         if exc_info is None:

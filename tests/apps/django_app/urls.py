@@ -16,4 +16,7 @@ urlpatterns = [
     path("configured", views.configured, name="configured"),
     path("a/b", views.ab, name="ab"),
     path("runs", views.runs),
+    path("relay", views.relay),
+    path("reasoned", views.reasoned),
+    path("refused", views.refused),
 ]

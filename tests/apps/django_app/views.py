@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.utils.decorators import method_decorator
 from django.views import View
 
-from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran
+from tests.apps.common import CHUNKS, CONTRACT_HEADERS, OWN_HEADERS, RUNS, do_work, free_work, ran
 from zc_middleware import metered
 
 
@@ -74,6 +74,20 @@ def configured(request: HttpRequest) -> HttpResponse:
 async def ab(request: HttpRequest) -> HttpResponse:
     ran(buyer(request), "ab")
     return HttpResponse("ab", content_type="text/plain")
+
+
+async def relay(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("relay", content_type="text/plain", headers=CONTRACT_HEADERS)
+
+
+@metered("api-requests")
+def reasoned(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("reasoned", content_type="text/plain", headers=CONTRACT_HEADERS)
+
+
+@metered("api-requests")
+async def refused(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("refused", status=402, content_type="text/plain", headers=CONTRACT_HEADERS)
 
 
 def runs(request: HttpRequest) -> HttpResponse:
