@@ -166,8 +166,8 @@ def test_middleware_reporting_usage_by_hand_never_reaches_a_refusal(mode: str) -
     served = call(mode, "GET", "/fn-sync", "agent-4b", below=below)
     assert served["cache-control"] == "private, max-age=300" and "cdn-cache-control" not in served
     assert used("agent-4", "api-requests") == 5
-    # a free route is the app's own business
-    assert call(mode, "GET", "/free", None, below=below)["x-zeroclick-usage"] == "api-requests=5"
+    # nor a free route: only the middleware speaks the contract's headers
+    assert "x-zeroclick-usage" not in call(mode, "GET", "/free", None, below=below)
 
 
 UPDATE_CACHE = "django.middleware.cache.UpdateCacheMiddleware"

@@ -318,8 +318,8 @@ def test_a_hook_reporting_usage_by_hand_never_reaches_a_refusal() -> None:
     refused = client.get("/search", headers=AGENT)
     assert refused.status_code == 402 and "X-ZeroClick-Usage" not in refused.headers
     assert used(ledger) == 1
-    # a free route is the app's own business
-    assert client.get("/open").headers["X-ZeroClick-Usage"] == "api-requests=5"
+    # nor a free route: only the middleware speaks the contract's headers
+    assert "X-ZeroClick-Usage" not in client.get("/open").headers
 
 
 def test_a_refusal_never_carries_a_usage_header_from_inner_middleware_or_a_new_response() -> None:
