@@ -233,7 +233,7 @@ urlpatterns: list[Any] = []
 @pytest.fixture(scope="module")
 def django_client() -> Iterator[tuple[Any, Ledger]]:
     pytest.importorskip("django")
-    from django.test import Client, override_settings
+    from django.test import AsyncClient, Client, override_settings
 
     import tests.django.test_django  # noqa: F401  # configures Django once for the whole run
     from zc_middleware.django import get_gate
@@ -243,16 +243,24 @@ def django_client() -> Iterator[tuple[Any, Ledger]]:
     with override_settings(
         ROOT_URLCONF=__name__, MIDDLEWARE=["zc_middleware.django.ZeroClickMiddleware"], ZEROCLICK=zeroclick
     ):
-        yield Client(), get_gate().ledger
+        wsgi, asgi = Client(), AsyncClient()
+
+        def get(mode: str, path: str, headers: dict[str, str]) -> Any:
+            if mode == "wsgi":
+                return wsgi.get(path, headers=headers)
+            return asyncio.run(asgi.get(path, headers=headers))
+
+        yield get, get_gate().ledger
 
 
-@EXAMPLES
+@pytest.mark.parametrize("mode", ["wsgi", "asgi"])
+@settings(EXAMPLES, max_examples=100)
 @given(call=calls)
-def test_django_never_500s_or_misreports(django_client: tuple[Any, Ledger], call: Call) -> None:
-    client, ledger = django_client
+def test_django_never_500s_or_misreports(django_client: tuple[Any, Ledger], mode: str, call: Call) -> None:
+    get, ledger = django_client
     NEXT.update(meter=call.meter, quantity=call.quantity)
     before = used(ledger, call.buyer)
-    response = client.get(call.path, headers=call.headers())
+    response = get(mode, call.path, call.headers())
     values = {name.lower(): [value] for name, value in response.items()}  # Django keeps one value a name
     check(call.path, response.status_code, lambda name: values.get(name, []), before, used(ledger, call.buyer))
 
