@@ -81,3 +81,10 @@ def test_a_refusal_keeps_the_gates_reason_and_loses_any_usage() -> None:
     mapping = Mapping(headers)
     apply_refused(mapping)
     assert mapping.names() == ["x-zeroclick-reason", "cache-control"]
+
+
+def test_asgi_headers_given_as_any_iterable_are_read_once() -> None:
+    pairs = [(b"content-type", b"text/plain"), (b"x-zeroclick-usage", b"api-requests=500")]
+    assert free_raw_headers(iter(pairs)) == [(b"content-type", b"text/plain")]
+    assert free_raw_headers(pair for pair in pairs[:1]) == [(b"content-type", b"text/plain")]
+    assert free_raw_headers(tuple(pairs[:1])) is None

@@ -160,8 +160,11 @@ def free_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 def free_raw_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]] | None:
     """:func:`free_headers` for ASGI's byte pairs: ``None`` when there is nothing to drop (the app's
-    list goes out as it is), else a new list. Names are compared lower-cased, as an app may send
-    them in any case."""
+    headers go out as they are), else a new list. Names are compared lower-cased, as an app may send
+    them in any case. Headers that are not a list or tuple (any iterable) are read once, into a list."""
+    if headers.__class__ is not list and headers.__class__ is not tuple:
+        headers = list(headers)
+        return [item for item in headers if item[0].lower() not in _CONTRACT_RAW]
     for key, _ in headers:
         if len(key) in _CONTRACT_LENGTHS and key.lower() in _CONTRACT_RAW:
             return [item for item in headers if item[0].lower() not in _CONTRACT_RAW]
