@@ -77,10 +77,25 @@ def test_a_paid_response_loses_the_apps_reason_and_usage_and_carries_ours() -> N
 
 def test_a_refusal_keeps_the_gates_reason_and_loses_any_usage() -> None:
     headers = [("x-zeroclick-reason", "usage_exhausted"), ("X-ZeroClick-Usage", "api-requests=5")]
-    assert refused_headers(headers) == [("x-zeroclick-reason", "usage_exhausted"), ("Cache-Control", "no-store")]
+    assert refused_headers(headers, "usage_exhausted") == [
+        ("X-ZeroClick-Reason", "usage_exhausted"),
+        ("Cache-Control", "no-store"),
+    ]
     mapping = Mapping(headers)
-    apply_refused(mapping)
+    apply_refused(mapping, "usage_exhausted")
     assert mapping.names() == ["x-zeroclick-reason", "cache-control"]
+
+
+def test_a_refusal_carries_the_gates_reason_only() -> None:
+    changed = [("X-ZeroClick-Reason", "plan_expired"), ("x-zeroclick-reason", "usage_exhausted")]
+    assert refused_headers(changed, "spend_cap_reached") == [
+        ("X-ZeroClick-Reason", "spend_cap_reached"),
+        ("Cache-Control", "no-store"),
+    ]
+    assert refused_headers(changed, None) == [("Cache-Control", "no-store")]  # a 401 or 503 has no reason
+    mapping = Mapping(changed[:1])
+    apply_refused(mapping, None)
+    assert mapping.names() == ["cache-control"]
 
 
 def test_asgi_headers_given_as_any_iterable_are_read_once() -> None:

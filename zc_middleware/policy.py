@@ -11,8 +11,9 @@ One place decides, for every framework:
   another buyer without the plan check, and loses the headers only CDNs and
   caching proxies read, which would override that there;
 * **a refusal** (the Gate's ``402``, ``401``, ``503``) goes out ``no-store``
-  (a cached ``402`` would keep refusing a buyer who has paid since) and never
-  with a usage header, whatever a hook or inner middleware added;
+  (a cached ``402`` would keep refusing a buyer who has paid since), never
+  with a usage header, and with the Gate's own reason only, whatever a hook or
+  inner middleware added;
 * **a free response** loses the contract's headers the app set
   (``X-ZeroClick-Usage``, ``X-ZeroClick-Reason``), and nothing else: the proxy
   bills from the one and reads the other as a refusal, so only the middleware
@@ -73,8 +74,7 @@ CDN_ONLY = frozenset(
 REWRITTEN = CDN_ONLY | CONTRACT | {"cache-control"}
 _REWRITTEN_RAW = frozenset(name.encode("latin-1") for name in REWRITTEN)
 _CONTRACT_LENGTHS = frozenset(len(name) for name in CONTRACT)
-#: what a refusal drops: the same but its reason, which is the Gate's own
-_REFUSAL_DROPS = REWRITTEN - {_REASON}
+
 #: the commas between ``Cache-Control`` directives: not those inside a quoted string (``no-cache="a, b"``)
 _DIRECTIVES = re.compile(r',(?=(?:[^"]*"[^"]*")*[^"]*\Z)')
 
@@ -144,9 +144,14 @@ def paid_raw_headers(headers: Iterable[tuple[bytes, bytes]], usage: bytes = b"")
     return raw
 
 
-def refused_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """A refusal's WSGI headers as they go out after hooks or inner middleware had them."""
-    return [*(item for item in headers if item[0].lower() not in _REFUSAL_DROPS), ("Cache-Control", "no-store")]
+def refused_headers(headers: Iterable[tuple[str, str]], reason: str | None) -> list[tuple[str, str]]:
+    """A refusal's WSGI headers as they go out after hooks or inner middleware had them: ``reason``
+    is the Gate's own (``Deny.reason``; ``None`` for a refusal without one)."""
+    out = [item for item in headers if item[0].lower() not in REWRITTEN]
+    if reason:
+        out.append((REASON_HEADER, reason))
+    out.append(("Cache-Control", "no-store"))
+    return out
 
 
 def free_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -194,10 +199,12 @@ def apply_paid(headers: HeaderMap, usage: str | None) -> None:
         headers[USAGE_HEADER] = usage
 
 
-def apply_refused(headers: HeaderMap) -> None:
+def apply_refused(headers: HeaderMap, reason: str | None) -> None:
     """:func:`refused_headers` on a case-insensitive header mapping, in place."""
-    for name in [name for name in headers.names() if name in _REFUSAL_DROPS]:
+    for name in [name for name in headers.names() if name in REWRITTEN]:
         headers.pop(name)
+    if reason:
+        headers[REASON_HEADER] = reason
     headers["Cache-Control"] = "no-store"
 
 

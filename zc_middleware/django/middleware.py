@@ -55,7 +55,7 @@ class _Request:
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
         self.usage = Usage()
-        self.refused = False
+        self.refused: Deny | None = None
 
     def bind(self, request: HttpRequest) -> Token[Usage | None]:
         setattr(request, _STATE, self)
@@ -183,7 +183,7 @@ class ZeroClickMiddleware:
 
 def _decided(state: _Request, decision: Allow | Deny) -> HttpResponse | None:
     if isinstance(decision, Deny):
-        state.refused = True
+        state.refused = decision
         return _deny_response(decision)  # returned from process_view: the view never runs
     return None
 
@@ -256,8 +256,8 @@ def _outcome(state: _Request, request: HttpRequest, response: HttpResponseBase |
     usage = state.usage
     if usage.allow is None:  # not granted
         if response is not None:
-            if state.refused:
-                apply_refused(_headers(response))  # middleware below ours may have changed the Gate's answer
+            if state.refused is not None:  # middleware below ours may have changed the Gate's answer
+                apply_refused(_headers(response), state.refused.reason)
             else:  # free: the contract's headers the app set never go out
                 apply_free(_headers(response))
         return None

@@ -72,8 +72,8 @@ class Exchange(BoundBody):
 
     #: the Gate allowed the request: report and settle
     granted = False
-    #: the Gate refused the request: its answer leaves without any usage header
-    refused = False
+    #: the Gate's refusal: its answer leaves without any usage header, with the Gate's reason only
+    refused: Deny | None = None
     #: the counter binding made by :meth:`grant`, undone when the app returns
     token: Token[Usage | None] | None = None
     #: the status handed to the server
@@ -101,7 +101,7 @@ class Exchange(BoundBody):
             assert usage is not None
             headers = paid_headers(headers, usage.report() if succeeded(code, False) else None)
         elif self.refused:  # a hook or middleware inside ours may have changed the Gate's answer
-            headers = refused_headers(headers)
+            headers = refused_headers(headers, self.refused.reason)
         else:  # free
             headers = free_headers(headers)
         # A late error start_response (exc_info, headers already out) raises here: the status that
