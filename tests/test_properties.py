@@ -272,7 +272,9 @@ _json = st.recursive(
     max_leaves=12,
 )
 _limits = st.one_of(st.integers(), st.floats(), st.text(max_size=4), st.binary(max_size=3), st.booleans(), st.none())
-_meter_keys = st.one_of(meters.filter(lambda m: isinstance(m, str)), st.sampled_from(["api-requests"]))
+_meter_keys = st.one_of(
+    st.sampled_from(["api-requests", "compute-seconds", "Compute Seconds", "nope"]), st.text(max_size=20)
+)
 _plans = st.dictionaries(
     st.text(max_size=8),
     st.fixed_dictionaries(
