@@ -210,5 +210,8 @@ def apply_refused(headers: HeaderMap, reason: str | None) -> None:
 
 def apply_free(headers: HeaderMap) -> None:
     """:func:`free_headers` on a case-insensitive header mapping, in place."""
-    for name in [name for name in headers.names() if name in CONTRACT]:  # lower-case names: hashed once
+    names = headers.names()
+    if CONTRACT.isdisjoint(names):  # the common case: one pass in C, no list made
+        return
+    for name in [name for name in names if name in CONTRACT]:
         headers.pop(name)
