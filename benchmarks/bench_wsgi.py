@@ -114,6 +114,25 @@ def flask_no_op_app(tmp: Path) -> WSGIApp:
     return app
 
 
+def flask_wrapper_app(tmp: Path) -> WSGIApp:
+    """:func:`flask_no_op_app` whose ``wsgi_app`` wrapper also wraps ``start_response``, as
+    ZeroClick wraps a free route's (to drop the contract's headers the app set), doing nothing."""
+    app = flask_app(None, tmp)
+    app.before_request_funcs.setdefault(None, []).insert(0, lambda: None)
+    inner = app.wsgi_app
+
+    def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> Any:
+            if exc_info is None:
+                return start_response(status, headers)
+            return start_response(status, headers, exc_info)
+
+        return inner(environ, start)
+
+    app.wsgi_app = wsgi_app  # type: ignore[method-assign]
+    return app
+
+
 def flask_limiter_app() -> WSGIApp:
     from flask import Flask
     from flask_limiter import Limiter
@@ -142,6 +161,17 @@ class NoOpMiddleware:
 
     def process_view(self, request: Any, view_func: object, view_args: object, view_kwargs: object) -> None:
         return None
+
+
+class NoOpWrapper(NoOpMiddleware):
+    """:class:`NoOpMiddleware` that also looks at the response's headers on the way out, as
+    ZeroClick looks at a free route's (to drop the contract's headers the app set)."""
+
+    def __call__(self, request: Any) -> Any:
+        response = self.get_response(request)
+        if "x-zeroclick-usage" in response.headers:
+            pass
+        return response
 
 
 class DjangoBench:
@@ -245,6 +275,7 @@ def bench_flask(rounds: int, n: int) -> None:
         "bare": Variant(flask_app(None, tmp), "/free"),
         "bare-2": Variant(flask_app(None, tmp), "/free"),
         "no-op middleware": Variant(flask_no_op_app(tmp), "/free"),
+        "no-op wrapper": Variant(flask_wrapper_app(tmp), "/free"),
         "free route + zc": Variant(flask_app("memory", tmp), "/free"),
         "paid memory://": Variant(flask_app("memory", tmp), "/paid"),
         "paid sqlite://": Variant(flask_app("sqlite", tmp), "/paid"),
@@ -265,6 +296,7 @@ def bench_django(rounds: int, n: int) -> None:
         "bare": Variant(dj.handler("free"), "/free"),
         "bare-2": Variant(dj.handler("free"), "/free"),
         "no-op middleware": Variant(dj.handler("free", "bench_wsgi.NoOpMiddleware"), "/free"),
+        "no-op wrapper": Variant(dj.handler("free", "bench_wsgi.NoOpWrapper"), "/free"),
         "free route + zc": dj.with_gate("memory", "free"),
         "paid memory://": dj.with_gate("memory", "paid"),
         "paid sqlite://": dj.with_gate("sqlite", "paid"),

@@ -22,6 +22,7 @@ IN_PROCESS = [
     "bare",
     "bare-2",
     "no-op middleware",
+    "no-op wrapper",
     "free route + zc",
     "paid memory://",
     "paid sqlite://",

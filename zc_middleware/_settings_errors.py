@@ -16,7 +16,7 @@ from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 from ._text import did_you_mean
 from .errors import ConfigError
 
-__all__ = ["InvalidSettings", "fold_keys", "located", "problem", "with_hints"]
+__all__ = ["InvalidSettings", "InvalidValues", "fold_keys", "located", "problem", "with_hints"]
 
 
 class InvalidSettings(ConfigError):
@@ -26,6 +26,21 @@ class InvalidSettings(ConfigError):
         self.problems = tuple(problems)
         many = f"{len(self.problems)} problems:\n  " + "\n  ".join(self.problems)
         super().__init__("invalid_settings", many if len(self.problems) > 1 else self.problems[0])
+
+
+class InvalidValues(ValidationError, ConfigError):
+    """What ``ZeroClickSettings(...)`` raises: pydantic's ``ValidationError`` (every problem at its
+    location, ``errors()``), and a :class:`ConfigError` (``invalid_settings``), so that callers
+    catch every bad setting as one of ours."""
+
+    code = "invalid_settings"
+
+    def __init__(self, *args: object) -> None:  # built by ``from_exception_data``, never called directly
+        pass
+
+    @property
+    def message(self) -> str:  # type: ignore[override]
+        return str(self)
 
 
 def problem(kind: str, loc: tuple[str, ...], message: str, value: object = None) -> InitErrorDetails:
@@ -91,16 +106,14 @@ def located(error: ErrorDetails, where: str, paths: Mapping[str, str]) -> str:
     return f"{'.'.join([head, *rest])}: {message}"
 
 
-def with_hints(exc: ValidationError, model: type[BaseModel]) -> ValidationError:
-    """``exc`` with a "did you mean" for each key ``model`` does not know, the valid keys listed once
-    per mapping; pydantic's own "Extra inputs are not permitted" names neither."""
+def with_hints(exc: ValidationError, model: type[BaseModel]) -> InvalidValues:
+    """``exc`` as :class:`InvalidValues`, with a "did you mean" for each key ``model`` does not know,
+    the valid keys listed once per mapping; pydantic's own "Extra inputs are not permitted" names neither."""
     errors = exc.errors()
     unknown: dict[tuple[str, ...], list[int]] = {}
     for i, error in enumerate(errors):
         if error["type"] == "extra_forbidden":
             unknown.setdefault(tuple(map(str, error["loc"][:-1])), []).append(i)
-    if not unknown:
-        return exc
     messages = {i: error["msg"] for i, error in enumerate(errors)}
     for parent, indexes in unknown.items():
         notes = _unknown([errors[i]["loc"][-1] for i in indexes], _keys_at(model, parent))
@@ -109,7 +122,7 @@ def with_hints(exc: ValidationError, model: type[BaseModel]) -> ValidationError:
         problem(error["type"], tuple(map(str, error["loc"])), messages[i], error["input"])
         for i, error in enumerate(errors)
     ]
-    return ValidationError.from_exception_data(exc.title, details)
+    return InvalidValues.from_exception_data(exc.title, details)
 
 
 def _keys_at(model: type[BaseModel], loc: Sequence[str]) -> list[str]:

@@ -37,7 +37,7 @@ F = TypeVar("F", bound=Callable[..., object])
 #: Larger quantities are refused as a bug rather than billed (they also stay exact in JSON doubles).
 MAX_QUANTITY = 2**53 - 1
 _ATTR = "__zeroclick_meters__"
-_LABEL = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_LABEL = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")  # fullmatch: ``$`` accepts a trailing newline
 _SEPARATORS = re.compile(r"[\s_]+")
 
 
@@ -49,9 +49,9 @@ def normalize_meter_name(name: object) -> str:
     separators is refused with a message saying why.
     """
     if not isinstance(name, str):
-        raise ConfigError("invalid_meter", f"meter name must be a string, got {type(name).__name__}")
+        raise ConfigError("invalid_meter", f"meter name must be a string, got {type(name).__name__} {name!r}")
     label = _SEPARATORS.sub("-", name.strip()).lower()
-    if not _LABEL.match(label):
+    if not _LABEL.fullmatch(label):
         raise ConfigError(
             "invalid_meter",
             f"meter name {name!r} is not a kebab-case label (letters, digits and single "

@@ -14,13 +14,21 @@ from .errors import ConfigError
 from .meters import MAX_QUANTITY, normalize_meter_name
 from .periods import Reset
 
-__all__ = ["Count", "MeterAllowance", "MeterName", "PlanConfig", "no_bool"]
+__all__ = ["Count", "MeterAllowance", "MeterName", "PlanConfig", "no_bool", "whole"]
 
 
 def no_bool(value: object) -> object:
     """Refuse ``True``/``False`` where a count is meant: pydantic would read them as 1 and 0."""
     if isinstance(value, bool):
         raise ValueError("must be an integer, not a boolean")
+    return value
+
+
+def whole(value: object) -> object:
+    """Refuse anything but an ``int`` where a limit or quantity is meant: pydantic would read
+    ``"10"``, ``10.0`` and ``b"9"`` as 10 and 9, and ``True`` as 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be an integer, got {type(value).__name__} {value!r}")
     return value
 
 
@@ -31,7 +39,7 @@ def _label(value: object) -> str:
         raise ValueError(exc.message) from None  # pydantic then shows the message without the code
 
 
-Count = Annotated[int, BeforeValidator(no_bool), Field(ge=0, le=MAX_QUANTITY)]
+Count = Annotated[int, BeforeValidator(whole), Field(ge=0, le=MAX_QUANTITY)]
 MeterName = Annotated[str, BeforeValidator(_label)]
 
 

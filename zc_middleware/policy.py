@@ -11,8 +11,14 @@ One place decides, for every framework:
   another buyer without the plan check, and loses the headers only CDNs and
   caching proxies read, which would override that there;
 * **a refusal** (the Gate's ``402``, ``401``, ``503``) goes out ``no-store``
-  (a cached ``402`` would keep refusing a buyer who has paid since) and never
-  with a usage header, whatever a hook or inner middleware added.
+  (a cached ``402`` would keep refusing a buyer who has paid since), never
+  with a usage header, and with the Gate's own reason only, whatever a hook or
+  inner middleware added;
+* **a free response** loses the contract's headers the app set
+  (``X-ZeroClick-Usage``, ``X-ZeroClick-Reason``), and nothing else: the proxy
+  bills from the one and reads the other as a refusal, so only the middleware
+  speaks them (a relayed upstream ``X-ZeroClick-Usage`` would bill the buyer).
+  A paid response loses the app's ``X-ZeroClick-Reason`` too.
 
 Adapters pass headers in their framework's shape: WSGI's ``(str, str)`` list,
 ASGI's ``(bytes, bytes)`` pairs, or a case-insensitive mapping (Django's
@@ -27,11 +33,16 @@ from typing import Protocol
 
 __all__ = [
     "CDN_ONLY",
+    "CONTRACT",
+    "REASON_HEADER",
     "REWRITTEN",
     "USAGE_HEADER",
     "HeaderMap",
+    "apply_free",
     "apply_paid",
     "apply_refused",
+    "free_headers",
+    "free_raw_headers",
     "paid_headers",
     "paid_raw_headers",
     "private_cache_control",
@@ -42,6 +53,11 @@ __all__ = [
 USAGE_HEADER = "X-ZeroClick-Usage"
 _USAGE = USAGE_HEADER.lower()
 _USAGE_RAW = _USAGE.encode("latin-1")
+REASON_HEADER = "X-ZeroClick-Reason"
+_REASON = REASON_HEADER.lower()
+#: the contract's headers (lower-case), which only the middleware sets: dropped from every response the app made
+CONTRACT = frozenset({_USAGE, _REASON})
+_CONTRACT_RAW = frozenset(name.encode("latin-1") for name in CONTRACT)
 #: headers only CDNs and caching proxies read (lower-case): dropped from paid responses
 CDN_ONLY = frozenset(
     {
@@ -55,10 +71,12 @@ CDN_ONLY = frozenset(
     }
 )
 #: every header of a paid response that the policy drops or rewrites (lower-case names)
-REWRITTEN = CDN_ONLY | {_USAGE, "cache-control"}
+REWRITTEN = CDN_ONLY | CONTRACT | {"cache-control"}
 _REWRITTEN_RAW = frozenset(name.encode("latin-1") for name in REWRITTEN)
+_CONTRACT_LENGTHS = frozenset(len(name) for name in CONTRACT)
+
 #: the commas between ``Cache-Control`` directives: not those inside a quoted string (``no-cache="a, b"``)
-_DIRECTIVES = re.compile(r',(?=(?:[^"]*"[^"]*")*[^"]*$)')
+_DIRECTIVES = re.compile(r',(?=(?:[^"]*"[^"]*")*[^"]*\Z)')
 
 
 def succeeded(status: int | None, failed: bool) -> bool:
@@ -126,9 +144,36 @@ def paid_raw_headers(headers: Iterable[tuple[bytes, bytes]], usage: bytes = b"")
     return raw
 
 
-def refused_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """A refusal's WSGI headers as they go out after hooks or inner middleware had them."""
-    return [*(item for item in headers if item[0].lower() not in REWRITTEN), ("Cache-Control", "no-store")]
+def refused_headers(headers: Iterable[tuple[str, str]], reason: str | None) -> list[tuple[str, str]]:
+    """A refusal's WSGI headers as they go out after hooks or inner middleware had them: ``reason``
+    is the Gate's own (``Deny.reason``; ``None`` for a refusal without one)."""
+    out = [item for item in headers if item[0].lower() not in REWRITTEN]
+    if reason:
+        out.append((REASON_HEADER, reason))
+    out.append(("Cache-Control", "no-store"))
+    return out
+
+
+def free_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A free response's WSGI headers as they go out: the app's own list, or a copy without the
+    contract's headers when it set any."""
+    for key, _ in headers:
+        if len(key) in _CONTRACT_LENGTHS and key.lower() in CONTRACT:
+            return [item for item in headers if item[0].lower() not in CONTRACT]
+    return headers  # the common case: none of them, checked by length first
+
+
+def free_raw_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]] | None:
+    """:func:`free_headers` for ASGI's byte pairs: ``None`` when there is nothing to drop (the app's
+    headers go out as they are), else a new list. Names are compared lower-cased, as an app may send
+    them in any case. Headers that are not a list or tuple (any iterable) are read once, into a list."""
+    if headers.__class__ is not list and headers.__class__ is not tuple:
+        headers = list(headers)
+        return [item for item in headers if item[0].lower() not in _CONTRACT_RAW]
+    for key, _ in headers:
+        if len(key) in _CONTRACT_LENGTHS and key.lower() in _CONTRACT_RAW:
+            return [item for item in headers if item[0].lower() not in _CONTRACT_RAW]
+    return None
 
 
 class HeaderMap(Protocol):
@@ -154,8 +199,19 @@ def apply_paid(headers: HeaderMap, usage: str | None) -> None:
         headers[USAGE_HEADER] = usage
 
 
-def apply_refused(headers: HeaderMap) -> None:
+def apply_refused(headers: HeaderMap, reason: str | None) -> None:
     """:func:`refused_headers` on a case-insensitive header mapping, in place."""
     for name in [name for name in headers.names() if name in REWRITTEN]:
         headers.pop(name)
+    if reason:
+        headers[REASON_HEADER] = reason
     headers["Cache-Control"] = "no-store"
+
+
+def apply_free(headers: HeaderMap) -> None:
+    """:func:`free_headers` on a case-insensitive header mapping, in place."""
+    names = headers.names()
+    if CONTRACT.isdisjoint(names):  # the common case: one pass in C, no list made
+        return
+    for name in [name for name in names if name in CONTRACT]:
+        headers.pop(name)

@@ -12,7 +12,6 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -32,20 +31,22 @@ from ._settings_errors import InvalidSettings, fold_keys, located, problem, with
 from ._text import did_you_mean
 from .errors import ConfigError
 from .meters import MAX_QUANTITY, MeterSpec, normalize_meter_name
-from .plans import MeterAllowance, MeterName, PlanConfig
+from .plans import MeterAllowance, MeterName, PlanConfig, whole
 from .plans import no_bool as _no_bool
+from .reporter.contract import check_http_url
 from .stores import check_url
 
 __all__ = ["MeterAllowance", "MeterConfig", "PlanConfig", "ZeroClickSettings", "settings_from_mapping"]
 
 
-Positive = Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=MAX_QUANTITY)]
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+Positive = Annotated[int, BeforeValidator(whole), Field(ge=1, le=MAX_QUANTITY)]
+# matched with ``fullmatch``: ``$`` would accept a trailing newline ("zc-agent-id\n")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def _header_name(value: str) -> str:
-    if not _TOKEN.match(value):
+    if not _TOKEN.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid HTTP header name")
     return value.lower()
 
@@ -163,7 +164,7 @@ class ZeroClickSettings(BaseSettings):
     @field_validator("service_slug")
     @classmethod
     def _slug(cls, value: str | None) -> str | None:
-        if value is not None and not _SLUG.match(value):
+        if value is not None and not _SLUG.fullmatch(value):
             raise ValueError(f"{value!r} is not a service slug (lowercase letters, digits, hyphens)")
         return value
 
@@ -179,10 +180,10 @@ class ZeroClickSettings(BaseSettings):
     @field_validator("api_base_url")
     @classmethod
     def _base_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-            raise ValueError(f"{value!r} is not an http(s) base URL, e.g. 'https://pay.zeroclick.io'")
-        return value.rstrip("/")
+        try:
+            return check_http_url("api_base_url", value).rstrip("/")
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
 
     @field_validator("api_key")
     @classmethod

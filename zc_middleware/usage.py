@@ -133,6 +133,8 @@ def record_usage(meter: str, quantity: int) -> None:
     they call. Outside a paid request it raises :class:`ZcError`
     (``outside_request``) rather than dropping the usage.
     """
+    if not isinstance(meter, str):
+        normalize_meter_name(meter)  # raises: a meter is named by a string (a list would be a TypeError)
     counter = _current.get()
     if counter is None:
         check_quantity(quantity)

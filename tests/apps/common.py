@@ -13,6 +13,9 @@ Each adapter's app serves the same routes with the same behaviour:
 ``GET /a/b``       not decorated; route name ``ab`` is paid in settings
 ``GET /runs``      free; how many times each paid handler ran, per buyer (JSON)
 ``GET /overuse``   ``@metered("cpu-seconds", estimate=5)``; records 40 via :func:`overuse_work`, past its estimate
+``GET /relay``     free; 200 with the contract's headers set by the app (:data:`CONTRACT_HEADERS`)
+``GET /reasoned``  ``@metered("api-requests")``; 200 with the contract's headers set by the app
+``GET /refused``   ``@metered("api-requests")``; the app's own 402 with the contract's headers
 =================  ==========================================================
 
 With ``ZC_TEST_BARE=1`` in the environment (:data:`BARE`) each app is served without the
@@ -93,5 +96,9 @@ OWN_HEADERS = {
     "Cache-Control": "public, max-age=60",
     "CDN-Cache-Control": "max-age=600",
 }
+
+#: what ``/relay``, ``/reasoned`` and ``/refused`` set themselves: the contract's headers, as an app relaying
+#: an upstream response would; none of them ever goes out (the proxy bills from them)
+CONTRACT_HEADERS = {"X-ZeroClick-Usage": "api-requests=500", "X-ZeroClick-Reason": "usage_exhausted"}
 
 CHUNKS = [b"chunk-0\n", b"chunk-1\n", b"chunk-2\n"]

@@ -6,7 +6,18 @@ from fastapi import APIRouter, FastAPI, Header, HTTPException, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from tests.apps.asgi_traps import trap_routes
-from tests.apps.common import BARE, CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, overuse_work, ran, settings
+from tests.apps.common import (
+    BARE,
+    CHUNKS,
+    CONTRACT_HEADERS,
+    OWN_HEADERS,
+    RUNS,
+    do_work,
+    free_work,
+    overuse_work,
+    ran,
+    settings,
+)
 from zc_middleware import metered
 from zc_middleware.starlette import ZeroClickMiddleware
 
@@ -79,6 +90,25 @@ async def ab(zc_agent_id: str | None = Header(default=None)) -> str:
 def overuse() -> str:
     overuse_work()
     return "overused"
+
+
+@app.get("/relay", response_class=PlainTextResponse)
+async def relay(response: Response) -> str:
+    response.headers.update(CONTRACT_HEADERS)
+    return "relay"
+
+
+@router.get("/reasoned", response_class=PlainTextResponse)
+@metered("api-requests")
+async def reasoned(response: Response) -> str:
+    response.headers.update(CONTRACT_HEADERS)
+    return "reasoned"
+
+
+@router.get("/refused")
+@metered("api-requests")
+async def refused() -> None:
+    raise HTTPException(status_code=402, detail="refused", headers=CONTRACT_HEADERS)
 
 
 @app.get("/runs")

@@ -6,7 +6,18 @@ from collections.abc import Iterator
 
 from flask import Flask, Response, request, stream_with_context
 
-from tests.apps.common import BARE, CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, overuse_work, ran, settings
+from tests.apps.common import (
+    BARE,
+    CHUNKS,
+    CONTRACT_HEADERS,
+    OWN_HEADERS,
+    RUNS,
+    do_work,
+    free_work,
+    overuse_work,
+    ran,
+    settings,
+)
 from zc_middleware import metered
 from zc_middleware.flask import ZeroClick
 
@@ -80,6 +91,23 @@ def ab() -> str:
 def overuse() -> str:
     overuse_work()
     return "overused"
+
+
+@app.get("/relay")
+def relay() -> tuple[str, dict[str, str]]:
+    return "relay", CONTRACT_HEADERS
+
+
+@app.get("/reasoned")
+@metered("api-requests")
+def reasoned() -> tuple[str, dict[str, str]]:
+    return "reasoned", CONTRACT_HEADERS
+
+
+@app.get("/refused")
+@metered("api-requests")
+def refused() -> tuple[str, int, dict[str, str]]:
+    return "refused", 402, CONTRACT_HEADERS
 
 
 @app.get("/runs")

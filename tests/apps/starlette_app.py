@@ -8,7 +8,18 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from tests.apps.asgi_traps import trap_routes
-from tests.apps.common import BARE, CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, overuse_work, ran, settings
+from tests.apps.common import (
+    BARE,
+    CHUNKS,
+    CONTRACT_HEADERS,
+    OWN_HEADERS,
+    RUNS,
+    do_work,
+    free_work,
+    overuse_work,
+    ran,
+    settings,
+)
 from zc_middleware import metered
 from zc_middleware.starlette import ZeroClickMiddleware
 
@@ -74,6 +85,20 @@ async def overuse(request: Request) -> Response:
     return PlainTextResponse("overused")
 
 
+async def relay(request: Request) -> Response:
+    return PlainTextResponse("relay", headers=CONTRACT_HEADERS)
+
+
+@metered("api-requests")
+async def reasoned(request: Request) -> Response:
+    return PlainTextResponse("reasoned", headers=CONTRACT_HEADERS)
+
+
+@metered("api-requests")
+async def refused(request: Request) -> Response:
+    return PlainTextResponse("refused", status_code=402, headers=CONTRACT_HEADERS)
+
+
 async def runs(request: Request) -> Response:
     return JSONResponse(dict(RUNS))
 
@@ -91,6 +116,9 @@ app = Starlette(
         Route("/runs", runs),
         *trap_routes(),
         Route("/overuse", overuse),
+        Route("/relay", relay),
+        Route("/reasoned", reasoned),
+        Route("/refused", refused),
     ]
 )
 if not BARE:

@@ -13,7 +13,18 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from tests.apps.common import BARE, CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, overuse_work, ran, settings
+from tests.apps.common import (
+    BARE,
+    CHUNKS,
+    CONTRACT_HEADERS,
+    OWN_HEADERS,
+    RUNS,
+    do_work,
+    free_work,
+    overuse_work,
+    ran,
+    settings,
+)
 from zc_middleware import metered
 from zc_middleware.wsgi import ZeroClickWSGI
 
@@ -76,6 +87,20 @@ def ab(request: Request) -> Response:
     return Response("ab")
 
 
+def relay(request: Request) -> Response:
+    return Response("relay", headers=CONTRACT_HEADERS)
+
+
+@metered("api-requests")
+def reasoned(request: Request) -> Response:
+    return Response("reasoned", headers=CONTRACT_HEADERS)
+
+
+@metered("api-requests")
+def refused(request: Request) -> Response:
+    return Response("refused", status=402, headers=CONTRACT_HEADERS)
+
+
 def runs(request: Request) -> Response:
     return as_json(dict(RUNS))
 
@@ -98,6 +123,9 @@ url_map = Map(
         Rule("/a/b", endpoint="ab"),
         Rule("/runs", endpoint="runs"),
         Rule("/overuse", endpoint="overuse"),
+        Rule("/relay", endpoint="relay"),
+        Rule("/reasoned", endpoint="reasoned"),
+        Rule("/refused", endpoint="refused"),
     ]
 )
 views: dict[str, Callable[[Request], Response]] = {
@@ -111,6 +139,9 @@ views: dict[str, Callable[[Request], Response]] = {
     "ab": ab,
     "runs": runs,
     "overuse": overuse,
+    "relay": relay,
+    "reasoned": reasoned,
+    "refused": refused,
 }
 
 

@@ -160,15 +160,18 @@ def test_middleware_reporting_usage_by_hand_never_reaches_a_refusal(mode: str) -
         assert call(mode, "GET", "/fn-sync", "agent-4", below=below)["x-zeroclick-usage"] == "api-requests=1"
     refused = call(mode, "GET", "/fn-sync", "agent-4", below=below)
     assert refused.status_code == 402 and "x-zeroclick-usage" not in refused
+    assert refused["x-zeroclick-reason"] == "usage_exhausted"  # the Gate's, not the one set below
     missing = call(mode, "GET", "/fn-sync", None, below=below)
-    assert missing.status_code == 401 and "x-zeroclick-usage" not in missing
+    assert missing.status_code == 401 and "x-zeroclick-usage" not in missing and "x-zeroclick-reason" not in missing
     for answer in (refused, missing):  # never kept by a cache: the buyer may have paid by the next try
         assert answer["cache-control"] == "no-store" and "cdn-cache-control" not in answer
     served = call(mode, "GET", "/fn-sync", "agent-4b", below=below)
     assert served["cache-control"] == "private, max-age=300" and "cdn-cache-control" not in served
+    assert "x-zeroclick-reason" not in served
     assert used("agent-4", "api-requests") == 5
-    # a free route is the app's own business
-    assert call(mode, "GET", "/free", None, below=below)["x-zeroclick-usage"] == "api-requests=5"
+    # nor a free route: only the middleware speaks the contract's headers
+    free = call(mode, "GET", "/free", None, below=below)
+    assert "x-zeroclick-usage" not in free and "x-zeroclick-reason" not in free
 
 
 UPDATE_CACHE = "django.middleware.cache.UpdateCacheMiddleware"

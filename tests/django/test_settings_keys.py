@@ -80,3 +80,17 @@ def test_a_malformed_setting_refuses_to_start_listing_every_problem() -> None:
         "  ZEROCLICK.METERS: declare at least one meter, e.g. {'api-requests': {}}\n"
         "  ZEROCLICK.SERVICE_SLUG: 'Acme' is not a service slug (lowercase letters, digits, hyphens)"
     )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("PLANS", {"p": {"includes": {"api-requests": {"limit": "10"}}}}, "must be an integer, got str '10'"),
+        ("SERVICE_SLUG", "acme\n", "'acme\\n' is not a service slug"),
+        ("API_BASE_URL", "https://pay.zeroclick .io", "has whitespace"),
+    ],
+)
+def test_loose_values_are_named_as_written(key: str, value: object, message: str) -> None:
+    built, problems = build_settings({**ZEROCLICK, key: value})
+    assert built is None
+    assert len(problems) == 1 and problems[0].startswith(f"ZEROCLICK.{key}") and message in problems[0], problems

@@ -157,6 +157,7 @@ class HandReportingMiddleware:
     @staticmethod
     def _by_hand(response: HttpResponse) -> HttpResponse:
         response["X-ZeroClick-Usage"] = "api-requests=5"
+        response["X-ZeroClick-Reason"] = "plan_expired"
         response["Cache-Control"] = "public, max-age=300"
         response["CDN-Cache-Control"] = "max-age=600"
         return response

@@ -307,6 +307,7 @@ def test_a_hook_reporting_usage_by_hand_never_reaches_a_refusal() -> None:
     @app.after_request
     def by_hand(response: Response) -> Response:
         response.headers["x-zeroclick-usage"] = "api-requests=5"
+        response.headers["X-ZeroClick-Reason"] = "plan_expired"
         return response
 
     app.add_url_rule("/open", "open", lambda: "open")
@@ -317,9 +318,12 @@ def test_a_hook_reporting_usage_by_hand_never_reaches_a_refusal() -> None:
     ledger.mark_spend_cap_reached("agent-1")
     refused = client.get("/search", headers=AGENT)
     assert refused.status_code == 402 and "X-ZeroClick-Usage" not in refused.headers
+    assert refused.headers.getlist("X-ZeroClick-Reason") == ["spend_cap_reached"]  # the Gate's, not the hook's
     assert used(ledger) == 1
-    # a free route is the app's own business
-    assert client.get("/open").headers["X-ZeroClick-Usage"] == "api-requests=5"
+    # nor a free route: only the middleware speaks the contract's headers
+    assert "X-ZeroClick-Usage" not in client.get("/open").headers
+    assert "X-ZeroClick-Reason" not in client.get("/open").headers
+    assert "X-ZeroClick-Reason" not in missing.headers
 
 
 def test_a_refusal_never_carries_a_usage_header_from_inner_middleware_or_a_new_response() -> None:

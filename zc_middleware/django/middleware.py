@@ -30,7 +30,7 @@ from ..environ import buyer_key, buyer_of, header_getter
 from ..errors import ConfigError
 from ..gate import Charge, Gate
 from ..identity import HeaderGetter
-from ..policy import HeaderMap, apply_paid, apply_refused, succeeded
+from ..policy import HeaderMap, apply_free, apply_paid, apply_refused, succeeded
 from ..usage import Usage, bind_counter, unbind_counter
 from . import conf
 from .checks import check_middleware
@@ -55,7 +55,7 @@ class _Request:
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
         self.usage = Usage()
-        self.refused = False
+        self.refused: Deny | None = None
 
     def bind(self, request: HttpRequest) -> Token[Usage | None]:
         setattr(request, _STATE, self)
@@ -183,7 +183,7 @@ class ZeroClickMiddleware:
 
 def _decided(state: _Request, decision: Allow | Deny) -> HttpResponse | None:
     if isinstance(decision, Deny):
-        state.refused = True
+        state.refused = decision
         return _deny_response(decision)  # returned from process_view: the view never runs
     return None
 
@@ -255,8 +255,11 @@ def _outcome(state: _Request, request: HttpRequest, response: HttpResponseBase |
     streamed body closes)."""
     usage = state.usage
     if usage.allow is None:  # not granted
-        if state.refused and response is not None:
-            apply_refused(_headers(response))  # middleware below ours may have changed the Gate's answer
+        if response is not None:
+            if state.refused is not None:  # middleware below ours may have changed the Gate's answer
+                apply_refused(_headers(response), state.refused.reason)
+            else:  # free: the contract's headers the app set never go out
+                apply_free(_headers(response))
         return None
     if response is None:
         return False

@@ -26,7 +26,7 @@ from ..gate import Charge, Gate
 from ..policy import refused_headers
 from ..usage import Usage
 from ..wsgi import routes_by_path
-from ..wsgi.exchange import Exchange, StartResponse, WSGIApp
+from ..wsgi.exchange import Exchange, StartResponse, WSGIApp, free_start_response
 from .views import handler_for, views_of
 
 __all__ = ["KEY", "Settle", "State", "state_of"]
@@ -64,9 +64,12 @@ def _refusal_class(response_class: type[Response]) -> type[Response]:
     refused request."""
 
     class Refusal(response_class):  # type: ignore[valid-type,misc]
+        #: the Gate's reason (``Deny.reason``), the only one that goes out
+        reason: str | None = None
+
         def get_wsgi_headers(self, environ: Environ) -> Headers:
             headers: Headers = super().get_wsgi_headers(environ)
-            return Headers(refused_headers(headers.to_wsgi_list()))
+            return Headers(refused_headers(headers.to_wsgi_list(), self.reason))
 
     return Refusal
 
@@ -92,7 +95,7 @@ class Settle:
         free = self.free.get((environ.get("REQUEST_METHOD"), environ.get("SCRIPT_NAME"), environ.get("PATH_INFO")))
         if free is not None:
             environ[_EXCHANGE] = free
-            return self.wsgi_app(environ, start_response)
+            return self.wsgi_app(environ, free_start_response(start_response))
         exchange = environ[_EXCHANGE] = Exchange(self.gate, start_response)
         return exchange.serve(self.wsgi_app, environ)
 
@@ -167,7 +170,9 @@ class State:
 
     def _respond(self, deny: Deny) -> Response:
         refusal = _refusal_class(self.app.response_class)  # type: ignore[arg-type]  # classes hash
-        return refusal(deny.body, status=deny.status, headers=list(deny.headers))
+        response: Response = refusal(deny.body, status=deny.status, headers=list(deny.headers))
+        response.reason = deny.reason  # type: ignore[attr-defined]
+        return response
 
     def hook(self) -> Callable[[], Response | None]:
         """The ``before_request`` function: price the view Flask matched; for a paid one, ask the
@@ -221,7 +226,7 @@ class State:
             usage = Usage()
             decision = gate.check_buyer(buyer_of(gate, environ, buyer_header), header_getter(environ), charge, usage)
             if isinstance(decision, Deny):
-                exchange.refused = True
+                exchange.refused = decision
                 return self._respond(decision)
             exchange.grant(usage)
             return None

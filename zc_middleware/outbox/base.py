@@ -48,7 +48,7 @@ Clock = Callable[[], float]
 MAX_KEY = 255
 #: a batch event's fields, in the order its JSON body lists them
 FIELDS = ("userId", "meter", "quantity", "timestamp", "idempotencyKey")
-_USER = re.compile(r"^[\x21-\x7e]{1,256}$")
+_USER = re.compile(r"[\x21-\x7e]{1,256}")  # fullmatch: ``$`` accepts a trailing newline
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -144,7 +144,7 @@ def make_event(
     clock: Clock = time.time,
 ) -> Event:
     """Validate one event and serialize it; raises :class:`ZcError` with a stable code."""
-    if not isinstance(user_id, str) or not _USER.match(user_id):
+    if not isinstance(user_id, str) or not _USER.fullmatch(user_id):
         raise ZcError("invalid_user_id", f"user_id must be 1 to 256 printable ASCII characters, got {user_id!r}")
     if isinstance(quantity, float) and math.isnan(quantity):
         raise ZcError("invalid_quantity", "quantity must be a non-negative int, got NaN")

@@ -22,13 +22,17 @@ Nothing here does I/O; the sender posts the body and acts on the answer.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timezone
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 import httpx
+
+from ..errors import ConfigError
 
 __all__ = [
     "Action",
@@ -38,10 +42,42 @@ __all__ = [
     "Retry",
     "api_reason",
     "build_batch",
+    "check_http_url",
     "interpret",
     "retry_after",
     "unreachable",
 ]
+
+#: what may never be in a URL: whitespace and control characters (httpx refuses them only when sending)
+_UNSAFE = re.compile(r"[\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+
+
+def check_http_url(what: str, value: object) -> str:
+    """``value`` if it is an ``http(s)`` base URL with a host, no query or fragment, no whitespace
+    and no control character, and one httpx accepts; else :class:`ConfigError` ``invalid_url``
+    naming ``what`` and the value. Checked when settings are built, not when the sender first posts."""
+    reason = None
+    if not isinstance(value, str):
+        reason = f"must be a string, got {type(value).__name__}"
+    elif _UNSAFE.search(value):
+        reason = "has whitespace or a control character"
+    else:
+        try:
+            parts = urlsplit(value)
+            port = parts.port  # a port that is not a number raises here
+            httpx.URL(value)
+        except (ValueError, httpx.InvalidURL) as exc:
+            reason = f"cannot be parsed ({exc})"
+        else:
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+                reason = "is not an http(s) base URL with a host"
+            elif port == 0:
+                reason = "has port 0"
+    if reason is not None:
+        raise ConfigError("invalid_url", f"{what} {value!r} {reason}, e.g. 'https://pay.zeroclick.io'")
+    assert isinstance(value, str)
+    return value
+
 
 _RETRY = frozenset({408, 429})
 _MISCONFIGURED = frozenset({401, 403, 404, 405})

@@ -20,6 +20,7 @@ import httpx
 
 from ..errors import ConfigError
 from ..outbox import Event, Outbox, make_event
+from .contract import check_http_url
 from .delivery import Delivery
 from .lifecycle import track
 from .owner import new_owner, owner_gone
@@ -56,7 +57,7 @@ class Reporter:
         if not 1 <= batch_size <= 1000:
             raise ConfigError("invalid_batch_size", f"batch_size must be 1 to 1000, got {batch_size}")
         self.outbox = outbox
-        self.url = base_url.rstrip("/") + "/v1/usage/batch"
+        self.url = check_http_url("base_url", base_url).rstrip("/") + "/v1/usage/batch"
         self.known_meters = None if known_meters is None else frozenset(known_meters)
         self.batch_size = batch_size
         self.flush_interval = flush_interval

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, ZcError
+from ..ledger import BUYER_ID
 from .registry import get_reporter
 
 if TYPE_CHECKING:
@@ -29,6 +30,11 @@ def report_usage(
     unchanged. Re-reporting a key with the same payload is a no-op (returns ``False``);
     with a different payload it raises :class:`ZcError` ``idempotency_conflict``.
     """
+    if not isinstance(user_id, str) or not BUYER_ID.fullmatch(user_id):  # the ids the Gate accepts, and no other
+        raise ZcError(
+            "invalid_user_id",
+            f"user_id {user_id!r} is not a buyer id: 1 to 256 printable ASCII characters, no spaces or commas",
+        )
     try:
         reporter = get_reporter(settings)
     except ConfigError:

@@ -40,7 +40,7 @@ __all__ = ["create_app"]
 MAX_BODY = 4 * 1024 * 1024
 #: reserved paths answer every method themselves (405 / 404) instead of reaching the upstream
 _ALL = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # fullmatch: ``$`` accepts a trailing newline
 
 
 def _error(status: int, code: str, detail: str, **extra: object) -> JSONResponse:
@@ -190,7 +190,7 @@ def _check(api_key: str, upstream: str | None, identity_header: str, default_buy
         raise ValueError("api_key must be a non-empty printable ASCII string")
     if upstream is not None and not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", upstream):
         raise ValueError(f"upstream must be an http:// or https:// URL without query, got {upstream!r}")
-    if not _TOKEN.match(identity_header):
+    if not _TOKEN.fullmatch(identity_header):
         raise ValueError(f"{identity_header!r} is not a valid HTTP header name")
     if not default_buyer or not default_buyer.isprintable() or not default_buyer.isascii():
         raise ValueError("default_buyer must be a non-empty printable ASCII string")

@@ -15,7 +15,7 @@ from typing import Any
 __all__ = ["add_parser", "run"]
 
 log = logging.getLogger("zc_middleware.sandbox")
-_URL = re.compile(r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
+_URL = re.compile(r"https?://[^/?#\s]+(/[^?#\s]*)?")  # fullmatch: ``$`` accepts a trailing newline
 #: the ``create_app`` keywords that are options of the same name (``--buyer`` is ``default_buyer``);
 #: ``tests/sandbox/test_command.py`` keeps this in step with ``create_app``'s signature
 _APP_OPTIONS = ("api_key", "upstream", "identity_header", "fail_rate", "seed", "hang_seconds")
@@ -48,7 +48,7 @@ def _port(text: str) -> int:
 
 
 def _url(text: str) -> str:
-    if not _URL.match(text):
+    if not _URL.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL (e.g. http://127.0.0.1:8000)")
     return text
 

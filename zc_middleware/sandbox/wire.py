@@ -33,9 +33,9 @@ MAX_EVENTS = 1000
 MAX_KEY_LENGTH = MAX_KEY
 # RFC 3339 ``date-time``: ``T`` (or ``t``) between date and time, and a mandatory ``Z`` or offset.
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$", re.ASCII
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
 )
-_DIGITS = re.compile(r"^[0-9]+$")
+_DIGITS = re.compile(r"[0-9]+")  # both fullmatch: ``$`` accepts a trailing newline
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ class Invalid:
 def _timestamp_problem(value: object) -> str | None:
     if not isinstance(value, str):
         return f"timestamp must be an RFC 3339 string, got {type(value).__name__}"
-    match = _RFC3339.match(value)
+    match = _RFC3339.fullmatch(value)
     if match is None:
         return (
             f"timestamp {value!r} is not RFC 3339 with a timezone "
@@ -155,7 +155,7 @@ def parse_usage_header(value: str) -> dict[str, int]:
             raise UsageHeaderError(exc.message) from None
         if label != meter:
             raise UsageHeaderError(f"meter {meter!r} is not a kebab-case label; send {label!r}")
-        if not _DIGITS.match(quantity) or len(quantity) > 16 or int(quantity) > MAX_QUANTITY:
+        if not _DIGITS.fullmatch(quantity) or len(quantity) > 16 or int(quantity) > MAX_QUANTITY:
             raise UsageHeaderError(f"quantity {quantity!r} for {meter!r} is not an integer from 0 to {MAX_QUANTITY}")
         if meter in usage:
             raise UsageHeaderError(f"meter {meter!r} appears twice")

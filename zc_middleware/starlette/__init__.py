@@ -27,7 +27,7 @@ from ..policy import succeeded
 from ..pricing import View
 from ..settings import MeterConfig, ZeroClickSettings
 from ..usage import Usage, bind_counter, unbind_counter
-from .exchange import Exchange, refuse_websocket, send_deny
+from .exchange import Exchange, free_send, refuse_websocket, send_deny
 from .routes import match, named, route_rows, views, websockets
 
 if TYPE_CHECKING:
@@ -109,9 +109,12 @@ class ZeroClickMiddleware:
             if charge is None and (len(routes) != self._routes_len or (routes and routes[-1] is not self._routes_last)):
                 self._cache.clear()
                 charge = self._charge(scope, key)
-        if charge is None or _CHECKED in scope:
-            # free; or paid and already checked by a ZeroClickMiddleware outside this one (installed
-            # twice, or around a mounted app that has its own): never debited twice
+        if charge is None:  # free: the contract's headers the app set never go out
+            await self.app(scope, receive, free_send(send))
+            return
+        if _CHECKED in scope:
+            # paid and already checked by a ZeroClickMiddleware outside this one (installed twice, or
+            # around a mounted app that has its own), whose policy applies: never debited twice
             await self.app(scope, receive, send)
             return
         # A paid request, written out in one coroutine: this is the per-request cost of the middleware.

@@ -1,4 +1,5 @@
-"""One paid ASGI request: ``send`` wrapped to apply the response policy on ``http.response.start``.
+"""One paid ASGI request: ``send`` wrapped to apply the response policy on ``http.response.start``;
+and a free request's ``send``, which only drops the contract's headers the app set.
 
 The wrapper edits headers only on ``http.response.start``, sends it exactly
 once, records the status only after it really went out, and passes every
@@ -13,10 +14,10 @@ from collections.abc import Iterable
 from starlette.types import Message, Receive, Send
 
 from ..decision import Deny
-from ..policy import paid_raw_headers, succeeded
+from ..policy import free_raw_headers, paid_raw_headers, succeeded
 from ..usage import Usage
 
-__all__ = ["Exchange", "refuse_websocket", "send_deny"]
+__all__ = ["Exchange", "free_send", "refuse_websocket", "send_deny"]
 
 
 class Exchange:
@@ -56,6 +57,21 @@ class Exchange:
         if message["type"] == "http.disconnect" and self.status is None:
             self.disconnected_early = True
         return message
+
+
+def free_send(send: Send) -> Send:
+    """``send`` for a free request: ``X-ZeroClick-Usage`` and ``X-ZeroClick-Reason`` the app set
+    never go out (the proxy would bill from the one, read the other as a refusal). Only
+    ``http.response.start`` is looked at, and copied only when it carries one of them."""
+
+    async def scrubbed(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = free_raw_headers(message.get("headers", ()))
+            if headers is not None:
+                message = {**message, "headers": headers}
+        await send(message)
+
+    return scrubbed
 
 
 async def refuse_websocket(receive: Receive, send: Send) -> None:

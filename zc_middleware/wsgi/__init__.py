@@ -22,7 +22,7 @@ from ..identity import Identify
 from ..ledger import Ledger
 from ..settings import ZeroClickSettings
 from ..usage import Usage
-from .exchange import Exchange, StartResponse, WSGIApp, deny_body
+from .exchange import Exchange, StartResponse, WSGIApp, deny_body, free_start_response
 
 if TYPE_CHECKING:
     from werkzeug.routing import Map, Rule
@@ -132,7 +132,7 @@ class ZeroClickWSGI:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         charge = self._charge(environ)
         if charge is None:
-            return self.app(environ, start_response)
+            return self.app(environ, free_start_response(start_response))
         gate = self.gate
         usage = Usage()
         decision = gate.check_buyer(buyer_of(gate, environ, self._buyer_key), header_getter(environ), charge, usage)

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING
 from ..bodies import BoundBody
 from ..decision import Deny
 from ..environ import Environ
-from ..policy import paid_headers, refused_headers, succeeded
+from ..policy import free_headers, paid_headers, refused_headers, succeeded
 from ..usage import Usage, bind_counter, unbind_counter
 
 if TYPE_CHECKING:
     from ..gate import Gate
 
-__all__ = ["Exchange", "StartResponse", "WSGIApp", "deny_body"]
+__all__ = ["Exchange", "StartResponse", "WSGIApp", "deny_body", "free_start_response"]
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
 StartResponse = Callable[..., Callable[[bytes], object]]
@@ -47,6 +47,20 @@ def deny_body(deny: Deny, start_response: StartResponse) -> list[bytes]:
     return [deny.body]
 
 
+def free_start_response(start_response: StartResponse) -> StartResponse:
+    """``start_response`` for a free request: ``X-ZeroClick-Usage`` and ``X-ZeroClick-Reason`` the
+    app set never go out (:func:`~zc_middleware.policy.free_headers`); all else is passed on."""
+
+    def start(
+        status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        if exc_info is None:
+            return start_response(status, free_headers(headers))
+        return start_response(status, free_headers(headers), exc_info)
+
+    return start
+
+
 class Exchange(BoundBody):
     """One request: ``start_response`` with the policy's headers, and, once granted, the response
     body that settles the hold when it is closed.
@@ -58,8 +72,8 @@ class Exchange(BoundBody):
 
     #: the Gate allowed the request: report and settle
     granted = False
-    #: the Gate refused the request: its answer leaves without any usage header
-    refused = False
+    #: the Gate's refusal: its answer leaves without any usage header, with the Gate's reason only
+    refused: Deny | None = None
     #: the counter binding made by :meth:`grant`, undone when the app returns
     token: Token[Usage | None] | None = None
     #: the status handed to the server
@@ -87,7 +101,9 @@ class Exchange(BoundBody):
             assert usage is not None
             headers = paid_headers(headers, usage.report() if succeeded(code, False) else None)
         elif self.refused:  # a hook or middleware inside ours may have changed the Gate's answer
-            headers = refused_headers(headers)
+            headers = refused_headers(headers, self.refused.reason)
+        else:  # free
+            headers = free_headers(headers)
         # A late error start_response (exc_info, headers already out) raises here: the status that
         # settles the hold stays the one that really went out, as in the ASGI adapter.
         if exc_info is None:

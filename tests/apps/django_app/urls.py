@@ -17,4 +17,7 @@ urlpatterns = [
     path("a/b", views.ab, name="ab"),
     path("runs", views.runs),
     path("overuse", views.overuse),
+    path("relay", views.relay),
+    path("reasoned", views.reasoned),
+    path("refused", views.refused),
 ]

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.utils.decorators import method_decorator
 from django.views import View
 
-from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, overuse_work, ran
+from tests.apps.common import CHUNKS, CONTRACT_HEADERS, OWN_HEADERS, RUNS, do_work, free_work, overuse_work, ran
 from zc_middleware import metered
 
 
@@ -80,6 +80,20 @@ async def ab(request: HttpRequest) -> HttpResponse:
 async def overuse(request: HttpRequest) -> HttpResponse:
     overuse_work()
     return HttpResponse("overused", content_type="text/plain")
+
+
+async def relay(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("relay", content_type="text/plain", headers=CONTRACT_HEADERS)
+
+
+@metered("api-requests")
+def reasoned(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("reasoned", content_type="text/plain", headers=CONTRACT_HEADERS)
+
+
+@metered("api-requests")
+async def refused(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("refused", status=402, content_type="text/plain", headers=CONTRACT_HEADERS)
 
 
 def runs(request: HttpRequest) -> HttpResponse:
