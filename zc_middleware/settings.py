@@ -34,6 +34,7 @@ from .errors import ConfigError
 from .meters import MAX_QUANTITY, MeterSpec, normalize_meter_name
 from .plans import MeterAllowance, MeterName, PlanConfig
 from .plans import no_bool as _no_bool
+from .signing import DEFAULT_MAX_BODY, DEFAULT_TOLERANCE, check_kids
 from .stores import check_url
 
 __all__ = ["MeterAllowance", "MeterConfig", "PlanConfig", "ZeroClickSettings", "settings_from_mapping"]
@@ -115,6 +116,15 @@ class ZeroClickSettings(BaseSettings):
     service_slug: str | None = None
     #: what a paid request gets when the ledger cannot answer: ``deny`` (503) or ``allow``
     on_ledger_error: Literal["deny", "allow"] = "deny"
+
+    # -- the proxy's signature (``zc-signature``) ----------------------------------
+    #: kid -> secret; when set, every paid request must be signed by one of them (``401`` if not).
+    #: Two kids at once while rotating. Never logged, hidden in ``repr``
+    signing_secrets: Annotated[dict[str, SecretStr], AfterValidator(check_kids)] = Field(default_factory=dict)
+    #: seconds the signature's timestamp may be from the server's clock, either way
+    signature_tolerance: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=86_400)] = DEFAULT_TOLERANCE
+    #: bytes of a paid request's body read to verify its signature; a larger body is answered ``413``
+    max_signed_body: Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=1 << 30)] = DEFAULT_MAX_BODY
 
     # -- async reporting (the batch channel) --------------------------------------
     #: the service API key for ``POST /v1/usage/batch``; never logged, hidden in ``repr``
