@@ -131,7 +131,8 @@ def test_signing_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("ZEROCLICK_SIGNING_SECRETS", '{"k1": "first-s3cret", "k2": "second-s3cret"}')
     monkeypatch.setenv("ZEROCLICK_SIGNATURE_TOLERANCE", "60")
     config = ZeroClickSettings(meters={"api-requests": {}})
-    assert {kid: s.get_secret_value() for kid, s in config.signing_secrets.items()} == {"k1": "first-s3cret", "k2": "second-s3cret"}
+    revealed = {kid: s.get_secret_value() for kid, s in config.signing_secrets.items()}
+    assert revealed == {"k1": "first-s3cret", "k2": "second-s3cret"}
     assert config.signature_tolerance == 60
     assert config.max_signed_body == 1 << 20
     assert "s3cret" not in repr(config)

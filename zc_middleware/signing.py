@@ -112,7 +112,9 @@ def canonical(t: str, method: str, target: str, body: bytes, request_id: str, ag
     return f"{t}\n{method.upper()}\n{target}\n{digest}\n{request_id}\n{agent or ''}".encode("utf-8", "surrogatepass")
 
 
-def signature_for(secret: bytes, t: str, method: str, target: str, body: bytes, request_id: str, agent: str | None) -> str:
+def signature_for(
+    secret: bytes, t: str, method: str, target: str, body: bytes, request_id: str, agent: str | None
+) -> str:
     """The ``v1`` a request carries when signed with ``secret``."""
     return hmac.digest(secret, canonical(t, method, target, body, request_id, agent), "sha256").hex()
 
@@ -120,10 +122,11 @@ def signature_for(secret: bytes, t: str, method: str, target: str, body: bytes, 
 class Verifier:
     """Checks ``zc-signature`` against the secrets of every configured kid (several during a rotation).
 
-    ``secrets`` maps each kid to its secret (a ``str`` or a ``SecretStr``). ``tolerance`` is how far ``t`` may be from now, either way, in seconds; ``max_body`` how many body
-    bytes a request may carry to be verified at all (adapters answer ``413`` past it)."""
+    ``secrets`` maps each kid to its secret (a ``str`` or a ``SecretStr``). ``tolerance`` is how far
+    ``t`` may be from now, either way, in seconds; ``max_body`` how many body bytes a request may
+    carry to be verified at all (adapters answer ``413`` past it)."""
 
-    __slots__ = ("clock", "max_body", "tolerance", "_keys")
+    __slots__ = ("_keys", "clock", "max_body", "tolerance")
 
     def __init__(
         self,
@@ -170,7 +173,7 @@ class SignatureStep:
     is larger than :attr:`max_body`) and a header getter; the answer is ``None`` or the refusal to
     send (``401 invalid_zeroclick_signature`` with the reason, or ``413``), built once here."""
 
-    __slots__ = ("max_body", "verifier", "_refusals", "_too_large")
+    __slots__ = ("_refusals", "_too_large", "max_body", "verifier")
 
     def __init__(self, verifier: Verifier) -> None:
         self.verifier = verifier
@@ -234,7 +237,7 @@ def wsgi_target(environ: Mapping[str, Any]) -> str:
 
 def _revealed(secret: Any) -> str:
     """A secret given as a ``str`` or as pydantic's ``SecretStr``."""
-    return secret.get_secret_value() if hasattr(secret, "get_secret_value") else str(secret)  # type: ignore[no-any-return]
+    return secret.get_secret_value() if hasattr(secret, "get_secret_value") else str(secret)
 
 
 def _quoted(path: str) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from flask import Flask, Response, request, stream_with_context
 
-from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
+from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, echo, free_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.flask import ZeroClick
 
@@ -73,6 +73,12 @@ def configured() -> str:
 def ab() -> str:
     ran(buyer(), "ab")
     return "ab"
+
+
+@app.post("/echo")
+@metered("api-requests")
+def echo_body() -> dict[str, object]:
+    return echo(buyer(), request.get_data())
 
 
 @app.get("/runs")

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
+from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, echo, free_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.starlette import ZeroClickMiddleware
 
@@ -57,6 +57,11 @@ async def stream(request: Request) -> Response:
     return StreamingResponse(body(), media_type="text/plain")
 
 
+@metered("api-requests")
+async def echo_body(request: Request) -> Response:
+    return JSONResponse(echo(buyer(request), await request.body()))
+
+
 async def configured(request: Request) -> Response:
     ran(buyer(request), "configured")
     return PlainTextResponse("configured")
@@ -81,6 +86,7 @@ app = Starlette(
         Route("/stream", stream),
         Route("/configured", configured),
         Route("/a/b", ab, name="ab"),
+        Route("/echo", echo_body, methods=["POST"]),
         Route("/runs", runs),
     ]
 )

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, free_work, ran, settings
+from tests.apps.common import CHUNKS, OWN_HEADERS, RUNS, do_work, echo, free_work, ran, settings
 from zc_middleware import metered
 from zc_middleware.wsgi import ZeroClickWSGI
 
@@ -66,6 +66,11 @@ def stream(request: Request) -> Response:
     return Response(body(), mimetype="text/plain")
 
 
+@metered("api-requests")
+def echo_body(request: Request) -> Response:
+    return as_json(echo(buyer(request), request.get_data()))
+
+
 def configured(request: Request) -> Response:
     ran(buyer(request), "configured")
     return Response("configured")
@@ -90,6 +95,7 @@ url_map = Map(
         Rule("/stream", endpoint="stream"),
         Rule("/configured", endpoint="configured"),
         Rule("/a/b", endpoint="ab"),
+        Rule("/echo", endpoint="echo", methods=["POST"]),
         Rule("/runs", endpoint="runs"),
     ]
 )
@@ -102,6 +108,7 @@ views: dict[str, Callable[[Request], Response]] = {
     "stream": stream,
     "configured": configured,
     "ab": ab,
+    "echo": echo_body,
     "runs": runs,
 }
 

@@ -26,8 +26,9 @@ from ..gate import Charge, Gate, GateOptions
 from ..policy import succeeded
 from ..pricing import View
 from ..settings import MeterConfig, ZeroClickSettings
+from ..signing import asgi_target
 from ..usage import Usage, bind_counter, unbind_counter
-from .exchange import Exchange, refuse_websocket, send_deny
+from .exchange import Exchange, read_body, refuse_websocket, send_deny
 from .routes import match, named, route_rows, views, websockets
 
 if TYPE_CHECKING:
@@ -116,7 +117,18 @@ class ZeroClickMiddleware:
             return
         # A paid request, written out in one coroutine: this is the per-request cost of the middleware.
         gate = self.gate
+        signatures = gate.signatures
+        if signatures is not None:  # the proxy's signature covers the body: read it once, replay it
+            read = await read_body(receive, signatures.max_body)
+            if read is None:
+                return  # the client left before its body was in: nothing ran, nothing to answer
+            body, receive = read
         exchange = Exchange(Usage(), scope["headers"], receive, send)
+        if signatures is not None:
+            deny = gate.verify(scope["method"], asgi_target(scope), body, exchange.header)
+            if deny is not None:
+                await send_deny(send, deny)
+                return
         if self._identity is not None:  # the default identity: one header, read straight from the scope
             buyer = None
             for name, value in exchange.headers:

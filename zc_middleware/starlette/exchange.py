@@ -16,7 +16,7 @@ from ..decision import Deny
 from ..policy import paid_raw_headers, succeeded
 from ..usage import Usage
 
-__all__ = ["Exchange", "refuse_websocket", "send_deny"]
+__all__ = ["Exchange", "read_body", "refuse_websocket", "send_deny"]
 
 
 class Exchange:
@@ -56,6 +56,43 @@ class Exchange:
         if message["type"] == "http.disconnect" and self.status is None:
             self.disconnected_early = True
         return message
+
+
+async def read_body(receive: Receive, limit: int) -> tuple[bytes | None, Receive] | None:
+    """A paid request's body, read once to verify its signature, and a ``receive`` that hands it to
+    the app unchanged (one ``http.request`` message), then passes on whatever the server sends next.
+    The body is ``None`` when it is larger than ``limit`` (what was read is dropped: the app does not
+    run); ``None`` altogether when the client left before its body was in."""
+    message = await receive()
+    if message["type"] != "http.request":
+        return None
+    body: bytes = message.get("body", b"")
+    if message.get("more_body", False):
+        chunks = [body]
+        size = len(body)
+        while size <= limit:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        message = {"type": "http.request", "body": body, "more_body": False}
+    if len(body) > limit:
+        return None, receive
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return message
+
+    return body, replay
 
 
 async def refuse_websocket(receive: Receive, send: Send) -> None:

@@ -15,5 +15,6 @@ urlpatterns = [
     path("stream", views.stream),
     path("configured", views.configured, name="configured"),
     path("a/b", views.ab, name="ab"),
+    path("echo", views.echo_body),
     path("runs", views.runs),
 ]
