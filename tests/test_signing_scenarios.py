@@ -183,7 +183,9 @@ def test_free_routes_need_no_signature(signed: Served) -> None:
     body=st.binary(max_size=64),
 )
 def test_any_signature_header_is_a_clean_answer(signed: Served, signature: str, request_id: str, body: bytes) -> None:
-    headers = {"zc-signature": signature, "zc-agent-id": "fuzzed-buyer"}
+    headers = {"zc-agent-id": "fuzzed-buyer"}
+    if signature.strip():  # a header value has no whitespace at either end
+        headers["zc-signature"] = signature.strip()
     if request_id:
         headers["zc-request-id"] = request_id
     response = httpx.post(signed.base + "/echo", content=body, headers=headers, timeout=10)
