@@ -28,7 +28,7 @@ from ..pricing import View
 from ..settings import MeterConfig, ZeroClickSettings
 from ..signing import asgi_target
 from ..usage import Usage, bind_counter, unbind_counter
-from .exchange import Exchange, read_body, refuse_websocket, send_deny
+from .exchange import Exchange, header_map, read_body, refuse_websocket, send_deny
 from .routes import match, named, route_rows, views, websockets
 
 if TYPE_CHECKING:
@@ -124,12 +124,14 @@ class ZeroClickMiddleware:
                 return  # the client left before its body was in: nothing ran, nothing to answer
             body, receive = read
         exchange = Exchange(Usage(), scope["headers"], receive, send)
-        if signatures is not None:
-            deny = gate.verify(scope["method"], asgi_target(scope), body, exchange.header)
+        if signatures is not None:  # several headers to read: gathered in one pass
+            header = header_map(exchange.headers)
+            deny = gate.verify(scope["method"], asgi_target(scope), body, header)
             if deny is not None:
                 await send_deny(send, deny)
                 return
-        if self._identity is not None:  # the default identity: one header, read straight from the scope
+            buyer = gate.identify(header) if self._identity is None else header(gate.identity_header)  # type: ignore[arg-type]
+        elif self._identity is not None:  # the default identity: one header, read straight from the scope
             buyer = None
             for name, value in exchange.headers:
                 if name == self._identity:

@@ -8,7 +8,7 @@ never edited.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from starlette.types import Message, Receive, Send
 
@@ -16,7 +16,7 @@ from ..decision import Deny
 from ..policy import paid_raw_headers, succeeded
 from ..usage import Usage
 
-__all__ = ["Exchange", "read_body", "refuse_websocket", "send_deny"]
+__all__ = ["Exchange", "header_map", "read_body", "refuse_websocket", "send_deny"]
 
 
 class Exchange:
@@ -56,6 +56,20 @@ class Exchange:
         if message["type"] == "http.disconnect" and self.status is None:
             self.disconnected_early = True
         return message
+
+
+def header_map(headers: Iterable[tuple[bytes, bytes]]) -> Callable[[str], str | None]:
+    """:meth:`Exchange.header` for several look-ups: the headers gathered in one pass (a repeated
+    one joined with commas, as there), each look-up then one dict access."""
+    found: dict[bytes, bytes] = {}
+    for name, value in headers:
+        found[name] = found[name] + b"," + value if name in found else value
+
+    def header(name: str) -> str | None:
+        value = found.get(name.encode("latin-1"))
+        return None if value is None else value.decode("latin-1")
+
+    return header
 
 
 async def read_body(receive: Receive, limit: int) -> tuple[bytes | None, Receive] | None:
