@@ -24,6 +24,7 @@ IN_PROCESS = [
     "no-op middleware",
     "free route + zc",
     "paid memory://",
+    "paid memory://, signed",
     "paid sqlite://",
     "bare + raw debit",
     "raw SQLite debit",
