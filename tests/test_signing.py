@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from zc_middleware import ZeroClickSettings
+from zc_middleware import Gate, ZeroClickSettings, open_ledger, signing
+from zc_middleware.settings import settings_from_mapping
 from zc_middleware.signing import REASONS, Verifier, asgi_target, wsgi_target
 from zc_middleware.testing import sign
 
@@ -127,6 +129,22 @@ def test_wsgi_target_prefers_the_servers_raw_uri() -> None:
 
 
 # -- settings ----------------------------------------------------------------------------------
+def test_django_and_flask_mappings_take_signing_secrets() -> None:
+    config = settings_from_mapping({"METERS": {"api-requests": {}}, "SIGNING_SECRETS": {"k1": "x"}}, "ZEROCLICK")
+    assert Gate(config, ledger=open_ledger("memory://", plans={})).signatures is not None
+
+
+def test_without_secrets_start_up_warns_once(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(signing, "_warned", False)
+    config = ZeroClickSettings(meters={"api-requests": {}}, ledger="memory://")
+    with caplog.at_level(logging.WARNING, logger="zc_middleware"):
+        gates = [Gate(config), Gate(config)]
+    warnings = [r.getMessage() for r in caplog.records if "signing_secrets" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "anyone who reaches this app" in warnings[0]
+    assert all(gate.signatures is None for gate in gates)
+
+
 def test_signing_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZEROCLICK_SIGNING_SECRETS", '{"k1": "first-s3cret", "k2": "second-s3cret"}')
     monkeypatch.setenv("ZEROCLICK_SIGNATURE_TOLERANCE", "60")

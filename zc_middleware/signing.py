@@ -213,6 +213,13 @@ def signature_step(settings: ZeroClickSettings) -> SignatureStep | None:
                 "signing_secrets (ZEROCLICK_SIGNING_SECRETS) and keep the app reachable only through the proxy"
             )
         return None
+    if settings.identity_header != AGENT_HEADER:
+        log.warning(
+            "zc_middleware: identity_header is %r, but the proxy's signature covers %s only: the buyer header "
+            "is not verified",
+            settings.identity_header,
+            AGENT_HEADER,
+        )
     verifier = Verifier(
         settings.signing_secrets, tolerance=settings.signature_tolerance, max_body=settings.max_signed_body
     )
