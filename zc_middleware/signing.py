@@ -67,6 +67,7 @@ REASONS = (
     "invalid_signature",
 )
 _HEX64 = re.compile("[0-9a-f]{64}").fullmatch
+_EMPTY = hashlib.sha256(b"").hexdigest()
 _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))
 log = logging.getLogger("zc_middleware")
@@ -118,7 +119,7 @@ def _valid(t: str, kid: str, v1: str) -> tuple[str, str, str] | None:
 
 def canonical(t: str, method: str, target: str, body: bytes, request_id: str, agent: str | None) -> bytes:
     """The bytes ``v1`` signs (UTF-8, as the SDK encodes them)."""
-    digest = hashlib.sha256(body).hexdigest()
+    digest = hashlib.sha256(body).hexdigest() if body else _EMPTY  # most paid calls are GETs
     return f"{t}\n{method.upper()}\n{target}\n{digest}\n{request_id}\n{agent or ''}".encode("utf-8", "surrogatepass")
 
 
