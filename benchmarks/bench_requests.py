@@ -28,9 +28,14 @@ from starlette.routing import Route  # noqa: E402
 
 from zc_middleware import Ledger, ZeroClickSettings, metered  # noqa: E402
 from zc_middleware.starlette import ZeroClickMiddleware  # noqa: E402
+from zc_middleware.testing import sign  # noqa: E402
 
 PLANS = {"big": {"default": True, "includes": {"api-requests": {"limit": 10**15, "reset": "month"}}}}
 HEADERS = [(b"host", b"bench"), (b"zc-agent-id", b"agent-bench"), (b"user-agent", b"bench")]
+#: the signed variant's secret, and its request: a small JSON body, signed once (the verifier keeps no
+#: replay state, so one signature serves every request within the tolerance)
+SIGNING = {"bench": "bench-signing-secret"}
+SIGNED_BODY = b'{"q": "owls", "page": 2, "filters": ["a", "b"]}'
 SMOKE_HELP = "a few requests of every variant, to check that the benchmark runs (its numbers mean nothing)"
 
 
@@ -70,13 +75,20 @@ async def hello(request: Request) -> PlainTextResponse:
 
 
 def starlette_app(
-    middleware: str | None, tmp: Path, *, paid: bool, ledger: Ledger | None = None, guard: bool = True
+    middleware: str | None,
+    tmp: Path,
+    *,
+    paid: bool,
+    ledger: Ledger | None = None,
+    guard: bool = True,
+    signed: bool = False,
 ) -> Starlette:
     """An app with one route: ``/paid``, metered, or ``/free``. One route per app, so that every
     variant's router does the same work (a router tries its routes in order). ``middleware``:
     ``None`` (bare), ``"memory"``, ``"sqlite"``, or any name with an open ``ledger`` to use.
     ``guard=False`` routes the metered function itself (marked and priced the same) rather than the
-    guard ``@metered`` returns: the difference is what the guard costs a paid request."""
+    guard ``@metered`` returns: the difference is what the guard costs a paid request. ``signed``:
+    settings with ``signing_secrets``, so every paid request's signature is verified."""
     if paid:
 
         async def view(request: Request) -> PlainTextResponse:
@@ -91,7 +103,8 @@ def starlette_app(
             url = ledger.url
         else:
             url = "memory://" if middleware == "memory" else f"sqlite:///{tmp / 'bench.db'}"
-        settings = ZeroClickSettings(meters={"api-requests": {}}, plans=PLANS, ledger=url)
+        signing = {"signing_secrets": SIGNING, "signature_tolerance": 86_400} if signed else {}
+        settings = ZeroClickSettings(meters={"api-requests": {}}, plans=PLANS, ledger=url, **signing)
         app.add_middleware(ZeroClickMiddleware, settings=settings, ledger=ledger)
     return app
 
@@ -171,7 +184,16 @@ def slowapi_app() -> Starlette:
     return app
 
 
-def scope(path: str) -> dict:
+def signed_headers(path: str) -> list[tuple[bytes, bytes]]:
+    """:data:`HEADERS`, and the signature of a ``GET`` of ``path`` carrying :data:`SIGNED_BODY` (the
+    routes take ``GET`` only; the verifier's work is the same for any method)."""
+    (kid, secret), agent = next(iter(SIGNING.items())), {"zc-agent-id": "agent-bench"}
+    extra = sign("GET", path, SIGNED_BODY, agent, secret=secret, kid=kid)
+    added = [(name.encode(), value.encode()) for name, value in extra.items() if name != "zc-agent-id"]
+    return [*HEADERS, (b"content-length", str(len(SIGNED_BODY)).encode()), *added]
+
+
+def scope(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict:
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -182,7 +204,7 @@ def scope(path: str) -> dict:
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
-        "headers": HEADERS,
+        "headers": HEADERS if headers is None else headers,
         "server": ("bench", 80),
         "client": ("127.0.0.1", 5000),
     }
@@ -197,22 +219,33 @@ async def _send(message: dict) -> None:
         raise RuntimeError(f"unexpected status {message['status']}")
 
 
-async def run_asgi(app: Callable, path: str, n: int) -> float:
-    sc = scope(path)
+async def _receive_signed() -> dict:
+    return {"type": "http.request", "body": SIGNED_BODY, "more_body": False}
+
+
+async def run_asgi(app: Callable, path: str, n: int, headers: list[tuple[bytes, bytes]] | None = None) -> float:
+    """µs per request of ``app`` at ``path``; with ``headers``, the signed request with its body."""
+    sc = scope(path, headers)
+    receive = _receive if headers is None else _receive_signed
     for _ in range(50):  # warm caches
-        await app(dict(sc), _receive, _send)
+        await app(dict(sc), receive, _send)
     start = time.perf_counter()
     for _ in range(n):
-        await app(dict(sc), _receive, _send)
+        await app(dict(sc), receive, _send)
     return (time.perf_counter() - start) / n * 1e6
 
 
 def asgi_timers(
     loop: asyncio.AbstractEventLoop, variants: dict[str, tuple[Callable, str]]
 ) -> dict[str, Callable[[int], float]]:
-    """One timer per ``(app, path)`` variant: ``n`` requests on ``loop`` -> µs per request."""
+    """One timer per ``(app, path)`` variant: ``n`` requests on ``loop`` -> µs per request. A variant
+    whose name ends in ``signed`` sends the signed request (:func:`signed_headers`)."""
+
+    def timer(app: Callable, path: str, headers: list[tuple[bytes, bytes]] | None) -> Callable[[int], float]:
+        return lambda n: loop.run_until_complete(run_asgi(app, path, n, headers))
+
     return {
-        name: (lambda n, app=app, path=path: loop.run_until_complete(run_asgi(app, path, n)))
+        name: timer(app, path, signed_headers(path) if name.endswith("signed") else None)
         for name, (app, path) in variants.items()
     }
 
@@ -227,6 +260,7 @@ def bench_inprocess(rounds: int, n: int) -> None:
         "free route + zc": (starlette_app("memory", tmp, paid=False), "/free"),
         "paid memory://": (starlette_app("memory", tmp, paid=True), "/paid"),
         "paid memory://, no guard": (starlette_app("memory", tmp, paid=True, guard=False), "/paid"),
+        "paid memory://, signed": (starlette_app("memory", tmp, paid=True, signed=True), "/paid"),
         "paid sqlite://": (starlette_app("sqlite", tmp, paid=True), "/paid"),
     }
     try:
@@ -301,6 +335,9 @@ def measure(title: str, timers: dict[str, Callable[[int], float]], raw: RawDebit
         "(target: <= +1.5 µs)"
     )
     print(f"paid memory:// adds {added('paid memory://'):.1f} µs (target: <= +10 µs)")
+    if "paid memory://, signed" in best:
+        signing = best["paid memory://, signed"] - best["paid memory://"]
+        print(f"verifying the proxy's signature adds {signing:.1f} µs to a paid request (target: <= +5 µs)")
     in_request = added("bare + raw debit")
     print(
         f"paid sqlite:// adds {added('paid sqlite://'):.1f} µs = one raw debit inside a request ({in_request:.1f} µs) "

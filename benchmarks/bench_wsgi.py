@@ -21,9 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_requests import PLANS, SMOKE_HELP, RawDebit, measure  # noqa: E402
+from bench_requests import PLANS, SIGNED_BODY, SIGNING, SMOKE_HELP, RawDebit, measure  # noqa: E402
 
 from zc_middleware import metered  # noqa: E402
+from zc_middleware.environ import environ_key  # noqa: E402
+from zc_middleware.testing import sign  # noqa: E402
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ENVIRON = {
@@ -52,9 +54,25 @@ def _start_response(status: str, headers: list[tuple[str, str]], exc_info: objec
     return lambda data: None
 
 
-def call(app: WSGIApp, path: str) -> None:
+def signed_environ(path: str) -> dict[str, Any]:
+    """What a ``GET`` of ``path`` carrying :data:`SIGNED_BODY` adds to :data:`ENVIRON`, signed as the
+    proxy signs it: the signature headers, and ``RAW_URI`` as gunicorn sets it."""
+    (kid, secret), agent = next(iter(SIGNING.items())), {"zc-agent-id": ENVIRON["HTTP_ZC_AGENT_ID"]}
+    headers = sign("GET", path, SIGNED_BODY, agent, secret=secret, kid=kid)
+    return {
+        **{environ_key(name): value for name, value in headers.items()},
+        "CONTENT_LENGTH": str(len(SIGNED_BODY)),
+        "RAW_URI": path,
+    }
+
+
+def call(app: WSGIApp, path: str, signed: dict[str, Any] | None = None) -> None:
     environ = dict(ENVIRON, PATH_INFO=path)
-    environ["wsgi.input"] = io.BytesIO(b"")
+    if signed is None:
+        environ["wsgi.input"] = io.BytesIO(b"")
+    else:
+        environ.update(signed)
+        environ["wsgi.input"] = io.BytesIO(SIGNED_BODY)
     body = app(environ, _start_response)
     try:
         for _ in body:
@@ -65,12 +83,13 @@ def call(app: WSGIApp, path: str) -> None:
             close()
 
 
-def run_wsgi(app: WSGIApp, path: str, n: int) -> float:
+def run_wsgi(app: WSGIApp, path: str, n: int, signed: bool = False) -> float:
+    extra = signed_environ(path) if signed else None
     for _ in range(50):
-        call(app, path)
+        call(app, path, extra)
     start = time.perf_counter()
     for _ in range(n):
-        call(app, path)
+        call(app, path, extra)
     return (time.perf_counter() - start) / n * 1e6
 
 
@@ -79,7 +98,7 @@ def ledger_url(kind: str, tmp: Path) -> str:
 
 
 # -- Flask --------------------------------------------------------------------------------
-def flask_app(kind: str | None, tmp: Path, raw: RawDebit | None = None) -> WSGIApp:
+def flask_app(kind: str | None, tmp: Path, raw: RawDebit | None = None, *, signed: bool = False) -> WSGIApp:
     from flask import Flask
 
     app = Flask(f"bench_{kind}")
@@ -100,6 +119,8 @@ def flask_app(kind: str | None, tmp: Path, raw: RawDebit | None = None) -> WSGIA
         from zc_middleware.flask import ZeroClick
 
         app.config["ZEROCLICK"] = {"meters": {"api-requests": {}}, "plans": PLANS, "ledger": ledger_url(kind, tmp)}
+        if signed:
+            app.config["ZEROCLICK"].update(signing_secrets=SIGNING, signature_tolerance=86_400)
         ZeroClick(app)
     return app
 
@@ -231,6 +252,15 @@ class DjangoBench:
             kind: Gate(ZeroClickSettings(meters={"api-requests": {}}, plans=PLANS, ledger=ledger_url(kind, tmp)))
             for kind in ("memory", "sqlite")
         }
+        self.gates["memory, signed"] = Gate(
+            ZeroClickSettings(
+                meters={"api-requests": {}},
+                plans=PLANS,
+                ledger="memory://",
+                signing_secrets=SIGNING,
+                signature_tolerance=86_400,
+            )
+        )
 
     def handler(self, route: str, middleware: str | None = None) -> WSGIApp:
         """A handler with ``middleware`` (or none) whose requests resolve in ``route``'s own URLconf."""
@@ -245,7 +275,8 @@ class DjangoBench:
     def with_gate(self, kind: str, route: str) -> Variant:
         """ZeroClick on ``route``, with the ``memory://`` or ``sqlite://`` Gate installed before timing."""
         handler = self.handler(route, "zc_middleware.django.ZeroClickMiddleware")
-        return Variant(handler, f"/{route}", lambda: setattr(self._conf, "_gate", self.gates[kind]))
+        install = lambda: setattr(self._conf, "_gate", self.gates[kind])  # noqa: E731
+        return Variant(handler, f"/{route}", install, signed=kind.endswith("signed"))
 
 
 # -- running ------------------------------------------------------------------------------
@@ -255,13 +286,15 @@ class Variant(NamedTuple):
     app: WSGIApp
     path: str
     before: Callable[[], object] = lambda: None
+    #: requests carry the proxy's signature and a small body (:func:`signed_environ`)
+    signed: bool = False
 
 
 def timers(variants: dict[str, Variant]) -> dict[str, Callable[[int], float]]:
     def timer(variant: Variant) -> Callable[[int], float]:
         def run(n: int) -> float:
             variant.before()
-            return run_wsgi(variant.app, variant.path, n)
+            return run_wsgi(variant.app, variant.path, n, variant.signed)
 
         return run
 
@@ -278,6 +311,7 @@ def bench_flask(rounds: int, n: int) -> None:
         "no-op wrapper": Variant(flask_wrapper_app(tmp), "/free"),
         "free route + zc": Variant(flask_app("memory", tmp), "/free"),
         "paid memory://": Variant(flask_app("memory", tmp), "/paid"),
+        "paid memory://, signed": Variant(flask_app("memory", tmp, signed=True), "/paid", signed=True),
         "paid sqlite://": Variant(flask_app("sqlite", tmp), "/paid"),
         "bare + raw debit": Variant(flask_app(None, tmp, raw), "/paid"),
     }
@@ -299,6 +333,7 @@ def bench_django(rounds: int, n: int) -> None:
         "no-op wrapper": Variant(dj.handler("free", "bench_wsgi.NoOpWrapper"), "/free"),
         "free route + zc": dj.with_gate("memory", "free"),
         "paid memory://": dj.with_gate("memory", "paid"),
+        "paid memory://, signed": dj.with_gate("memory, signed", "paid"),
         "paid sqlite://": dj.with_gate("sqlite", "paid"),
         "bare + raw debit": Variant(dj.handler("raw"), "/raw"),
     }

@@ -2,9 +2,11 @@
 
 Runs ``examples/starlette_app.py`` under a real uvicorn server on the embedded
 SQLite ledger (a fresh file in a temporary directory) and talks to it over HTTP,
-then runs ``zc-middleware sandbox`` (a local stand-in for ZeroClick) in front of
-it: calls through the proxy are billed from their usage header, and a finished
-job is reported through the batch API with ``report_usage``.
+signed as ZeroClick's proxy signs (the app has ``ZEROCLICK_SIGNING_SECRETS``;
+``zc_middleware.testing.sign`` makes the signature). Then it runs
+``zc-middleware sandbox`` (a local stand-in for ZeroClick, signing with the same
+secret) in front of it: calls through the proxy are billed from their usage
+header, and a finished job is reported through the batch API with ``report_usage``.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ import httpx
 
 from zc_middleware import ZeroClickSettings, open_ledger, report_usage
 from zc_middleware.reporter import get_reporter
+from zc_middleware.testing import sign
 
 ROOT = Path(__file__).resolve().parent.parent
 BUYER = "agent-8f3kz1"
+#: the secret the app and the sandbox share (kid "demo"); in production ZeroClick gives it to you
+KID, SECRET = "demo", "demo-signing-secret"
 
 
 def free_port() -> int:
@@ -38,6 +43,9 @@ def show(label: str, response: httpx.Response) -> None:
     line = f"{label:<28} -> {response.status_code}  X-ZeroClick-Usage: {usage}"
     if reason:
         line = f"{label:<28} -> {response.status_code}  X-ZeroClick-Reason: {reason}\n{'':<32}{response.text}"
+    elif response.status_code == 401:  # not signed by the proxy, or no buyer: the error and its reason
+        refusal = response.json()
+        line = f"{label:<28} -> 401  {refusal['error']} {refusal.get('reason', '')}".rstrip()
     print(line, flush=True)
 
 
@@ -66,6 +74,10 @@ def through_sandbox(base: str, tmp: str) -> None:
             base,
             "--buyer",
             "agent-sandbox",
+            "--signing-secret",
+            SECRET,
+            "--signing-kid",
+            KID,
             "--api-key",
             "sk_sandbox",
             "--log-level",
@@ -75,7 +87,7 @@ def through_sandbox(base: str, tmp: str) -> None:
     )
     try:
         wait_for(sandbox + "/__sandbox/usage")
-        print(f"\nzc-middleware sandbox at {sandbox}, proxying to the app as buyer agent-sandbox\n", flush=True)
+        print(f"\nzc-middleware sandbox at {sandbox}, proxying to the app as buyer agent-sandbox, signed\n", flush=True)
         with httpx.Client(base_url=sandbox, timeout=10) as client:
             for label, response in (
                 ("GET /search via proxy", client.get("/search", params={"q": "owls"})),
@@ -109,7 +121,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ledger_url = f"sqlite:///{Path(tmp) / 'zeroclick.db'}"
         port = free_port()
-        env = {**os.environ, "ZEROCLICK_LEDGER": ledger_url, "PYTHONPATH": str(ROOT)}
+        env = {
+            **os.environ,
+            "ZEROCLICK_LEDGER": ledger_url,
+            "ZEROCLICK_SIGNING_SECRETS": f'{{"{KID}": "{SECRET}"}}',
+            "PYTHONPATH": str(ROOT),
+        }
         server = subprocess.Popen(
             [
                 sys.executable,
@@ -129,12 +146,17 @@ def main() -> None:
             wait_for(base + "/health")
             print(f"examples/starlette_app.py under uvicorn at {base}, ledger {ledger_url}\n", flush=True)
             agent = {"zc-agent-id": BUYER}
+
+            def signed(method: str, target: str, headers: dict[str, str] | None = None) -> dict[str, str]:
+                return sign(method, target, b"", headers, secret=SECRET, kid=KID)
+
             with httpx.Client(base_url=base, timeout=10) as client:
-                show("GET /search (no identity)", client.get("/search?q=owls"))
-                show("POST /render", client.post("/render", headers=agent))
-                for i in range(1, 4):
-                    show(f"GET /search #{i}", client.get("/search", params={"q": "owls"}, headers=agent))
-                show("GET /search #4", client.get("/search", params={"q": "owls"}, headers=agent))
+                show("GET /search (unsigned)", client.get("/search?q=owls", headers=agent))
+                show("GET /search (no identity)", client.get("/search?q=owls", headers=signed("GET", "/search?q=owls")))
+                show("POST /render", client.post("/render", headers=signed("POST", "/render", agent)))
+                for i in range(1, 5):
+                    headers = signed("GET", "/search?q=owls", agent)
+                    show(f"GET /search #{i}", client.get("/search?q=owls", headers=headers))
             through_sandbox(base, tmp)
         finally:
             server.terminate()

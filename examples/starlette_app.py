@@ -1,6 +1,8 @@
 """A paid search API on Starlette: ``uvicorn examples.starlette_app:app``.
 
 The ledger is the embedded SQLite file ``zeroclick.db`` unless ``ZEROCLICK_LEDGER`` says otherwise.
+Set ``ZEROCLICK_SIGNING_SECRETS='{"<kid>": "<secret>"}'`` (from ZeroClick) so that only requests the
+proxy signed can spend a plan; the demo does.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ IN_PROCESS = [
     "no-op wrapper",
     "free route + zc",
     "paid memory://",
+    "paid memory://, signed",
     "paid sqlite://",
     "bare + raw debit",
     "raw SQLite debit",

@@ -18,7 +18,9 @@ __all__ = [
     "Allow",
     "Decision",
     "Deny",
+    "body_too_large",
     "identity_required",
+    "invalid_signature",
     "ledger_unavailable",
     "misconfigured",
     "payment_required",
@@ -94,6 +96,33 @@ def identity_required(header: str, *, invalid: bool = False) -> Deny:
             "error": "invalid_buyer_identity" if invalid else "buyer_identity_required",
             "message": f"This route is paid: the {header} header {what}.",
         },
+    )
+
+
+def invalid_signature(reason: str) -> Deny:
+    """The request does not carry a valid ``zc-signature`` of ZeroClick's proxy (``reason``: one of
+    :data:`zc_middleware.signing.REASONS`)."""
+    return _json(
+        401,
+        {
+            "error": "invalid_zeroclick_signature",
+            "reason": reason,
+            "message": "This route is paid: the request must come through ZeroClick, signed (zc-signature).",
+        },
+        reason=reason,
+    )
+
+
+def body_too_large(limit: int) -> Deny:
+    """A paid request's body is larger than the ``max_signed_body`` its signature is verified over."""
+    return _json(
+        413,
+        {
+            "error": "body_too_large",
+            "limit": limit,
+            "message": f"This route is paid: a signed request's body may carry at most {limit} bytes.",
+        },
+        reason="body_too_large",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import TYPE_CHECKING, Any
 
 from .identity import HeaderGetter
@@ -9,7 +10,7 @@ from .identity import HeaderGetter
 if TYPE_CHECKING:
     from .gate import Gate
 
-__all__ = ["Environ", "buyer_key", "buyer_of", "environ_key", "header_getter", "path_key"]
+__all__ = ["Environ", "buyer_key", "buyer_of", "environ_key", "header_getter", "path_key", "read_body"]
 
 Environ = dict[str, Any]
 _SPECIAL = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
@@ -45,3 +46,36 @@ def buyer_of(gate: Gate, environ: Environ, key: str | None) -> str | None:
 def path_key(environ: Environ) -> tuple[object, object, object]:
     """What a router that decides by method and path alone sees: method, script name and path."""
     return environ.get("REQUEST_METHOD"), environ.get("SCRIPT_NAME"), environ.get("PATH_INFO")
+
+
+def read_body(environ: Environ, limit: int) -> bytes | None:
+    """A paid request's body, read once from ``wsgi.input`` to verify its signature and put back as a
+    fresh ``wsgi.input`` (``CONTENT_LENGTH`` matching), so the app reads it as sent. ``None`` when it
+    is larger than ``limit``: then nothing is read. A body without ``CONTENT_LENGTH`` is read only
+    when the server says the stream ends with it (``wsgi.input_terminated``, chunked requests)."""
+    try:
+        length: int | None = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    stream = environ.get("wsgi.input")
+    if not length and environ.get("wsgi.input_terminated"):
+        length = None
+    elif length is not None and length > limit:
+        return None
+    if stream is None or length == 0:
+        return b""
+    chunks: list[bytes] = []
+    size = 0
+    want = limit + 1 if length is None else length
+    while size < want:  # read() may return less than asked
+        chunk = stream.read(want - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        return None
+    body = b"".join(chunks)
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    return body

@@ -28,6 +28,7 @@ from .pricing import Pricing, View
 from .reporter import Reporter, reporter_for
 from .settings import ZeroClickSettings
 from .settlement import NO_EXTRA, NOTHING, Bill, bill, events_for
+from .signing import SignatureStep, signature_step
 from .usage import Usage
 
 __all__ = ["Charge", "Gate", "GateOptions", "HeaderGetter", "Identify", "header_identity"]
@@ -82,6 +83,8 @@ class Gate:
         if self.reporter is not None:
             self.reporter.start()  # resume what a previous run left in the outbox
         self.identify = identify or header_identity(settings.identity_header)
+        #: verifies the proxy's signature before the check; ``None`` without ``signing_secrets``
+        self.signatures: SignatureStep | None = signature_step(settings)
         #: the lower-case header that names the buyer, or ``None`` with a custom ``identify``:
         #: adapters that can read one header cheaply pass its value to :meth:`check_buyer`
         self.identity_header: str | None = None if identify else settings.identity_header.lower()
@@ -124,7 +127,13 @@ class Gate:
         self._tally[f"denied_{deny.status}"] += 1
         return deny
 
-    # -- the check: identify, then one atomic check-and-hold ----------------------------
+    # -- the check: the signature (adapters call verify first), identify, check-and-hold --
+    def verify(self, method: str, target: str, body: bytes | None, get_header: HeaderGetter) -> Deny | None:
+        """With ``signing_secrets``, the step before the check: ``None`` when the request is signed by the
+        proxy, else the refusal to send (see :class:`~zc_middleware.signing.SignatureStep`)."""
+        deny = self.signatures.check(method, target, body, get_header) if self.signatures is not None else None
+        return None if deny is None else self.deny(deny)
+
     def check(self, get_header: HeaderGetter, charge: Charge, usage: Usage) -> Allow | Deny:
         """Identify the buyer and atomically check-and-hold ``charge``; ``usage`` is armed if allowed."""
         return self.check_buyer(self.identify(get_header), get_header, charge, usage)

@@ -34,6 +34,7 @@ from .meters import MAX_QUANTITY, MeterSpec, normalize_meter_name
 from .plans import MeterAllowance, MeterName, PlanConfig, whole
 from .plans import no_bool as _no_bool
 from .reporter.contract import check_http_url
+from .signing import DEFAULT_MAX_BODY, DEFAULT_TOLERANCE, check_kids
 from .stores import check_url
 
 __all__ = ["MeterAllowance", "MeterConfig", "PlanConfig", "ZeroClickSettings", "settings_from_mapping"]
@@ -119,6 +120,15 @@ class ZeroClickSettings(BaseSettings):
     #: usage recorded beyond a route's estimate: ``cap`` bills the estimate; ``bill`` debits the excess
     #: too when the plan still covers it (reported on the batch channel), else bills the estimate
     over_estimate: Literal["cap", "bill"] = "cap"
+
+    # -- the proxy's signature (``zc-signature``) ----------------------------------
+    #: kid -> secret; when set, every paid request must be signed by one of them (``401`` if not).
+    #: Two kids at once while rotating. Never logged, hidden in ``repr``
+    signing_secrets: Annotated[dict[str, SecretStr], AfterValidator(check_kids)] = Field(default_factory=dict)
+    #: seconds the signature's timestamp may be from the server's clock, either way
+    signature_tolerance: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=86_400)] = DEFAULT_TOLERANCE
+    #: bytes of a paid request's body read to verify its signature; a larger body is answered ``413``
+    max_signed_body: Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=1 << 30)] = DEFAULT_MAX_BODY
 
     # -- async reporting (the batch channel) --------------------------------------
     #: the service API key for ``POST /v1/usage/batch``; never logged, hidden in ``repr``
@@ -285,4 +295,3 @@ def _default_outbox(ledger: str) -> str:
     except ConfigError:
         return "memory://"
     return ledger
-

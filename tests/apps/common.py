@@ -11,6 +11,7 @@ Each adapter's app serves the same routes with the same behaviour:
 ``GET /stream``    ``@metered("api-requests")``; streams ``chunk-0`` .. ``chunk-2``
 ``GET /configured``  not decorated; route name ``configured`` is paid in settings
 ``GET /a/b``       not decorated; route name ``ab`` is paid in settings
+``POST /echo``     ``@metered("api-requests")``; 200 JSON: the SHA-256 and length of the body it read (:func:`echo`)
 ``GET /runs``      free; how many times each paid handler ran, per buyer (JSON)
 ``GET /overuse``   ``@metered("cpu-seconds", estimate=5)``; records 40 via :func:`overuse_work`, past its estimate
 ``GET /relay``     free; 200 with the contract's headers set by the app (:data:`CONTRACT_HEADERS`)
@@ -27,6 +28,7 @@ The ledger URL comes from ``ZEROCLICK_LEDGER`` (settings read the environment).
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 import threading
 
@@ -77,6 +79,12 @@ def free_work(buyer: str | None) -> None:
         record_usage("api-requests", 1)
     except ZcError as exc:
         ran(buyer, f"free:{exc.code}")
+
+
+def echo(buyer: str | None, body: bytes) -> dict[str, object]:
+    """What ``/echo`` answers: the body as the handler read it, hashed."""
+    ran(buyer, "echo")
+    return {"sha256": hashlib.sha256(body).hexdigest(), "length": len(body)}
 
 
 def do_work() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Header, HTTPException, Response
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from tests.apps.asgi_traps import trap_routes
@@ -13,6 +13,7 @@ from tests.apps.common import (
     OWN_HEADERS,
     RUNS,
     do_work,
+    echo,
     free_work,
     overuse_work,
     ran,
@@ -71,6 +72,12 @@ async def stream(zc_agent_id: str | None = Header(default=None)) -> StreamingRes
             yield chunk
 
     return StreamingResponse(body(), media_type="text/plain")
+
+
+@router.post("/echo")
+@metered("api-requests")
+async def echo_body(request: Request) -> dict[str, object]:
+    return echo(request.headers.get("zc-agent-id"), await request.body())
 
 
 @router.get("/configured", response_class=PlainTextResponse)

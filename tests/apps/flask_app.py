@@ -13,6 +13,7 @@ from tests.apps.common import (
     OWN_HEADERS,
     RUNS,
     do_work,
+    echo,
     free_work,
     overuse_work,
     ran,
@@ -108,6 +109,12 @@ def reasoned() -> tuple[str, dict[str, str]]:
 @metered("api-requests")
 def refused() -> tuple[str, int, dict[str, str]]:
     return "refused", 402, CONTRACT_HEADERS
+
+
+@app.post("/echo")
+@metered("api-requests")
+def echo_body() -> dict[str, object]:
+    return echo(buyer(), request.get_data())
 
 
 @app.get("/runs")

@@ -15,6 +15,7 @@ from tests.apps.common import (
     OWN_HEADERS,
     RUNS,
     do_work,
+    echo,
     free_work,
     overuse_work,
     ran,
@@ -69,6 +70,11 @@ async def stream(request: Request) -> Response:
     return StreamingResponse(body(), media_type="text/plain")
 
 
+@metered("api-requests")
+async def echo_body(request: Request) -> Response:
+    return JSONResponse(echo(buyer(request), await request.body()))
+
+
 async def configured(request: Request) -> Response:
     ran(buyer(request), "configured")
     return PlainTextResponse("configured")
@@ -113,6 +119,7 @@ app = Starlette(
         Route("/stream", stream),
         Route("/configured", configured),
         Route("/a/b", ab, name="ab"),
+        Route("/echo", echo_body, methods=["POST"]),
         Route("/runs", runs),
         *trap_routes(),
         Route("/overuse", overuse),

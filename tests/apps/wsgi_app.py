@@ -20,6 +20,7 @@ from tests.apps.common import (
     OWN_HEADERS,
     RUNS,
     do_work,
+    echo,
     free_work,
     overuse_work,
     ran,
@@ -77,6 +78,11 @@ def stream(request: Request) -> Response:
     return Response(body(), mimetype="text/plain")
 
 
+@metered("api-requests")
+def echo_body(request: Request) -> Response:
+    return as_json(echo(buyer(request), request.get_data()))
+
+
 def configured(request: Request) -> Response:
     ran(buyer(request), "configured")
     return Response("configured")
@@ -121,6 +127,7 @@ url_map = Map(
         Rule("/stream", endpoint="stream"),
         Rule("/configured", endpoint="configured"),
         Rule("/a/b", endpoint="ab"),
+        Rule("/echo", endpoint="echo", methods=["POST"]),
         Rule("/runs", endpoint="runs"),
         Rule("/overuse", endpoint="overuse"),
         Rule("/relay", endpoint="relay"),
@@ -137,6 +144,7 @@ views: dict[str, Callable[[Request], Response]] = {
     "stream": stream,
     "configured": configured,
     "ab": ab,
+    "echo": echo_body,
     "runs": runs,
     "overuse": overuse,
     "relay": relay,

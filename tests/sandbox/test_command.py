@@ -37,6 +37,7 @@ def test_run_passes_the_parsed_options(monkeypatch: pytest.MonkeyPatch) -> None:
     args = parse(
         "--upstream", "http://127.0.0.1:8000", "--api-key", "sk_x", "--buyer", "agent-7",
         "--identity-header", "x-buyer", "--fail-rate", "0.25", "--seed", "3", "--hang-seconds", "1.5",
+        "--signing-secret", "s3cret", "--signing-kid", "k1",
     )  # fmt: skip
     with pytest.raises(SystemExit, match="stop before serving"):
         args.func(args)
@@ -48,4 +49,6 @@ def test_run_passes_the_parsed_options(monkeypatch: pytest.MonkeyPatch) -> None:
         "fail_rate": 0.25,
         "seed": 3,
         "hang_seconds": 1.5,
+        "signing_secret": "s3cret",
+        "signing_kid": "k1",
     }

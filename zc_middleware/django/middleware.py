@@ -36,6 +36,7 @@ from . import conf
 from .checks import check_middleware
 from .conf import get_gate
 from .routing import endpoints, route_name, view_for
+from .signed import verify
 from .streaming import settle_at_close
 
 __all__ = ["ZeroClickMiddleware"]
@@ -147,9 +148,9 @@ class ZeroClickMiddleware:
         return response
 
     # -- the decision, once Django has resolved the view ---------------------------
-    def _check(self, request: HttpRequest, view_func: object) -> tuple[_Request, CheckArgs] | None:
-        """The request's state and what to ask the Gate (buyer, header getter, charge, usage), or
-        ``None`` for a free view."""
+    def _check(self, request: HttpRequest, view_func: object) -> tuple[_Request, CheckArgs] | HttpResponse | None:
+        """The request's state and what to ask the Gate (buyer, header getter, charge, usage), the
+        refusal of a request not signed by the proxy, or ``None`` for a free view."""
         state = getattr(request, _STATE, None)
         if state.__class__ is not _Request:
             return None  # process_view without __call__: not a request this middleware saw
@@ -163,21 +164,23 @@ class ZeroClickMiddleware:
             charge = routing.charge(request, view_func)
         if charge is None:
             return None
+        if gate.signatures is not None and (deny := verify(gate, request)) is not None:
+            return _decided(state, deny)
         buyer = buyer_of(gate, request.META, routing.meta_key)
         return state, (buyer, header_getter(request.META), charge, state.usage)
 
     def process_view(
         self, request: HttpRequest, view_func: object, view_args: tuple[Any, ...], view_kwargs: dict[str, Any]
     ) -> HttpResponse | None:
-        if (found := self._check(request, view_func)) is None:
-            return None
+        if (found := self._check(request, view_func)).__class__ is not tuple:
+            return found  # free (None), or a refused signature
         return _decided(found[0], found[0].gate.check_buyer(*found[1]))
 
     async def _aprocess_view(
         self, request: HttpRequest, view_func: object, view_args: tuple[Any, ...], view_kwargs: dict[str, Any]
     ) -> HttpResponse | None:
-        if (found := self._check(request, view_func)) is None:
-            return None
+        if (found := self._check(request, view_func)).__class__ is not tuple:
+            return found  # free (None), or a refused signature
         return _decided(found[0], await found[0].gate.acheck_buyer(*found[1]))
 
 

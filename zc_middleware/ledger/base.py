@@ -204,4 +204,3 @@ class Unavailable(Ledger):
         raise self.error
 
     reserve = adjust = balance = _account = _store_account = _fail
-

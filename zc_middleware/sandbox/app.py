@@ -29,6 +29,7 @@ try:
 except ImportError:  # pragma: no cover - the package __init__ guards this first
     raise ImportError("zc_middleware.sandbox needs Starlette: pip install 'zc-middleware[starlette]'") from None
 
+from ..signing import check_kids
 from .book import Book
 from .faults import Faults
 from .proxy import Proxy
@@ -205,14 +206,25 @@ def create_app(
     fail_rate: float = 0.0,
     seed: int = 0,
     hang_seconds: float = 10.0,
+    signing_secret: str | None = None,
+    signing_kid: str = "sandbox",
 ) -> Starlette:
-    """Build the sandbox; ``upstream`` is the seller's app (without it, only the batch endpoint and views)."""
+    """Build the sandbox; ``upstream`` is the seller's app (without it, only the batch endpoint and views).
+    With ``signing_secret``, the proxy signs what it forwards (``zc-signature``, kid ``signing_kid``)."""
     _check(api_key, upstream, identity_header, default_buyer)
+    if signing_secret is not None:
+        check_kids({signing_kid: signing_secret})
     book = Book()
     faults = Faults(fail_rate=fail_rate, hang_seconds=hang_seconds, seed=seed)
     batch = _Batch(api_key=api_key, book=book, faults=faults)
     proxy = (
-        Proxy(upstream=upstream, identity_header=identity_header, default_buyer=default_buyer, book=book)
+        Proxy(
+            upstream=upstream,
+            identity_header=identity_header,
+            default_buyer=default_buyer,
+            book=book,
+            signing=(signing_kid, signing_secret) if signing_secret is not None else None,
+        )
         if upstream is not None
         else None
     )

@@ -18,7 +18,16 @@ log = logging.getLogger("zc_middleware.sandbox")
 _URL = re.compile(r"https?://[^/?#\s]+(/[^?#\s]*)?")  # fullmatch: ``$`` accepts a trailing newline
 #: the ``create_app`` keywords that are options of the same name (``--buyer`` is ``default_buyer``);
 #: ``tests/sandbox/test_command.py`` keeps this in step with ``create_app``'s signature
-_APP_OPTIONS = ("api_key", "upstream", "identity_header", "fail_rate", "seed", "hang_seconds")
+_APP_OPTIONS = (
+    "api_key",
+    "upstream",
+    "identity_header",
+    "fail_rate",
+    "seed",
+    "hang_seconds",
+    "signing_secret",
+    "signing_kid",
+)
 
 
 def _rate(text: str) -> float:
@@ -86,6 +95,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--identity-header", default="zc-agent-id", help="header carrying the buyer id (default: %(default)s)"
     )
     parser.add_argument(
+        "--signing-secret",
+        type=_non_empty,
+        metavar="SECRET",
+        help="sign what the proxy forwards (zc-signature), as ZeroClick does; the app's signing_secrets must "
+        "map --signing-kid to it (default: unsigned)",
+    )
+    parser.add_argument(
+        "--signing-kid", type=_non_empty, default="sandbox", help="the kid signatures name (default: %(default)s)"
+    )
+    parser.add_argument(
         "--fail-rate", type=_rate, default=0.0, help="share of batch calls that fail: 503, 429 or a hang (default: 0)"
     )
     parser.add_argument(
@@ -124,6 +143,9 @@ def run(args: argparse.Namespace) -> int:
     log.info("ZeroClick sandbox on %s", base)
     log.info("  batch endpoint: POST %s/v1/usage/batch (Authorization: Bearer <--api-key>)", base)
     log.info("  proxy: %s", f"{base}/* -> {args.upstream}" if args.upstream else "off (no --upstream)")
+    if args.upstream:
+        signed = f"signed, kid {args.signing_kid!r}" if args.signing_secret else "unsigned (no --signing-secret)"
+        log.info("  proxy requests: %s", signed)
     log.info("  usage: %s/__sandbox/usage.txt", base)
     if args.fail_rate:
         log.info("  failing %.0f%% of batch calls (seed %d)", args.fail_rate * 100, args.seed)

@@ -3,7 +3,10 @@
 Pure ASGI, streaming both ways: the request body goes upstream as it arrives,
 and the response body comes back chunk by chunk as raw bytes (never decoded,
 so ``Content-Encoding`` and ``Content-Length`` stay true). On the way in it
-sets the buyer identity header and a fresh ``zc-request-id``; on the way out it
+sets the buyer identity header and a fresh ``zc-request-id`` and, given a
+signing secret, signs the request as the proxy does (``zc-signature``, with
+the sandbox's ``sb=1`` member; the body is then read whole first, as the
+signature covers it); on the way out it
 reads and strips ``X-ZeroClick-Usage``, bills it to the buyer on the
 ``header`` channel, and notes every 402 with its ``X-ZeroClick-Reason``.
 """
@@ -13,12 +16,14 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import anyio
 import httpx
 
+from ..signing import SIGNATURE_HEADER, signature_for
 from .book import Book
 from .wire import UsageHeaderError, parse_usage_header
 
@@ -33,6 +38,7 @@ log = logging.getLogger("zc_middleware.sandbox")
 REASONS = frozenset({"usage_exhausted", "spend_cap_reached", "plan_expired"})
 _USAGE = b"x-zeroclick-usage"
 _REQUEST_ID = b"zc-request-id"
+_SIGNATURE = SIGNATURE_HEADER.encode("latin-1")
 # RFC 9110 7.6.1: meaningful for one connection only, never forwarded.
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
@@ -63,8 +69,18 @@ def _no_cookies() -> httpx.Cookies:
 class Proxy:
     """Forward every request to ``upstream``; one per app, its client closed by the app's lifespan."""
 
-    def __init__(self, *, upstream: str, identity_header: str, default_buyer: str, book: Book) -> None:
+    def __init__(
+        self,
+        *,
+        upstream: str,
+        identity_header: str,
+        default_buyer: str,
+        book: Book,
+        signing: tuple[str, str] | None = None,
+    ) -> None:
         self.upstream = upstream.rstrip("/")
+        #: ``(kid, secret)`` the forwarded requests are signed with, or ``None``
+        self.signing = (signing[0], signing[1].encode("utf-8")) if signing is not None else None
         self.identity = identity_header.lower().encode("latin-1")
         self.default_buyer = default_buyer
         self.book = book
@@ -92,8 +108,8 @@ class Proxy:
         request_id = str(uuid.uuid4())
         path = (scope.get("raw_path") or scope["path"].encode("utf-8")).decode("latin-1")
         entry: dict[str, object] = {"requestId": request_id, "buyer": buyer, "method": scope["method"], "path": path}
-        request = self._request(scope, receive, incoming, buyer, request_id, path)
         try:
+            request = await self._request(scope, receive, incoming, buyer, request_id, path)
             response = await self.client().send(request, stream=True)
         except _ClientGone:
             return
@@ -110,10 +126,10 @@ class Proxy:
         finally:
             await response.aclose()
 
-    def _request(
+    async def _request(
         self, scope: Scope, receive: Receive, incoming: RawHeaders, buyer: str, request_id: str, path: str
     ) -> httpx.Request:
-        drop = _hop_by_hop(incoming) | {b"host", self.identity, _REQUEST_ID, b"x-forwarded-for"}
+        drop = _hop_by_hop(incoming) | {b"host", self.identity, _REQUEST_ID, _SIGNATURE, b"x-forwarded-for"}
         headers = [(k, v) for k, v in incoming if k not in drop]
         headers += [(self.identity, buyer.encode("latin-1")), (_REQUEST_ID, request_id.encode("latin-1"))]
         host = next((v for k, v in incoming if k == b"host"), None)
@@ -126,7 +142,18 @@ class Proxy:
         query = scope.get("query_string", b"").decode("latin-1")
         url = self.upstream + path + ("?" + query if query else "")
         has_body = any(k in (b"content-length", b"transfer-encoding") for k, _ in incoming)
-        return httpx.Request(scope["method"], url, headers=headers, content=_body(receive) if has_body else None)
+        if self.signing is None:
+            return httpx.Request(scope["method"], url, headers=headers, content=_body(receive) if has_body else None)
+        body = b"".join([chunk async for chunk in _body(receive)]) if has_body else b""
+        request = httpx.Request(scope["method"], url, headers=headers, content=body if has_body else None)
+        kid, secret = self.signing
+        t = str(int(time.time()))
+        # the target exactly as httpx sends it, which is what the app reads as raw
+        target = request.url.raw_path.decode("ascii")
+        agent = next((v.decode("latin-1") for k, v in headers if k == b"zc-agent-id"), None)
+        v1 = signature_for(secret, t, request.method, target, body, request_id, agent)
+        request.headers["zc-signature"] = f"t={t},kid={kid},v1={v1},sb=1"
+        return request
 
     def _settle(self, response: httpx.Response, entry: dict[str, object]) -> RawHeaders:
         """Record what the response tells ZeroClick; return the headers the buyer gets."""

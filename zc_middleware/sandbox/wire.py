@@ -32,9 +32,7 @@ __all__ = [
 MAX_EVENTS = 1000
 MAX_KEY_LENGTH = MAX_KEY
 # RFC 3339 ``date-time``: ``T`` (or ``t``) between date and time, and a mandatory ``Z`` or offset.
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
-)
+_RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
 _DIGITS = re.compile(r"[0-9]+")  # both fullmatch: ``$`` accepts a trailing newline
 
 

@@ -26,8 +26,9 @@ from ..gate import Charge, Gate, GateOptions
 from ..policy import succeeded
 from ..pricing import View
 from ..settings import MeterConfig, ZeroClickSettings
+from ..signing import asgi_target
 from ..usage import Usage, bind_counter, unbind_counter
-from .exchange import Exchange, free_send, refuse_websocket, send_deny
+from .exchange import Exchange, free_send, header_map, read_body, refuse_websocket, send_deny
 from .routes import match, named, route_rows, views, websockets
 
 if TYPE_CHECKING:
@@ -119,8 +120,21 @@ class ZeroClickMiddleware:
             return
         # A paid request, written out in one coroutine: this is the per-request cost of the middleware.
         gate = self.gate
+        signatures = gate.signatures
+        if signatures is not None:  # the proxy's signature covers the body: read it once, replay it
+            read = await read_body(receive, signatures.max_body)
+            if read is None:
+                return  # the client left before its body was in: nothing ran, nothing to answer
+            body, receive = read
         exchange = Exchange(Usage(), scope["headers"], receive, send)
-        if self._identity is not None:  # the default identity: one header, read straight from the scope
+        if signatures is not None:  # several headers to read: gathered in one pass
+            header = header_map(exchange.headers)
+            deny = gate.verify(scope["method"], asgi_target(scope), body, header)
+            if deny is not None:
+                await send_deny(send, deny)
+                return
+            buyer = gate.identify(header) if self._identity is None else header(gate.identity_header)  # type: ignore[arg-type]
+        elif self._identity is not None:  # the default identity: one header, read straight from the scope
             buyer = None
             for name, value in exchange.headers:
                 if name == self._identity:
@@ -255,5 +269,3 @@ class ZeroClickMiddleware:
             await send(message)
 
         await self.app(scope, replay, send_after_flush)
-
-

@@ -9,7 +9,7 @@ never edited.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from starlette.types import Message, Receive, Send
 
@@ -17,7 +17,7 @@ from ..decision import Deny
 from ..policy import free_raw_headers, paid_raw_headers, succeeded
 from ..usage import Usage
 
-__all__ = ["Exchange", "free_send", "refuse_websocket", "send_deny"]
+__all__ = ["Exchange", "free_send", "header_map", "read_body", "refuse_websocket", "send_deny"]
 
 
 class Exchange:
@@ -72,6 +72,57 @@ def free_send(send: Send) -> Send:
         await send(message)
 
     return scrubbed
+
+
+def header_map(headers: Iterable[tuple[bytes, bytes]]) -> Callable[[str], str | None]:
+    """:meth:`Exchange.header` for several look-ups: the headers gathered in one pass (a repeated
+    one joined with commas, as there), each look-up then one dict access."""
+    found: dict[bytes, bytes] = {}
+    for name, value in headers:
+        found[name] = found[name] + b"," + value if name in found else value
+
+    def header(name: str) -> str | None:
+        value = found.get(name.encode("latin-1"))
+        return None if value is None else value.decode("latin-1")
+
+    return header
+
+
+async def read_body(receive: Receive, limit: int) -> tuple[bytes | None, Receive] | None:
+    """A paid request's body, read once to verify its signature, and a ``receive`` that hands it to
+    the app unchanged (one ``http.request`` message), then passes on whatever the server sends next.
+    The body is ``None`` when it is larger than ``limit`` (what was read is dropped: the app does not
+    run); ``None`` altogether when the client left before its body was in."""
+    message = await receive()
+    if message["type"] != "http.request":
+        return None
+    body: bytes = message.get("body", b"")
+    if message.get("more_body", False):
+        chunks = [body]
+        size = len(body)
+        while size <= limit:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        message = {"type": "http.request", "body": body, "more_body": False}
+    if len(body) > limit:
+        return None, receive
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return message
+
+    return body, replay
 
 
 async def refuse_websocket(receive: Receive, send: Send) -> None:

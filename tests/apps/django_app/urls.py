@@ -15,6 +15,7 @@ urlpatterns = [
     path("stream", views.stream),
     path("configured", views.configured, name="configured"),
     path("a/b", views.ab, name="ab"),
+    path("echo", views.echo_body),
     path("runs", views.runs),
     path("overuse", views.overuse),
     path("relay", views.relay),

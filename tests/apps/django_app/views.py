@@ -9,12 +9,17 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.utils.decorators import method_decorator
 from django.views import View
 
-from tests.apps.common import CHUNKS, CONTRACT_HEADERS, OWN_HEADERS, RUNS, do_work, free_work, overuse_work, ran
+from tests.apps.common import CHUNKS, CONTRACT_HEADERS, OWN_HEADERS, RUNS, do_work, echo, free_work, overuse_work, ran
 from zc_middleware import metered
 
 
 def buyer(request: HttpRequest) -> str | None:
     return request.headers.get("zc-agent-id")
+
+
+@metered("api-requests")
+def echo_body(request: HttpRequest) -> HttpResponse:
+    return JsonResponse(echo(buyer(request), request.body))
 
 
 def free(request: HttpRequest) -> HttpResponse:
