@@ -21,6 +21,7 @@ from .decision import Allow, Deny, identity_required, ledger_unavailable, paymen
 from .identity import Buyers, HeaderGetter, Identify, header_identity
 from .ledger import Hold, Ledger, Refusal, open_ledger
 from .ledger.base import Unavailable
+from .ledger.outage import Outage
 from .meters import Charge
 from .outbox import Event
 from .pricing import Pricing, View
@@ -89,6 +90,8 @@ class Gate:
         #: then call check()/finish() directly instead of paying for a coroutine per request.
         self.inline = type(self.ledger).areserve is Ledger.areserve and type(self.ledger).aadjust is Ledger.aadjust
         self._tally: Counter[str] = Counter()
+        #: logs an outage of the ledger once when it starts and once when it ends, not per request
+        self._outage = Outage(settings.ledger, settings.on_ledger_error)
         self._buyers = Buyers()
         self._allowed = 0  # the per-request counts are plain ints: cheaper than a Counter's item update
         self._settled = 0
@@ -151,16 +154,18 @@ class Gate:
     def _decide(
         self, buyer: str, charge: Charge, result: Hold | Refusal | Exception, usage: Usage, get_header: HeaderGetter
     ) -> Allow | Deny:
-        if isinstance(result, Hold):
-            hold: Hold | None = result
-        elif isinstance(result, Refusal):
-            return self.deny(payment_required(result, self.settings.extend_url))
-        else:
+        if isinstance(result, Exception):
             self._tally["ledger_errors"] += 1
-            log.error("zc_middleware: ledger unavailable (%s: %s)", type(result).__name__, result)
+            self._outage.failed(result)
             if self.settings.on_ledger_error != "allow":
                 return self.deny(ledger_unavailable())
-            hold = None
+            hold: Hold | None = None
+        else:
+            if self._outage.down:
+                self._outage.ended()
+            if isinstance(result, Refusal):
+                return self.deny(payment_required(result, self.settings.extend_url))
+            hold = result
         self._allowed += 1
         request_id = get_header(self._request_id) if self._request_id is not None else None
         allow = tuple.__new__(Allow, (buyer, charge, hold, request_id))  # Allow(...) without its Python-level __new__
@@ -177,8 +182,8 @@ class Gate:
         if owed.hold is not None:
             try:
                 self.ledger.adjust(owed.hold, owed.used)
-            except Exception:
-                self._ledger_failed(usage)
+            except Exception as exc:
+                self._ledger_failed(usage, exc)
         self._queue(usage, owed)
 
     async def afinish(self, usage: Usage, *, success: bool) -> None:
@@ -191,8 +196,8 @@ class Gate:
         if owed.hold is not None:
             try:
                 await self.ledger.aadjust(owed.hold, owed.used)
-            except Exception:
-                self._ledger_failed(usage)
+            except Exception as exc:
+                self._ledger_failed(usage, exc)
         self._queue(usage, owed)
 
     def _bill(self, usage: Usage, success: bool) -> Bill:
@@ -243,10 +248,11 @@ class Gate:
         self.reporter.notify(new)
         return NOTHING
 
-    def _ledger_failed(self, usage: Usage) -> None:
+    def _ledger_failed(self, usage: Usage, error: Exception) -> None:
         self._tally["ledger_errors"] += 1
         buyer = usage.allow.buyer if usage.allow is not None else "?"
-        log.exception("zc_middleware: could not settle the hold of %s", buyer)
+        log.debug("zc_middleware: could not settle the hold of %s", buyer, exc_info=error)
+        self._outage.failed(error)  # logged once per outage, like a failed check
 
     def _queue(self, usage: Usage, owed: Bill) -> None:
         if not owed.batch or usage.allow is None or self.reporter is None:
@@ -284,4 +290,3 @@ class Gate:
         server that starts anyway never serves a paid route unchecked nor fails a free one."""
         degraded = settings.model_copy(update={"on_ledger_error": "deny", "api_key": None})
         return cls(degraded, ledger=Unavailable(error, settings.ledger, plans=settings.plans), identify=identify)
-
