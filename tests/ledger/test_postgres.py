@@ -93,6 +93,23 @@ def test_a_failing_insert_rolls_the_settle_back_too(ledger: Ledger, outbox: Outb
     assert used(ledger) == 4
 
 
+def test_the_async_pool_commits_both_or_neither(ledger: Ledger, outbox: Outbox, postgres_url: str) -> None:  # noqa: F811
+    async def settle(hold: Hold, key: str) -> int:
+        return await ledger.aadjust_with_events(hold, {"compute-seconds": 4}, outbox, events(key))
+
+    hold, other = ledger.reserve("b", {"compute-seconds": 30}), ledger.reserve("b", {"compute-seconds": 30})
+    assert isinstance(hold, Hold) and isinstance(other, Hold)
+    assert asyncio.run(settle(hold, "a")) == 1
+    assert used(ledger) == 34  # 4 settled, 30 still held
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE zeroclick_outbox ADD CONSTRAINT refuse CHECK (false) NOT VALID")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            asyncio.run(settle(other, "b"))
+        conn.execute("ALTER TABLE zeroclick_outbox DROP CONSTRAINT refuse")
+    assert used(ledger) == 34  # the debit rolled back with the insert
+    assert [r.key for r in outbox.lease("me", 10, 30)] == ["a"]
+
+
 def test_a_sqlite_outbox_does_not_join(ledger: Ledger, tmp_path: object) -> None:
     box = open_outbox(f"sqlite:///{tmp_path}/outbox.db")
     assert not ledger.joins(box)

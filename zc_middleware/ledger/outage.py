@@ -3,9 +3,9 @@
 During an outage every paid request fails its ledger call; logging each would
 flood the log at the request rate just when an operator reads it. The first
 failure is logged as an ERROR with its cause and what requests get meanwhile;
-later failures are only counted (``Gate.stats["ledger_errors"]``) and logged at
-DEBUG; the first call that succeeds again logs a WARNING with how many failed
-and for how long. Each process keeps its own state, so a server with several
+later ones only at DEBUG. Every failure is counted (``ledger_errors`` in the
+Gate's stats). The first call that succeeds again logs a WARNING with how many
+failed and for how long. Each process keeps its own state, so a server with several
 workers logs once per worker.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["Outage"]
@@ -25,9 +26,10 @@ class Outage:
     """The ledger's availability as this process saw it. :attr:`down` is a plain attribute, so the
     request path checks it for free; :meth:`failed` and :meth:`ended` change it under a lock."""
 
-    def __init__(self, url: str, policy: str) -> None:
+    def __init__(self, url: str, policy: str, tally: Counter[str]) -> None:
         self.url = shown(url)
         self.policy = policy
+        self.tally = tally
         #: True from the first failed call until a call succeeds again
         self.down = False
         self._failures = 0
@@ -37,6 +39,7 @@ class Outage:
     def failed(self, error: BaseException) -> None:
         """A ledger call failed with ``error``: logged as an ERROR if the store was answering until now."""
         with self._lock:
+            self.tally["ledger_errors"] += 1
             self._failures += 1
             if self.down:
                 log.debug("zc_middleware: ledger %s still unavailable (%s: %s)", self.url, type(error).__name__, error)
