@@ -69,7 +69,8 @@ end
 
 
 class Load:
-    """One measurement: requests/s and the 99th percentile latency (ms) for ``seconds`` of load."""
+    """One measurement for ``seconds`` of load: requests/s, the 99th percentile latency (ms), and how many
+    answers were not 2xx (a 503 when a store call outlasts ``ledger_timeout`` on an overloaded machine)."""
 
     def __init__(self, tmp: Path, warm: int) -> None:
         self.wrk = shutil.which("wrk")
@@ -82,29 +83,29 @@ class Load:
         if self.warm:
             self.run(base, self.warm)
 
-    def run(self, base: str, seconds: int) -> tuple[float, float]:
+    def run(self, base: str, seconds: int) -> tuple[float, float, int]:
         if self.wrk is None:
             return asyncio.run(python_load(base, seconds))
         argv = [self.wrk, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(self.script)]
         out = subprocess.run([*argv, base + "/paid"], capture_output=True, text=True, check=True).stdout
         errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        if errors:
-            raise RuntimeError(f"{base}: {errors.group(1)} requests failed:\n{out}")
         rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
         p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
         if rate is None or p99 is None:
             raise RuntimeError(f"unexpected wrk output:\n{out}")
         scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)]
-        return float(rate.group(1)), float(p99.group(1)) * scale
+        return float(rate.group(1)), float(p99.group(1)) * scale, int(errors.group(1)) if errors else 0
 
 
-async def python_load(base: str, seconds: float) -> tuple[float, float]:
+async def python_load(base: str, seconds: float) -> tuple[float, float, int]:
     """The stand-in for wrk: ``CONNECTIONS`` keep-alive HTTP/1.1 connections, one request at a time each."""
     host, port = base.removeprefix("http://").split(":")
     latencies: list[float] = []
+    errors = 0
     deadline = time.perf_counter() + seconds
 
     async def connection(number: int) -> None:
+        nonlocal errors
         reader, writer = await asyncio.open_connection(host, int(port))
         serial = 0
         while time.perf_counter() < deadline:
@@ -113,8 +114,7 @@ async def python_load(base: str, seconds: float) -> tuple[float, float]:
             start = time.perf_counter()
             writer.write(f"GET /paid HTTP/1.1\r\nhost: {host}\r\nzc-agent-id: {buyer}\r\n\r\n".encode())
             head = await reader.readuntil(b"\r\n\r\n")
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(f"{base}: {head.splitlines()[0]!r}")
+            errors += not head.startswith(b"HTTP/1.1 2")
             length = re.search(rb"(?i)content-length: (\d+)", head)
             await reader.readexactly(int(length.group(1)) if length else 0)
             latencies.append((time.perf_counter() - start) * 1e3)
@@ -122,7 +122,8 @@ async def python_load(base: str, seconds: float) -> tuple[float, float]:
 
     started = time.perf_counter()
     await asyncio.gather(*(connection(n) for n in range(CONNECTIONS)))
-    return len(latencies) / (time.perf_counter() - started), statistics.quantiles(latencies, n=100)[98]
+    rate = len(latencies) / (time.perf_counter() - started)
+    return rate, statistics.quantiles(latencies, n=100)[98], errors
 
 
 @contextlib.contextmanager
@@ -165,7 +166,7 @@ def served(tmp: Path, variant: str, url: str = "", workers: int = 1) -> Iterator
 
 def compare(tmp: Path, load: Load, urls: dict[str, str], rounds: int, seconds: int) -> None:
     variants = {"bare": "", "slowapi": "", **{f"paid {name}://": url for name, url in urls.items()}}
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in variants}
     with contextlib.ExitStack() as stack:
         bases = {}
         for name, url in variants.items():
@@ -175,14 +176,15 @@ def compare(tmp: Path, load: Load, urls: dict[str, str], rounds: int, seconds: i
         for r in range(rounds):
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 results[name].append(load.run(bases[name], seconds))
-    rate = {name: statistics.median(r for r, _ in values) for name, values in results.items()}
-    p99 = {name: statistics.median(p for _, p in values) for name, values in results.items()}
+    rate = {name: statistics.median(r for r, _, _ in values) for name, values in results.items()}
+    p99 = {name: statistics.median(p for _, p, _ in values) for name, values in results.items()}
+    errors = {name: sum(e for _, _, e in values) for name, values in results.items()}
     print(f"\n{CONNECTIONS} connections, one uvicorn worker, {rounds} rounds x {seconds} s (medians)\n")
-    print(f"{'variant':<22}{'req/s':>9}{'x bare':>9}{'p99 ms':>9}{'+ms':>8}")
+    print(f"{'variant':<22}{'req/s':>9}{'x bare':>9}{'p99 ms':>9}{'+ms':>8}{'non-2xx':>9}")
     for name in variants:
         print(
             f"{name:<22}{rate[name]:>9.0f}{rate[name] / rate['bare']:>9.2f}{p99[name]:>9.2f}"
-            f"{p99[name] - p99['bare']:>+8.2f}"
+            f"{p99[name] - p99['bare']:>+8.2f}{errors[name]:>9}"
         )
 
 
@@ -194,8 +196,9 @@ def scaling(tmp: Path, load: Load, urls: dict[str, str], workers: list[int], sec
         for count in workers:
             with served(tmp, name, url, workers=count) as base:
                 load.warm_up(base)
-                row.append(load.run(base, seconds)[0])
-        print(f"{name:<14}" + "".join(f"{rate:>12.0f}" for rate in row))
+                rate, _, failed = load.run(base, seconds)
+                row.append(f"{rate:.0f}" + (f" ({failed} non-2xx)" if failed else ""))
+        print(f"{name:<14}" + "".join(f"{cell:>12}" for cell in row))
 
 
 def main() -> None:
