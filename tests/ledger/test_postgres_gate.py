@@ -23,6 +23,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from zc_middleware import ZeroClickSettings, metered, open_ledger, record_usage
+from zc_middleware.gate import Gate
 from zc_middleware.starlette import ZeroClickMiddleware
 
 PLANS = {"two": {"default": True, "includes": {"api-requests": {"limit": 2, "reset": "month"}}}}
@@ -89,8 +90,9 @@ def test_an_asgi_settle_with_batch_events_runs_on_the_async_pool(postgres_url: s
         api_base_url="http://127.0.0.1:9",  # nothing listens: the events stay queued
     )
     ledger = open_ledger(postgres_url, plans=plans)
+    gate = Gate(settings, ledger=ledger)
     app = Starlette(routes=[Route("/render", render)])
-    app.add_middleware(ZeroClickMiddleware, settings=settings, ledger=ledger)
+    app.add_middleware(ZeroClickMiddleware, gate=gate)
 
     async def call() -> int:
         transport = httpx.ASGITransport(app=app)
@@ -102,6 +104,7 @@ def test_an_asgi_settle_with_batch_events_runs_on_the_async_pool(postgres_url: s
         assert ledger.database._pool is None  # type: ignore[attr-defined]  # the sync pool was never opened
         assert ledger.balance("batcher").meter("compute-seconds").used == 4
     finally:
+        gate.close_reporter(timeout=0)
         ledger.close()
     with psycopg.connect(postgres_url) as conn:
         rows = conn.execute("SELECT user_id, meter, quantity FROM zeroclick_outbox").fetchall()
