@@ -190,7 +190,7 @@ def compare(tmp: Path, load: Load, urls: dict[str, str], rounds: int, seconds: i
 
 def scaling(tmp: Path, load: Load, urls: dict[str, str], workers: list[int], seconds: int) -> None:
     print(f"\nPaid requests/s by uvicorn worker processes, {CONNECTIONS} connections, {seconds} s each\n")
-    print(f"{'store':<14}" + "".join(f"{f'{w} worker' + ('s' if w > 1 else ''):>12}" for w in workers))
+    print(f"{'store':<14}" + "".join(f"{f'{w} worker' + ('s' if w > 1 else ''):>20}" for w in workers))
     for name, url in {"bare": "", **urls}.items():
         row = []
         for count in workers:
@@ -198,7 +198,7 @@ def scaling(tmp: Path, load: Load, urls: dict[str, str], workers: list[int], sec
                 load.warm_up(base)
                 rate, _, failed = load.run(base, seconds)
                 row.append(f"{rate:.0f}" + (f" ({failed} non-2xx)" if failed else ""))
-        print(f"{name:<14}" + "".join(f"{cell:>12}" for cell in row))
+        print(f"{name:<14}" + "".join(f"{cell:>20}" for cell in row))
 
 
 def main() -> None:
