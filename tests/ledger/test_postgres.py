@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -169,6 +170,45 @@ def test_connections_ended_by_the_server_fail_fast_and_come_back(ledger: Ledger,
         if isinstance(outcomes[-1], Hold):
             break
     assert isinstance(outcomes[-1], Hold), outcomes  # the pool replaced its connections by itself
+
+
+def test_after_connections_are_ended_one_call_fails_and_then_none(postgres_url: str) -> None:  # noqa: F811
+    """A restart or failover ends every connection, the idle ones too: only the call that finds out
+    fails, not one more call per connection that was idle in the pool."""
+    led = open_ledger(postgres_url, plans=CROWD, timeout=CROWD_TIMEOUT)
+    gate = threading.Barrier(4)
+
+    def reserve(_: object = None) -> str:
+        try:
+            return type(led.reserve("b", {"api-requests": 1})).__name__
+        except psycopg.OperationalError as exc:
+            return type(exc).__name__
+
+    def together(_: object) -> str:
+        gate.wait()
+        return reserve()
+
+    async def areserve() -> str:
+        try:
+            return type(await led.areserve("b", {"api-requests": 1})).__name__
+        except psycopg.OperationalError as exc:
+            return type(exc).__name__
+
+    async def crowd_after_an_end() -> list[str]:
+        await asyncio.gather(*(areserve() for _ in range(4)))  # four connections in the async pool
+        terminate(postgres_url)
+        return [await areserve(), *await asyncio.gather(*(areserve() for _ in range(4)))]
+
+    try:
+        with ThreadPoolExecutor(4) as threads:
+            list(threads.map(together, range(4)))  # four connections in the sync pool
+            terminate(postgres_url)
+            sync = [reserve(), *threads.map(together, range(4))]
+        answers = asyncio.run(crowd_after_an_end())
+    finally:
+        led.close()
+    assert sync[0] == answers[0] == "AdminShutdown"
+    assert sync[1:] == answers[1:] == ["Hold"] * 4
 
 
 def test_an_unreachable_server_fails_within_the_timeout_then_recovers(postgres_url: str) -> None:  # noqa: F811
