@@ -83,3 +83,12 @@ def test_bench_outbox_reports_every_measure() -> None:
     ]
     missing = [row for row in rows if not re.search(rf"^  {re.escape(row)}\s+[\d,.]+ ", report, flags=re.MULTILINE)]
     assert missing == [], report
+
+
+@pytest.mark.slow
+def test_bench_load_reports_every_variant_and_the_scaling_table() -> None:
+    report = run("bench_load.py")
+    compared, _, scaled = report.partition("Paid requests/s by uvicorn worker processes")
+    assert missing_rows(compared, ["bare", "slowapi", "paid sqlite://"]) == [], report
+    assert missing_rows(scaled, ["bare", "sqlite"]) == [], report
+    assert "load generator: " in report

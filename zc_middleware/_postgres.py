@@ -24,7 +24,7 @@ import math
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -125,6 +125,8 @@ class _AsyncPool:
                 # a connection the server ended, or left mid-transaction, is dropped: the next call makes another
                 if conn.broken or conn.closed or conn.info.transaction_status != pq.TransactionStatus.IDLE:
                     conn.pgconn.finish()
+                    if conn.broken:  # a restart or failover ended the idle ones too: each would fail a request
+                        self.close()
                 else:
                     self.idle.append(conn)
         finally:
@@ -210,9 +212,20 @@ class Database:
         return self._apool
 
     # -- using ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        pool, conn = self.pool(), None
+        try:
+            with pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError:
+            if conn is not None and conn.broken:  # a restart or failover ended the idle ones too: replaced
+                pool.check()  # now, instead of each failing one more request
+            raise
+
     def run(self, sql: str, params: Params = ()) -> Rows:
         """One statement, committed on its own; returns its rows."""
-        with self.pool().connection() as conn:
+        with self._connection() as conn:
             return _rows(conn.execute(sql, params))
 
     async def arun(self, sql: str, params: Params = ()) -> Rows:
@@ -222,7 +235,7 @@ class Database:
 
     def play(self, flow: Flow[T]) -> T:
         """Run ``flow`` in one transaction (rolled back if it raises)."""
-        with self.pool().connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             return drive(conn, flow)
 
     async def aplay(self, flow: Flow[T]) -> T:
@@ -237,7 +250,7 @@ class Database:
 
     def transaction(self, body: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run ``body`` in one transaction (rolled back if it raises)."""
-        with self.pool().connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             return body(conn)
 
     def close(self) -> None:

@@ -15,15 +15,16 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import TypedDict
+from typing import TypedDict, cast
 
 from .ceilings import Ceilings
 from .decision import Allow, Deny, identity_required, ledger_unavailable, payment_required
 from .identity import Buyers, HeaderGetter, Identify, header_identity
 from .ledger import Hold, Ledger, Refusal, open_ledger
 from .ledger.base import Unavailable
+from .ledger.outage import Outage
 from .meters import Charge
-from .outbox import Event
+from .outbox import Event, Outbox
 from .pricing import Pricing, View
 from .reporter import Reporter, reporter_for
 from .settings import ZeroClickSettings
@@ -93,6 +94,7 @@ class Gate:
         #: then call check()/finish() directly instead of paying for a coroutine per request.
         self.inline = type(self.ledger).areserve is Ledger.areserve and type(self.ledger).aadjust is Ledger.aadjust
         self._tally: Counter[str] = Counter()
+        self._outage = Outage(settings.ledger, settings.on_ledger_error, self._tally)
         self._buyers = Buyers()
         self._allowed = 0  # the per-request counts are plain ints: cheaper than a Counter's item update
         self._settled = 0
@@ -165,16 +167,17 @@ class Gate:
     def _decide(
         self, buyer: str, charge: Charge, result: Hold | Refusal | Exception, usage: Usage, get_header: HeaderGetter
     ) -> Allow | Deny:
-        if isinstance(result, Hold):
-            hold: Hold | None = result
-        elif isinstance(result, Refusal):
-            return self.deny(payment_required(result, self.settings.extend_url))
-        else:
-            self._tally["ledger_errors"] += 1
-            log.error("zc_middleware: ledger unavailable (%s: %s)", type(result).__name__, result)
+        if isinstance(result, Exception):
+            self._outage.failed(result)  # counted in stats, logged once per outage
             if self.settings.on_ledger_error != "allow":
                 return self.deny(ledger_unavailable())
-            hold = None
+            hold: Hold | None = None
+        else:
+            if self._outage.down:
+                self._outage.ended()
+            if isinstance(result, Refusal):
+                return self.deny(payment_required(result, self.settings.extend_url))
+            hold = result
         self._allowed += 1
         request_id = get_header(self._request_id) if self._request_id is not None else None
         allow = tuple.__new__(Allow, (buyer, charge, hold, request_id))  # Allow(...) without its Python-level __new__
@@ -189,11 +192,18 @@ class Gate:
         owed = self._bill(usage, success, extra)
         if owed is NOTHING:
             return
+        if self._joint and owed.hold is not None and owed.batch:
+            try:
+                new: int | Exception = self.ledger.adjust_with_events(*self._joint_args(usage, owed))
+            except Exception as exc:
+                new = exc
+            if self._settled_jointly(usage, new):
+                return
         if owed.hold is not None:
             try:
                 self.ledger.adjust(owed.hold, owed.used)
-            except Exception:
-                self._ledger_failed(usage)
+            except Exception as exc:
+                self._ledger_failed(usage, exc)
         self._queue(usage, owed)
 
     async def afinish(self, usage: Usage, *, success: bool) -> None:
@@ -204,17 +214,23 @@ class Gate:
         owed = self._bill(usage, success, extra)
         if owed is NOTHING:
             return
+        if self._joint and owed.hold is not None and owed.batch:
+            try:  # on the ledger's async pool: an ASGI server's loop never waits on a socket here
+                new: int | Exception = await self.ledger.aadjust_with_events(*self._joint_args(usage, owed))
+            except Exception as exc:
+                new = exc
+            if self._settled_jointly(usage, new):
+                return
         if owed.hold is not None:
             try:
                 await self.ledger.aadjust(owed.hold, owed.used)
-            except Exception:
-                self._ledger_failed(usage)
+            except Exception as exc:
+                self._ledger_failed(usage, exc)
         self._queue(usage, owed)
 
     def _bill(self, usage: Usage, success: bool, extra: Mapping[str, int]) -> Bill:
         """What to write for ``usage`` (see :func:`~zc_middleware.settlement.bill`; ``extra``: what the
-        ledger debited past the holds), counted and logged. When the ledger and the outbox share a
-        transaction, a debit with events is written here."""
+        ledger debited past the holds), counted and logged."""
         if usage.closed or usage.allow is None:  # settled already, or never granted
             return NOTHING
         usage.closed = True
@@ -227,8 +243,6 @@ class Gate:
             self._tally["released"] += 1
         owed = bill(usage, success, self._batch_meters, self.reporter is not None, extra)
         self._log_bill(usage, owed)
-        if self._joint and owed.hold is not None and owed.batch:
-            return self._settle_jointly(usage, owed)
         return owed
 
     def _log_bill(self, usage: Usage, owed: Bill) -> None:
@@ -245,22 +259,22 @@ class Gate:
                     dict(owed.late),
                 )
 
-    def _settle_jointly(self, usage: Usage, owed: Bill) -> Bill:
-        """Debit and queue in one transaction; on failure, fall back to writing them apart."""
+    def _joint_args(self, usage: Usage, owed: Bill) -> tuple[Hold, Mapping[str, int], Outbox, list[Event]]:
+        """A debit and its batch events, for a ledger and outbox that share one transaction."""
         assert self.reporter is not None and usage.allow is not None and owed.hold is not None
-        try:
-            events = events_for(usage.allow, owed.batch)
-            new = self.ledger.adjust_with_events(owed.hold, owed.used, self.reporter.outbox, events)
-        except Exception:
-            log.warning("zc_middleware: settle with batch events failed for %s", usage.allow.buyer, exc_info=True)
-            return owed  # rolled back: debit and queue separately, so nothing is lost
-        self.reporter.notify(new)
-        return NOTHING
+        return owed.hold, owed.used, self.reporter.outbox, events_for(usage.allow, owed.batch)
 
-    def _ledger_failed(self, usage: Usage) -> None:
-        self._tally["ledger_errors"] += 1
-        buyer = usage.allow.buyer if usage.allow is not None else "?"
-        log.exception("zc_middleware: could not settle the hold of %s", buyer)
+    def _settled_jointly(self, usage: Usage, new: int | Exception) -> bool:
+        """Whether debit and events were written together; if not, the caller writes them apart."""
+        if isinstance(new, Exception):
+            log.warning("zc_middleware: joint settle failed for %s", usage.allow and usage.allow.buyer, exc_info=new)
+            return False
+        cast("Reporter", self.reporter).notify(new)  # a ledger joins only the reporter's outbox
+        return True
+
+    def _ledger_failed(self, usage: Usage, error: Exception) -> None:
+        log.debug("zc_middleware: could not settle the hold of %s", usage.allow and usage.allow.buyer, exc_info=error)
+        self._outage.failed(error)  # counted in stats, logged once per outage, like a failed check
 
     def _queue(self, usage: Usage, owed: Bill) -> None:
         if not owed.batch or usage.allow is None or self.reporter is None:

@@ -110,3 +110,13 @@ OWN_HEADERS = {
 CONTRACT_HEADERS = {"X-ZeroClick-Usage": "api-requests=500", "X-ZeroClick-Reason": "usage_exhausted"}
 
 CHUNKS = [b"chunk-0\n", b"chunk-1\n", b"chunk-2\n"]
+
+
+# -- many hosts: a route whose cost varies per request ---------------------------------------------
+#: ``GET /vary?units=k``: ``@metered("compute-seconds", estimate=VARY_ESTIMATE)``; records ``k``, kept
+#: within 1..estimate, so the ledger's total is the sum of the usage headers of the successes
+VARY_ESTIMATE = 10
+
+
+def vary_work(units: str | None) -> None:
+    record_usage("compute-seconds", max(1, min(VARY_ESTIMATE, int(units or 1))))

@@ -122,5 +122,16 @@ def runs() -> dict[str, int]:
     return dict(RUNS)
 
 
+# -- many hosts: a route whose cost varies per request (see tests.apps.common.vary_work) -------------
+from tests.apps.common import VARY_ESTIMATE, vary_work  # noqa: E402
+
+
+@app.get("/vary")
+@metered("compute-seconds", estimate=VARY_ESTIMATE)
+def vary() -> str:
+    vary_work(request.args.get("units"))
+    return "varied"
+
+
 if not BARE:
     ZeroClick(app, settings=settings())

@@ -130,3 +130,16 @@ app = Starlette(
 )
 if not BARE:
     app.add_middleware(ZeroClickMiddleware, settings=settings())
+
+
+# -- many hosts: a route whose cost varies per request (see tests.apps.common.vary_work) -------------
+from tests.apps.common import VARY_ESTIMATE, vary_work  # noqa: E402
+
+
+@metered("compute-seconds", estimate=VARY_ESTIMATE)
+async def vary(request: Request) -> Response:
+    vary_work(request.query_params.get("units"))
+    return PlainTextResponse("varied")
+
+
+app.router.routes.append(Route("/vary", vary))

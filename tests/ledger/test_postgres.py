@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -93,6 +94,23 @@ def test_a_failing_insert_rolls_the_settle_back_too(ledger: Ledger, outbox: Outb
     assert used(ledger) == 4
 
 
+def test_the_async_pool_commits_both_or_neither(ledger: Ledger, outbox: Outbox, postgres_url: str) -> None:  # noqa: F811
+    async def settle(hold: Hold, key: str) -> int:
+        return await ledger.aadjust_with_events(hold, {"compute-seconds": 4}, outbox, events(key))
+
+    hold, other = ledger.reserve("b", {"compute-seconds": 30}), ledger.reserve("b", {"compute-seconds": 30})
+    assert isinstance(hold, Hold) and isinstance(other, Hold)
+    assert asyncio.run(settle(hold, "a")) == 1
+    assert used(ledger) == 34  # 4 settled, 30 still held
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE zeroclick_outbox ADD CONSTRAINT refuse CHECK (false) NOT VALID")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            asyncio.run(settle(other, "b"))
+        conn.execute("ALTER TABLE zeroclick_outbox DROP CONSTRAINT refuse")
+    assert used(ledger) == 34  # the debit rolled back with the insert
+    assert [r.key for r in outbox.lease("me", 10, 30)] == ["a"]
+
+
 def test_a_sqlite_outbox_does_not_join(ledger: Ledger, tmp_path: object) -> None:
     box = open_outbox(f"sqlite:///{tmp_path}/outbox.db")
     assert not ledger.joins(box)
@@ -152,6 +170,45 @@ def test_connections_ended_by_the_server_fail_fast_and_come_back(ledger: Ledger,
         if isinstance(outcomes[-1], Hold):
             break
     assert isinstance(outcomes[-1], Hold), outcomes  # the pool replaced its connections by itself
+
+
+def test_after_connections_are_ended_one_call_fails_and_then_none(postgres_url: str) -> None:  # noqa: F811
+    """A restart or failover ends every connection, the idle ones too: only the call that finds out
+    fails, not one more call per connection that was idle in the pool."""
+    led = open_ledger(postgres_url, plans=CROWD, timeout=CROWD_TIMEOUT)
+    gate = threading.Barrier(4)
+
+    def reserve(_: object = None) -> str:
+        try:
+            return type(led.reserve("b", {"api-requests": 1})).__name__
+        except psycopg.OperationalError as exc:
+            return type(exc).__name__
+
+    def together(_: object) -> str:
+        gate.wait()
+        return reserve()
+
+    async def areserve() -> str:
+        try:
+            return type(await led.areserve("b", {"api-requests": 1})).__name__
+        except psycopg.OperationalError as exc:
+            return type(exc).__name__
+
+    async def crowd_after_an_end() -> list[str]:
+        await asyncio.gather(*(areserve() for _ in range(4)))  # four connections in the async pool
+        terminate(postgres_url)
+        return [await areserve(), *await asyncio.gather(*(areserve() for _ in range(4)))]
+
+    try:
+        with ThreadPoolExecutor(4) as threads:
+            list(threads.map(together, range(4)))  # four connections in the sync pool
+            terminate(postgres_url)
+            sync = [reserve(), *threads.map(together, range(4))]
+        answers = asyncio.run(crowd_after_an_end())
+    finally:
+        led.close()
+    assert sync[0] == answers[0] == "AdminShutdown"
+    assert sync[1:] == answers[1:] == ["Hold"] * 4
 
 
 def test_an_unreachable_server_fails_within_the_timeout_then_recovers(postgres_url: str) -> None:  # noqa: F811

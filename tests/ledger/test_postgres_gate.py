@@ -1,5 +1,6 @@
-"""A Starlette app on a ``postgresql://`` ledger: paid requests are served through the async pool, and
-answered 503 ``ledger_unavailable`` (never a 500) while the server cannot be reached."""
+"""A Starlette app on a ``postgresql://`` ledger: paid requests are served through the async pool, settled
+with their batch events there too, and answered 503 ``ledger_unavailable`` (never a 500) while the
+server cannot be reached."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ pytest.importorskip("psycopg", reason="psycopg not installed: pip install -e '.[
 pytest.importorskip("starlette", reason="starlette not installed")
 
 import httpx
+import psycopg
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from zc_middleware import ZeroClickSettings, metered, open_ledger
+from zc_middleware import ZeroClickSettings, metered, open_ledger, record_usage
+from zc_middleware.gate import Gate
 from zc_middleware.starlette import ZeroClickMiddleware
 
 PLANS = {"two": {"default": True, "includes": {"api-requests": {"limit": 2, "reset": "month"}}}}
@@ -69,3 +72,40 @@ def test_paid_requests_then_402_then_503_while_the_server_is_away(postgres_url: 
     assert [a[:2] for a in answers[3:6]] == [(503, "ledger_unavailable")] * 3
     assert all(seconds < 1.5 for _, _, seconds in answers[3:6])  # the 0.5 s timeout, give or take a busy machine
     assert answers[6][:2] == (200, "")  # connections are made again as soon as the server lets them
+
+
+@metered("compute-seconds", estimate=30)
+async def render(request: Request) -> PlainTextResponse:
+    record_usage("compute-seconds", 4)
+    return PlainTextResponse("rendered")
+
+
+def test_an_asgi_settle_with_batch_events_runs_on_the_async_pool(postgres_url: str) -> None:  # noqa: F811
+    plans = {"day": {"default": True, "includes": {"compute-seconds": {"limit": 100, "reset": "day"}}}}
+    settings = ZeroClickSettings(
+        meters={"compute-seconds": {"channel": "batch"}},
+        plans=plans,
+        ledger=postgres_url,
+        api_key="sk-test",
+        api_base_url="http://127.0.0.1:9",  # nothing listens: the events stay queued
+    )
+    ledger = open_ledger(postgres_url, plans=plans)
+    gate = Gate(settings, ledger=ledger)
+    app = Starlette(routes=[Route("/render", render)])
+    app.add_middleware(ZeroClickMiddleware, gate=gate)
+
+    async def call() -> int:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return (await client.get("/render", headers={"zc-agent-id": "batcher"})).status_code
+
+    try:
+        assert asyncio.run(call()) == 200
+        assert ledger.database._pool is None  # type: ignore[attr-defined]  # the sync pool was never opened
+        assert ledger.balance("batcher").meter("compute-seconds").used == 4
+    finally:
+        gate.close_reporter(timeout=0)
+        ledger.close()
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute("SELECT user_id, meter, quantity FROM zeroclick_outbox").fetchall()
+    assert rows == [("batcher", "compute-seconds", 4)]  # queued in the settle's transaction

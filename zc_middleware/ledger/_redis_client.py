@@ -127,6 +127,18 @@ def open_async(url: str, cluster: bool, timeout: float) -> AsyncClient:
     return cast(AsyncClient, client_class.from_url(url, max_connections=POOL_SIZE, **options))
 
 
+async def forget_idle(client: AsyncClient, exc: BaseException) -> None:
+    """After a connection error, close the pool's idle connections. redis-py's asyncio pool hands out a
+    connection the server has closed (seen with redis-py 8.1 after a restart) without replacing it, so
+    each connection idle through an outage would fail one more request after it; closed here, each is
+    made again when next used. A cluster client replaces its nodes' connections itself."""
+    from redis.exceptions import ConnectionError as Lost
+
+    pool = getattr(client, "connection_pool", None)
+    if isinstance(exc, Lost) and pool is not None:
+        await pool.disconnect(inuse_connections=False)
+
+
 def is_noscript(exc: BaseException) -> bool:
     """Whether ``exc`` says the server does not have the script (``NOSCRIPT``): nothing ran."""
     from redis.exceptions import NoScriptError

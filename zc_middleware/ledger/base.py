@@ -146,6 +146,11 @@ class Ledger(Store, ABC):
         ``outbox`` this ledger :meth:`joins`."""
         raise NotImplementedError(f"{type(self).__name__} cannot settle and queue events in one transaction")
 
+    async def aadjust_with_events(
+        self, hold: Hold, used: Mapping[str, int], outbox: object, events: Sequence[Event]
+    ) -> int:
+        return self.adjust_with_events(hold, used, outbox, events)
+
     # -- administration -----------------------------------------------------
     def assign_plan(
         self,
@@ -190,6 +195,10 @@ class Ledger(Store, ABC):
 
     def close(self) -> None:
         """Release connections; the ledger may not be used afterwards."""
+
+    async def aclose(self) -> None:
+        """:meth:`close` from the event loop its asyncio connections belong to (an ASGI server's shutdown)."""
+        self.close()
 
 
 class Unavailable(Ledger):

@@ -100,11 +100,11 @@ def _rows(rows: Rows) -> dict[str, Row]:
 @runtime_checkable
 class _JoinableOutbox(Protocol):
     """What this ledger needs of an outbox to queue events in its own transaction: the outbox's
-    database (to tell it is the same one) and an insert that runs on a given connection."""
+    database (to tell it is the same one) and its insert as statements (a :data:`Flow`)."""
 
     database: object
 
-    def insert_in(self, conn: Connection, events: Sequence[Event]) -> int: ...
+    def insert_flow(self, events: Sequence[Event]) -> Flow[int]: ...
 
 
 class PostgresLedger(PostgresStore, Ledger):
@@ -228,17 +228,27 @@ class PostgresLedger(PostgresStore, Ledger):
         return self._joined(outbox) is not None
 
     def adjust_with_events(self, hold: Hold, used: Mapping[str, int], outbox: object, events: Sequence[Event]) -> int:
+        return self.database.play(self._joint(hold, used, outbox, events))
+
+    async def aadjust_with_events(
+        self, hold: Hold, used: Mapping[str, int], outbox: object, events: Sequence[Event]
+    ) -> int:
+        """:meth:`adjust_with_events` on the async pool: an ASGI server never waits for it on its loop."""
+        return await self.database.aplay(self._joint(hold, used, outbox, events))
+
+    def _joint(self, hold: Hold, used: Mapping[str, int], outbox: object, events: Sequence[Event]) -> Flow[int]:
+        """The settle's statement, then the outbox's insert: one transaction's statements."""
         joined = self._joined(outbox)
         if joined is None:
             raise ZcError("not_joined", "the outbox does not use this ledger's database")
         statement = self._settle(hold, used)
 
-        def body(conn: Connection) -> int:
+        def flow() -> Flow[int]:
             if statement is not None:
-                conn.execute(*statement)
-            return joined.insert_in(conn, events)
+                yield statement
+            return (yield from joined.insert_flow(events))
 
-        return self.database.transaction(body)
+        return flow()
 
     # -- administration ----------------------------------------------------
     def _account(self, buyer: str) -> Account | None:

@@ -29,7 +29,7 @@ from typing import Any, cast
 from ..errors import ConfigError, ZcError
 from ..periods import period_bounds
 from . import _redis_lua
-from ._redis_client import POOL_SIZE, AsyncClient, SyncClient, Target, is_noscript, open_async, open_sync
+from ._redis_client import POOL_SIZE, AsyncClient, SyncClient, Target, forget_idle, is_noscript, open_async, open_sync
 from .balance import Balance, make_balance
 from .base import Hold, Ledger
 from .rules import Account, Reason, Refusal, Row
@@ -135,6 +135,7 @@ class RedisLedger(Ledger):
                 return cast("list[Any]", await client.evalsha(script.sha, 3, *keys, *args))
             except Exception as exc:
                 if not is_noscript(exc):
+                    await forget_idle(client, exc)
                     raise
                 await client.script_load(script.source)
                 return cast("list[Any]", await client.evalsha(script.sha, 3, *keys, *args))

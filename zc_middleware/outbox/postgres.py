@@ -110,7 +110,12 @@ class PostgresOutbox(PostgresStore, Outbox):
     def insert_in(self, conn: Connection, events: Sequence[Event]) -> int:
         """Add ``events`` inside a transaction another store opened on this database (``conn``): a
         ledger settling a hold. A key already stored keeps its first report; returns how many were new."""
-        return drive(conn, _insert(events, self.clock(), strict=False))
+        return drive(conn, self.insert_flow(events))
+
+    def insert_flow(self, events: Sequence[Event]) -> Flow[int]:
+        """:meth:`insert_in` as statements, for a ledger that plays them in its own transaction, sync
+        or async."""
+        return _insert(events, self.clock(), strict=False)
 
     def lease(self, owner: str, limit: int, ttl: float) -> list[Leased]:
         rows = self.database.run(_LEASE, {"owner": owner, "now": self.clock(), "ttl": ttl, "limit": limit})

@@ -54,6 +54,8 @@ class ZeroClickMiddleware:
         """``settings`` (default: ``ZEROCLICK_*`` variables) and ``ledger=``/``identify=`` build the
         :class:`Gate`; or pass a ``gate`` built already."""
         self.app = app
+        #: a ledger this middleware opens itself is closed at lifespan shutdown; one passed in is the caller's
+        self._owns_ledger = gate is None and options.get("ledger") is None
         #: why the settings or the store could not be used: start-up fails with it (ASGI lifespan)
         self.startup_error: ConfigError | None = None
         #: the answer to every HTTP request when there are no settings to price routes with
@@ -266,6 +268,8 @@ class ZeroClickMiddleware:
                     import anyio.to_thread
 
                     await anyio.to_thread.run_sync(self.gate.close_reporter)
+                if self._owns_ledger:  # its connections and pools, before the loop they belong to ends
+                    await self.gate.ledger.aclose()
             await send(message)
 
         await self.app(scope, replay, send_after_flush)
