@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import TypedDict, cast
+from typing import TypedDict
 
+from .batches import Batches
 from .ceilings import Ceilings
 from .decision import Allow, Deny, identity_required, ledger_unavailable, payment_required
 from .identity import Buyers, HeaderGetter, Identify, header_identity
@@ -24,11 +25,10 @@ from .ledger import Hold, Ledger, Refusal, open_ledger
 from .ledger.base import Unavailable
 from .ledger.outage import Outage
 from .meters import Charge
-from .outbox import Event, Outbox
 from .pricing import Pricing, View
 from .reporter import Reporter, reporter_for
 from .settings import ZeroClickSettings
-from .settlement import NO_EXTRA, NOTHING, Bill, bill, events_for
+from .settlement import NO_EXTRA, NOTHING, Bill, bill
 from .signing import SignatureStep, signature_step
 from .usage import Usage
 
@@ -77,10 +77,7 @@ class Gate:
         )
         #: the batch channel; ``None`` without an API key (then no meter is on the batch channel)
         self.reporter = reporter if reporter is not None else (reporter_for(settings) if settings.api_key else None)
-        outbox = self.reporter.outbox if self.reporter is not None else None
         self._leases = self.ledger.leases
-        #: the ledger commits a request's debit and its batch events in one transaction
-        self._joint = outbox is not None and self.ledger.joins(outbox)
         if self.reporter is not None:
             self.reporter.start()  # resume what a previous run left in the outbox
         self.identify = identify or header_identity(settings.identity_header)
@@ -96,6 +93,7 @@ class Gate:
         self._tally: Counter[str] = Counter()
         self._outage = Outage(settings.ledger, settings.on_ledger_error, self._tally)
         self._buyers = Buyers()
+        self._batches = Batches(self.ledger, self.reporter, self._tally)
         self._allowed = 0  # the per-request counts are plain ints: cheaper than a Counter's item update
         self._settled = 0
         self._ceilings = Ceilings(
@@ -192,19 +190,14 @@ class Gate:
         owed = self._bill(usage, success, extra)
         if owed is NOTHING:
             return
-        if self._joint and owed.hold is not None and owed.batch:
-            try:
-                new: int | Exception = self.ledger.adjust_with_events(*self._joint_args(usage, owed))
-            except Exception as exc:
-                new = exc
-            if self._settled_jointly(usage, new):
-                return
+        if owed.hold is not None and owed.batch and self._batches.joint and self._batches.settle_jointly(usage, owed):
+            return
         if owed.hold is not None:
             try:
                 self.ledger.adjust(owed.hold, owed.used)
             except Exception as exc:
                 self._ledger_failed(usage, exc)
-        self._queue(usage, owed)
+        self._batches.queue(usage, owed)
 
     async def afinish(self, usage: Usage, *, success: bool) -> None:
         if self.inline:  # embedded ledgers: the sync path
@@ -214,19 +207,19 @@ class Gate:
         owed = self._bill(usage, success, extra)
         if owed is NOTHING:
             return
-        if self._joint and owed.hold is not None and owed.batch:
-            try:  # on the ledger's async pool: an ASGI server's loop never waits on a socket here
-                new: int | Exception = await self.ledger.aadjust_with_events(*self._joint_args(usage, owed))
-            except Exception as exc:
-                new = exc
-            if self._settled_jointly(usage, new):
-                return
+        if (
+            owed.hold is not None
+            and owed.batch
+            and self._batches.joint
+            and await self._batches.asettle_jointly(usage, owed)
+        ):
+            return
         if owed.hold is not None:
             try:
                 await self.ledger.aadjust(owed.hold, owed.used)
             except Exception as exc:
                 self._ledger_failed(usage, exc)
-        self._queue(usage, owed)
+        self._batches.queue(usage, owed)
 
     def _bill(self, usage: Usage, success: bool, extra: Mapping[str, int]) -> Bill:
         """What to write for ``usage`` (see :func:`~zc_middleware.settlement.bill`; ``extra``: what the
@@ -259,37 +252,9 @@ class Gate:
                     dict(owed.late),
                 )
 
-    def _joint_args(self, usage: Usage, owed: Bill) -> tuple[Hold, Mapping[str, int], Outbox, list[Event]]:
-        """A debit and its batch events, for a ledger and outbox that share one transaction."""
-        assert self.reporter is not None and usage.allow is not None and owed.hold is not None
-        return owed.hold, owed.used, self.reporter.outbox, events_for(usage.allow, owed.batch)
-
-    def _settled_jointly(self, usage: Usage, new: int | Exception) -> bool:
-        """Whether debit and events were written together; if not, the caller writes them apart."""
-        if isinstance(new, Exception):
-            log.warning("zc_middleware: joint settle failed for %s", usage.allow and usage.allow.buyer, exc_info=new)
-            return False
-        cast("Reporter", self.reporter).notify(new)  # a ledger joins only the reporter's outbox
-        return True
-
     def _ledger_failed(self, usage: Usage, error: Exception) -> None:
         log.debug("zc_middleware: could not settle the hold of %s", usage.allow and usage.allow.buyer, exc_info=error)
         self._outage.failed(error)  # counted in stats, logged once per outage, like a failed check
-
-    def _queue(self, usage: Usage, owed: Bill) -> None:
-        if not owed.batch or usage.allow is None or self.reporter is None:
-            return
-        events: list[Event] = []
-        try:
-            events = events_for(usage.allow, owed.batch)
-            self.reporter.enqueue(events, strict=False)
-        except Exception:
-            self._tally["outbox_errors"] += 1
-            log.exception(
-                "zc_middleware: could not queue usage of %s; the events were: %s",
-                usage.allow.buyer,
-                [e.body for e in events],
-            )
 
     def close_reporter(self, timeout: float | None = None) -> bool:
         """Deliver pending usage within ``timeout`` (default ``shutdown_timeout``) and stop the sender."""

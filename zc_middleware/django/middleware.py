@@ -24,9 +24,8 @@ from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
-from .._cache import remember
 from ..decision import Allow, Deny
-from ..environ import buyer_key, buyer_of, header_getter
+from ..environ import buyer_of, header_getter
 from ..errors import ConfigError
 from ..gate import Charge, Gate
 from ..identity import HeaderGetter
@@ -35,7 +34,7 @@ from ..usage import Usage, bind_counter, unbind_counter
 from . import conf
 from .checks import check_middleware
 from .conf import get_gate
-from .routing import endpoints, route_name, view_for
+from .routing import Routing, endpoints, route_name
 from .signed import verify
 from .streaming import settle_at_close
 
@@ -43,7 +42,6 @@ __all__ = ["ZeroClickMiddleware"]
 
 _STATE = "_zeroclick"
 GetResponse = Callable[[HttpRequest], Any]
-RouteKey = tuple[object, str | None, str | None, str | None]
 CheckArgs = tuple["str | None", HeaderGetter, Charge, Usage]
 
 
@@ -61,43 +59,6 @@ class _Request:
     def bind(self, request: HttpRequest) -> Token[Usage | None]:
         setattr(request, _STATE, self)
         return bind_counter(self.usage)
-
-
-class _Routing:
-    """What one Gate prices each resolved view at, and where its buyer header sits in ``META``."""
-
-    __slots__ = ("by_view", "charges", "gate", "meta_key")
-
-    def __init__(self, gate: Gate) -> None:
-        self.gate = gate
-        self.charges: dict[RouteKey, Charge | None] = {}
-        #: function views' prices, when settings ``ROUTES`` is empty and so the view alone decides
-        self.by_view: dict[object, Charge | None] = {}
-        #: ``HTTP_ZC_AGENT_ID`` for the default identity; ``None`` with a custom ``identify``
-        self.meta_key = buyer_key(gate)
-
-    def charge(self, request: HttpRequest, view_func: object) -> Charge | None:
-        """What ``view_func`` costs for this request (:attr:`by_view` is looked up first, inline)."""
-        match = request.resolver_match
-        method = request.method
-        url_name, view_name = (match.url_name, match.view_name) if match is not None else (None, None)
-        key = (view_func, method, url_name, view_name)
-        try:
-            return self.charges[key]
-        except KeyError:
-            pass
-        except TypeError:  # an unhashable view: priced on every request
-            return self._price(view_func, method, url_name, view_name)
-        charge = remember(self.charges, key, self._price(view_func, method, url_name, view_name))
-        if not self.gate.settings.routes and getattr(view_func, "view_class", None) is None:
-            remember(self.by_view, view_func, charge)  # neither the method nor the URL name changes its price
-        return charge
-
-    def _price(
-        self, view_func: object, method: str | None, url_name: str | None, view_name: str | None
-    ) -> Charge | None:
-        route = route_name(self.gate.settings.routes, url_name, view_name)
-        return self.gate.charge_for(view_for(view_func, method), route)
 
 
 class ZeroClickMiddleware:
@@ -118,7 +79,7 @@ class ZeroClickMiddleware:
         problem = next((m for m in check_middleware() if m.is_serious()), None)
         if problem is not None:  # E003, E004: a paid request would be debited twice, or served from a cache
             raise ImproperlyConfigured(f"zc_middleware: {problem.msg}")
-        self._routing = _Routing(_validate_urlconf())
+        self._routing = Routing(_validate_urlconf())
 
     # -- the request around the view: the twins share every step ------------------------
     def __call__(self, request: HttpRequest) -> Any:
@@ -157,7 +118,7 @@ class ZeroClickMiddleware:
         gate = state.gate
         routing = self._routing
         if routing.gate is not gate:  # ZEROCLICK changed (tests): price with the request's own Gate
-            routing = self._routing = _Routing(gate)
+            routing = self._routing = Routing(gate)
         try:
             charge = routing.by_view[view_func]
         except (KeyError, TypeError):

@@ -22,12 +22,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from django.http import HttpRequest
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.views import View
 
+from .._cache import remember
+from ..environ import buyer_key
+from ..gate import Charge, Gate
 from ..meters import handler_marks, metered_specs
 
-__all__ = ["Endpoint", "endpoints", "route_name", "view_for"]
+__all__ = ["Endpoint", "Routing", "endpoints", "route_name", "view_for"]
 
 
 def view_for(view_func: object, method: str | None) -> object:
@@ -89,3 +93,43 @@ def _walk(patterns: Iterable[object], prefix: str, namespace: str | None) -> Ite
             name = pattern.name
             view_name = f"{namespace}:{name}" if namespace and name else name
             yield Endpoint(prefix + str(pattern.pattern), name, view_name, pattern.callback)
+
+
+RouteKey = tuple[object, str | None, str | None, str | None]
+
+
+class Routing:
+    """What one Gate prices each resolved view at, and where its buyer header sits in ``META``."""
+
+    __slots__ = ("by_view", "charges", "gate", "meta_key")
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self.charges: dict[RouteKey, Charge | None] = {}
+        #: function views' prices, when settings ``ROUTES`` is empty and so the view alone decides
+        self.by_view: dict[object, Charge | None] = {}
+        #: ``HTTP_ZC_AGENT_ID`` for the default identity; ``None`` with a custom ``identify``
+        self.meta_key = buyer_key(gate)
+
+    def charge(self, request: HttpRequest, view_func: object) -> Charge | None:
+        """What ``view_func`` costs for this request (:attr:`by_view` is looked up first, inline)."""
+        match = request.resolver_match
+        method = request.method
+        url_name, view_name = (match.url_name, match.view_name) if match is not None else (None, None)
+        key = (view_func, method, url_name, view_name)
+        try:
+            return self.charges[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable view: priced on every request
+            return self._price(view_func, method, url_name, view_name)
+        charge = remember(self.charges, key, self._price(view_func, method, url_name, view_name))
+        if not self.gate.settings.routes and getattr(view_func, "view_class", None) is None:
+            remember(self.by_view, view_func, charge)  # neither the method nor the URL name changes its price
+        return charge
+
+    def _price(
+        self, view_func: object, method: str | None, url_name: str | None, view_name: str | None
+    ) -> Charge | None:
+        route = route_name(self.gate.settings.routes, url_name, view_name)
+        return self.gate.charge_for(view_for(view_func, method), route)

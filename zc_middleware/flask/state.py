@@ -229,7 +229,7 @@ class State:
                 body = read_body(environ, gate.signatures.max_body)
                 denied = gate.verify(environ["REQUEST_METHOD"], wsgi_target(environ), body, get_header)
                 if denied is not None:
-                    exchange.refused = True
+                    exchange.refused = denied
                     return self._respond(denied)
             usage = Usage()
             decision = gate.check_buyer(buyer_of(gate, environ, buyer_header), get_header, charge, usage)
