@@ -66,7 +66,9 @@ REASONS = (
     "unknown_kid",
     "invalid_signature",
 )
-_HEX64 = re.compile("[0-9a-f]{64}").fullmatch
+_HEX = "0123456789abcdef"
+#: ``t=<digits>,kid=<id>,v1=<hex>`` exactly as the proxy writes it (the general parse accepts more)
+_PROXY_ORDER = re.compile(r"t=([0-9]{1,20}),kid=([^\s,=]+),v1=([0-9a-f]{64})").fullmatch
 _EMPTY = hashlib.sha256(b"").hexdigest()
 _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))
@@ -89,13 +91,11 @@ def check_kids(secrets: dict[str, Any]) -> dict[str, Any]:
 
 def parse_signature(value: str) -> tuple[str, str, str] | None:
     """``(t, kid, v1)`` of a ``zc-signature`` value, or ``None`` when it is malformed."""
+    proxy = _PROXY_ORDER(value)
+    if proxy is not None:  # the proxy's own order and spelling, with nothing else: one C call
+        return proxy.group(1, 2, 3)  # type: ignore[return-value]
     entries = value.split(",")
-    if len(entries) == 3:  # the proxy's own order, with nothing else: no dict needed
-        first, second, third = entries
-        if first[:2] == "t=" and second[:4] == "kid=" and third[:3] == "v1=":
-            t, kid, v1 = first[2:].strip(), second[4:].strip(), third[3:].strip()
-            return (t, kid, v1) if t.isdecimal() and len(t) <= 20 and kid and _HEX64(v1) else None
-    elif len(entries) < 3:
+    if len(entries) < 3:
         return None
     members: dict[str, str] = {}
     for entry in entries:
@@ -112,9 +112,14 @@ def parse_signature(value: str) -> tuple[str, str, str] | None:
 
 def _valid(t: str, kid: str, v1: str) -> tuple[str, str, str] | None:
     # isdecimal() is the \d the SDK matches with; 20 digits at most keeps int() bounded
-    if not t.isdecimal() or len(t) > 20 or not kid or not _HEX64(v1):
+    if not t.isdecimal() or len(t) > 20 or not kid or not _hex64(v1):
         return None
     return t, kid, v1
+
+
+def _hex64(value: str) -> bool:
+    """64 lower-case hex digits (``str.strip`` with a set of characters runs in C: faster than a regex)."""
+    return len(value) == 64 and not value.strip(_HEX)
 
 
 def canonical(t: str, method: str, target: str, body: bytes, request_id: str, agent: str | None) -> bytes:

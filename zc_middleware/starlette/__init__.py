@@ -28,7 +28,7 @@ from ..pricing import View
 from ..settings import MeterConfig, ZeroClickSettings
 from ..signing import asgi_target
 from ..usage import Usage, bind_counter, unbind_counter
-from .exchange import Exchange, free_send, header_map, read_body, refuse_websocket, send_deny
+from .exchange import Exchange, free_send, read_body, refuse_websocket, send_deny, zc_headers
 from .routes import match, named, route_rows, views, websockets
 
 if TYPE_CHECKING:
@@ -129,13 +129,17 @@ class ZeroClickMiddleware:
                 return  # the client left before its body was in: nothing ran, nothing to answer
             body, receive = read
         exchange = Exchange(Usage(), scope["headers"], receive, send)
-        if signatures is not None:  # several headers to read: gathered in one pass
-            header = header_map(exchange.headers)
-            deny = gate.verify(scope["method"], asgi_target(scope), body, header)
+        if signatures is not None:  # the proxy's headers, gathered in one pass
+            signed = zc_headers(exchange.headers).get
+            deny = gate.verify(scope["method"], asgi_target(scope), body, signed)
             if deny is not None:
                 await send_deny(send, deny)
                 return
-            buyer = gate.identify(header) if self._identity is None else header(gate.identity_header)  # type: ignore[arg-type]
+            identity = gate.identity_header
+            if identity is None:
+                buyer = gate.identify(exchange.header)
+            else:  # zc-agent-id (the default) is among the headers just gathered
+                buyer = signed(identity) if identity.startswith("zc-") else exchange.header(identity)
         elif self._identity is not None:  # the default identity: one header, read straight from the scope
             buyer = None
             for name, value in exchange.headers:
