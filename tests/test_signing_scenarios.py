@@ -135,6 +135,7 @@ def test_a_bad_signature_is_refused_before_anything_runs(signed: Served, reason:
     assert response.json()["error"] == "invalid_zeroclick_signature"
     assert response.json()["reason"] == reason
     assert response.headers["cache-control"] == "no-store"
+    assert "x-zeroclick-reason" not in response.headers  # the proxy would read it as the plan's refusal
     assert "x-zeroclick-usage" not in response.headers
     for who in (buyer, "someone-else"):
         assert runs(signed, who, "echo") == 0
@@ -157,6 +158,7 @@ def test_a_body_over_the_limit_is_413_and_nothing_runs(signed: Served) -> None:
     assert response.status_code == 413, response.text
     assert response.json()["error"] == "body_too_large"
     assert response.headers["cache-control"] == "no-store"
+    assert "x-zeroclick-reason" not in response.headers  # the proxy would read it as the plan's refusal
     assert runs(signed, buyer, "echo") == 0
     assert signed.ledger.balance(buyer).meter("api-requests").used == 0
 

@@ -54,6 +54,7 @@ class Deny:
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
+    #: the ``X-ZeroClick-Reason`` it carries (the contract's 402 only: the proxy reads it as the plan's refusal)
     reason: str | None = None
     meter: str | None = None
 
@@ -109,7 +110,6 @@ def invalid_signature(reason: str) -> Deny:
             "reason": reason,
             "message": "This route is paid: the request must come through ZeroClick, signed (zc-signature).",
         },
-        reason=reason,
     )
 
 
@@ -122,7 +122,6 @@ def body_too_large(limit: int) -> Deny:
             "limit": limit,
             "message": f"This route is paid: a signed request's body may carry at most {limit} bytes.",
         },
-        reason="body_too_large",
     )
 
 
