@@ -79,7 +79,8 @@ class MeterSpec:
 
     ``hold`` units must be covered before the handler runs; ``base`` units are
     billed on success even if the handler records nothing (``quantity``), and
-    whatever the handler records with :func:`record_usage` is added to it.
+    whatever the handler records with :func:`record_usage` is added to it, up to
+    ``hold``: the hold is a ceiling (see :mod:`zc_middleware.ceilings`).
     """
 
     meter: str
