@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest
+from django.http import HttpRequest, UnreadablePostError
+from django.http.request import RawPostDataException
 
 from ..decision import Deny
 from ..environ import header_getter
@@ -41,6 +42,8 @@ def _body(request: HttpRequest, limit: int) -> bytes | None:
         body = request.body
     except RequestDataTooBig:  # past DATA_UPLOAD_MAX_MEMORY_SIZE
         return None
-    except Exception:  # RawPostDataException: the stream was parsed already
+    except RawPostDataException:  # the stream was parsed already (see above)
+        return b""
+    except UnreadablePostError:  # the client left mid-body: refused (401), with no one left to read it
         return b""
     return body if len(body) <= limit else None
