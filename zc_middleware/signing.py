@@ -240,7 +240,7 @@ def asgi_target(scope: Mapping[str, Any]) -> str:
     if raw:
         path = bytes(raw).decode("latin-1").partition("?")[0]  # a server that left the query in it
     else:
-        path = _quoted(scope.get("path", ""))
+        path = quote(str(scope.get("path", "")).encode("utf-8", "surrogatepass"), safe=_SAFE)  # ASGI decodes UTF-8
     query = scope.get("query_string") or b""
     return f"{path}?{bytes(query).decode('latin-1')}" if query else path
 
@@ -276,7 +276,7 @@ def _revealed(secret: Any) -> str:
 
 def _quoted(path: str) -> str:
     try:
-        raw = path.encode("latin-1")  # what PEP 3333 and ASGI servers decoded the bytes with
+        raw = path.encode("latin-1")  # what PEP 3333 decoded the bytes with
     except UnicodeEncodeError:
         raw = path.encode("utf-8", "surrogatepass")
     return quote(raw, safe=_SAFE)
