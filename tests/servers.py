@@ -23,19 +23,26 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(argv: list[str], *, env: dict[str, str] | None = None, ready_path: str = "/free") -> Iterator[str]:
-    """Run ``argv`` (``{port}`` is replaced) until the server answers ``ready_path``; yield its base URL."""
+def serve(
+    argv: list[str], *, env: dict[str, str] | None = None, ready_path: str = "/free", output: Path | None = None
+) -> Iterator[str]:
+    """Run ``argv`` (``{port}`` is replaced) until the server answers ``ready_path``; yield its base URL.
+    ``output``: a file that gets what the server writes (stdout and stderr), for the test to read."""
     port = free_port()
     cmd = [part.replace("{port}", str(port)) for part in argv]
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    log = open(os.devnull, "wb") if os.environ.get("ZC_TEST_QUIET") else None
+    if output is not None:
+        log = output.open("wb")
+    else:
+        log = open(os.devnull, "wb") if os.environ.get("ZC_TEST_QUIET") else None
     proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT if log else None)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}: {' '.join(cmd)}")
+                said = output.read_text(errors="replace") if output is not None else ""
+                raise RuntimeError(f"server exited with {proc.returncode}: {' '.join(cmd)}\n{said}")
             try:
                 if httpx.get(base + ready_path, timeout=1).status_code < 500:
                     break
