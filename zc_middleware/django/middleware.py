@@ -29,7 +29,7 @@ from ..environ import buyer_of, header_getter
 from ..errors import ConfigError
 from ..gate import Charge, Gate
 from ..identity import HeaderGetter
-from ..policy import HeaderMap, apply_free, apply_paid, apply_refused, succeeded
+from ..policy import CONTRACT, HeaderMap, apply_free, apply_paid, apply_refused, succeeded
 from ..usage import Usage, bind_counter, unbind_counter
 from . import conf
 from .checks import check_middleware
@@ -223,7 +223,9 @@ def _outcome(state: _Request, request: HttpRequest, response: HttpResponseBase |
             if state.refused is not None:  # middleware below ours may have changed the Gate's answer
                 apply_refused(_headers(response), state.refused.reason)
             else:  # free: the contract's headers the app set never go out
-                apply_free(_headers(response))
+                store = getattr(response.headers, "_store", None)
+                if store.__class__ is not dict or not CONTRACT.isdisjoint(store):  # dict: one look, in C
+                    apply_free(_headers(response))
         return None
     if response is None:
         return False
