@@ -42,7 +42,7 @@ class MemoryOutbox(Outbox):
         self._by_key: dict[str, _Row] = {}
         self._pending: dict[int, _Row] = {}  # insertion (= id) order
         self._next_id = 1
-        self._conflicts: list[Event] = []
+        self._conflicts = 0  # counted only: the durable outboxes keep them, this one lives with the process
 
     def add(self, events: Sequence[Event], *, strict: bool = True) -> int:
         now = self.clock()
@@ -60,7 +60,7 @@ class MemoryOutbox(Outbox):
                     refused.append((event, seen.body))
             for event, stored in refused:
                 log_conflict(event, stored)
-                self._conflicts.append(event)
+                self._conflicts += 1
             for event in fresh.values():
                 row = _Row(self._next_id, event, now)
                 self._next_id += 1
@@ -127,7 +127,7 @@ class MemoryOutbox(Outbox):
             dead_letters=tuple(DeadLetter(r.event.key, r.reason or "", r.done_at, r.event.body) for r in dead)[
                 :dead_limit
             ],
-            conflicts=len(self._conflicts),
+            conflicts=self._conflicts,
         )
 
     def retry_dead(self) -> int:
