@@ -58,12 +58,29 @@ RUNS: collections.Counter[str] = collections.Counter()
 _lock = threading.Lock()
 
 
+#: with ``ZC_TEST_BATCH_API=<url>`` (and ``ZC_TEST_API_KEY``) the apps report ``compute-seconds`` on the
+#: batch channel, to that stand-in for ZeroClick's batch API
+BATCH_API = os.environ.get("ZC_TEST_BATCH_API")
+
+
+def meters() -> dict[str, dict[str, str]]:
+    return {"api-requests": {}, "compute-seconds": {"channel": "batch"} if BATCH_API else {}, "cpu-seconds": {}}
+
+
+def batch_settings() -> dict[str, object]:
+    """The settings that turn the batch channel on (none without :data:`BATCH_API`)."""
+    if not BATCH_API:
+        return {}
+    return {"api_key": os.environ["ZC_TEST_API_KEY"], "api_base_url": BATCH_API, "flush_interval": 0.05}
+
+
 def settings() -> ZeroClickSettings:
     return ZeroClickSettings(
         service_slug="acme-search",
-        meters={"api-requests": {}, "compute-seconds": {}, "cpu-seconds": {}},
+        meters=meters(),
         plans=SCENARIO_PLANS,
         routes={"configured": {"api-requests": 2}, "ab": {"api-requests": 1}},
+        **batch_settings(),  # type: ignore[arg-type]
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from tests.apps.common import BARE, SCENARIO_PLANS
+from tests.apps.common import BARE, SCENARIO_PLANS, batch_settings, meters
 
 SECRET_KEY = "scenario-only"
 DEBUG = False
@@ -17,8 +17,9 @@ USE_TZ = True
 
 ZEROCLICK = {
     "SERVICE_SLUG": "acme-search",
-    "METERS": {"api-requests": {}, "compute-seconds": {}, "cpu-seconds": {}},
+    "METERS": meters(),
     "PLANS": SCENARIO_PLANS,
     "ROUTES": {"configured": {"api-requests": 2}, "ab": {"api-requests": 1}},
     "LEDGER": os.environ.get("ZEROCLICK_LEDGER", "sqlite:///zeroclick.db"),
+    **{name.upper(): value for name, value in batch_settings().items()},
 }

@@ -1,0 +1,57 @@
+"""The batch channel on all six adapters under real servers: ``compute-seconds`` goes to a stand-in for
+ZeroClick's batch API as events keyed ``{buyer}:{request id}:{meter}``, so buyers who reuse a request
+id are each billed, once."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.reporter.helpers import KEY, BatchAPI, batch_api
+from tests.servers import ADAPTERS, serve
+
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def api_server() -> Iterator[BatchAPI]:
+    with batch_api() as api:
+        yield api
+
+
+@pytest.fixture(scope="module", params=sorted(ADAPTERS))
+def batched(
+    request: pytest.FixtureRequest, api_server: BatchAPI, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """``(adapter, base URL)``: the scenario app with ``compute-seconds`` on the batch channel."""
+    name = request.param
+    modules, argv = ADAPTERS[name]
+    if any(importlib.util.find_spec(m) is None for m in modules):
+        pytest.skip(f"{name} not installed")
+    db: Path = tmp_path_factory.mktemp(f"batch-{name}") / "ledger.db"
+    env = {"ZEROCLICK_LEDGER": f"sqlite:///{db}", "ZC_TEST_BATCH_API": api_server.base, "ZC_TEST_API_KEY": KEY}
+    with serve(argv, env=env) as base:
+        yield name, base
+
+
+def test_buyers_reusing_a_request_id_are_each_billed_once(batched: tuple[str, str], api_server: BatchAPI) -> None:
+    name, base = batched
+    api_server.configure()
+    run = next(_ids)
+    buyers = [f"{name}-a-{run}", f"{name}-b-{run}"]
+    for buyer in buyers:
+        for _ in range(2):  # the same request id twice for the same buyer: one event, one bill
+            headers = {"zc-agent-id": buyer, "zc-request-id": f"req-{run}"}
+            response = httpx.post(base + "/render", headers=headers, timeout=10)
+            assert response.status_code == 200, response.text
+            assert "x-zeroclick-usage" not in response.headers  # compute-seconds leaves by the batch channel
+    keys = api_server.wait_for(2)
+    assert set(keys) == {f"{buyer}:req-{run}:compute-seconds" for buyer in buyers}
+    assert {k: (v[0]["userId"], v[0]["quantity"]) for k, v in keys.items()} == {
+        f"{buyer}:req-{run}:compute-seconds": (buyer, 4) for buyer in buyers
+    }
