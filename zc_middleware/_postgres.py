@@ -42,6 +42,9 @@ except ImportError:  # pragma: no cover - exercised in a subprocess
 
 __all__ = ["Connection", "Database", "Flow", "PostgresStore", "Rows", "drive", "masked"]
 
+#: the advisory lock that serializes creating the ``zeroclick_`` tables ("ZC", then "schema")
+_SCHEMA_LOCK = 0x5A43_0000_5C4E
+
 T = TypeVar("T")
 Rows = list[tuple[Any, ...]]
 #: a connection as the drivers see it; they import psycopg only through this module and its install hint
@@ -171,6 +174,9 @@ class Database:
         does not answer, or a user without the rights, stops the app with a :class:`ConfigError`."""
         try:
             with psycopg.connect(self.conninfo, autocommit=True) as conn, conn.transaction():
+                # Workers start together on a first deploy: CREATE TABLE IF NOT EXISTS run at once in two
+                # sessions can still fail in one (a unique violation in the catalogue), so they take turns.
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 prepare(conn)
         except psycopg.errors.InsufficientPrivilege as exc:
             user = self.identity[3] or "this user"

@@ -305,3 +305,17 @@ def test_hosts_sharing_the_database_grant_exactly_the_limit_between_them(postgre
     ]
     granted = [int(host.communicate(timeout=60)[0]) for host in hosts]
     assert sum(granted) == 50, granted
+
+
+def test_workers_starting_together_on_an_empty_database_all_start(postgres_url: str) -> None:  # noqa: F811
+    """Every worker of a server creates the tables if they are missing, all at the same moment on the
+    first deploy: ``CREATE TABLE IF NOT EXISTS`` run at once in two sessions can fail in one of them."""
+    barrier = threading.Barrier(8)
+
+    def start(_: int) -> None:
+        barrier.wait()
+        open_ledger(postgres_url, plans=PLANS).close()
+        open_outbox(postgres_url).close()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(start, range(8)))  # re-raises the first ConfigError of a worker that failed to start
