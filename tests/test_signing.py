@@ -146,6 +146,19 @@ def test_without_secrets_start_up_warns_once(monkeypatch: pytest.MonkeyPatch, ca
     assert all(gate.signatures is None for gate in gates)
 
 
+def test_checks_and_commands_do_not_warn_about_serving(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``manage.py check`` and ``zc-middleware routes`` price routes with a Gate that serves nothing."""
+    monkeypatch.setattr(signing, "_warned", False)
+    config = ZeroClickSettings(meters={"api-requests": {}}, ledger="memory://")
+    with caplog.at_level(logging.WARNING, logger="zc_middleware"):
+        Gate.pricing_only(config)
+        assert not [r for r in caplog.records if "signing_secrets" in r.getMessage()]
+        Gate(config)  # the app's own Gate still warns, once
+    assert len([r for r in caplog.records if "signing_secrets" in r.getMessage()]) == 1
+
+
 def test_signing_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZEROCLICK_SIGNING_SECRETS", '{"k1": "first-s3cret", "k2": "second-s3cret"}')
     monkeypatch.setenv("ZEROCLICK_SIGNATURE_TOLERANCE", "60")

@@ -60,7 +60,10 @@ class Gate:
         ledger: Ledger | None = None,
         identify: Identify | None = None,
         reporter: Reporter | None = None,
+        serving: bool = True,
     ) -> None:
+        """``serving=False``: a Gate that only prices routes (checks, commands), which says nothing at
+        start-up about the requests it would serve."""
         self.settings = settings
         self.pricing = pricing = Pricing(settings)
         #: what a view costs (:meth:`Pricing.charge_for`), and the start-up checks of the views
@@ -82,7 +85,7 @@ class Gate:
             self.reporter.start()  # resume what a previous run left in the outbox
         self.identify = identify or header_identity(settings.identity_header)
         #: verifies the proxy's signature before the check; ``None`` without ``signing_secrets``
-        self.signatures: SignatureStep | None = signature_step(settings)
+        self.signatures: SignatureStep | None = signature_step(settings, warn=serving)
         #: the lower-case header that names the buyer, or ``None`` with a custom ``identify``:
         #: adapters that can read one header cheaply pass its value to :meth:`check_buyer`
         self.identity_header: str | None = None if identify else settings.identity_header.lower()
@@ -268,7 +271,7 @@ class Gate:
         """A Gate that only prices views, for checks and commands: a throwaway ``memory://`` ledger and
         no batch sender, so it never opens the real store nor starts delivering a previous run's usage."""
         quiet = settings.model_copy(update={"api_key": None})
-        return cls(quiet, ledger=open_ledger("memory://", plans=settings.plans))
+        return cls(quiet, ledger=open_ledger("memory://", plans=settings.plans), serving=False)
 
     @classmethod
     def unavailable(cls, settings: ZeroClickSettings, error: Exception, *, identify: Identify | None = None) -> Gate:

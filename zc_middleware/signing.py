@@ -206,12 +206,12 @@ class SignatureStep:
         return None if reason is None else self._refusals[reason]
 
 
-def signature_step(settings: ZeroClickSettings) -> SignatureStep | None:
-    """The :class:`SignatureStep` of ``settings``; ``None``, with a warning once per process, when they
-    have no ``signing_secrets``."""
+def signature_step(settings: ZeroClickSettings, *, warn: bool = True) -> SignatureStep | None:
+    """The :class:`SignatureStep` of ``settings``; ``None``, with a warning once per process (``warn``),
+    when they have no ``signing_secrets``."""
     if not settings.signing_secrets:
         global _warned
-        if not _warned:
+        if warn and not _warned:
             _warned = True
             log.warning(
                 "zc_middleware: no signing_secrets, so the buyer's identity (zc-agent-id) is not verified: anyone "
