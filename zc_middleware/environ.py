@@ -6,11 +6,13 @@ import io
 from typing import TYPE_CHECKING, Any
 
 from .identity import HeaderGetter
+from .signing import wsgi_target
 
 if TYPE_CHECKING:
+    from .decision import Deny
     from .gate import Gate
 
-__all__ = ["Environ", "buyer_key", "buyer_of", "environ_key", "header_getter", "path_key", "read_body"]
+__all__ = ["Environ", "buyer_key", "buyer_of", "environ_key", "header_getter", "path_key", "read_body", "verify_signed"]
 
 Environ = dict[str, Any]
 _SPECIAL = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
@@ -51,8 +53,9 @@ def path_key(environ: Environ) -> tuple[object, object, object]:
 def read_body(environ: Environ, limit: int) -> bytes | None:
     """A paid request's body, read once from ``wsgi.input`` to verify its signature and put back as a
     fresh ``wsgi.input`` (``CONTENT_LENGTH`` matching), so the app reads it as sent. ``None`` when it
-    is larger than ``limit``: then nothing is read. A body without ``CONTENT_LENGTH`` is read only
-    when the server says the stream ends with it (``wsgi.input_terminated``, chunked requests)."""
+    is larger than ``limit`` (a ``CONTENT_LENGTH`` past it: nothing is read). A body without
+    ``CONTENT_LENGTH`` is read only when the server says the stream ends with it
+    (``wsgi.input_terminated``, chunked requests), and then at most ``limit + 1`` bytes of it."""
     try:
         length: int | None = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -79,3 +82,11 @@ def read_body(environ: Environ, limit: int) -> bytes | None:
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))
     return body
+
+
+def verify_signed(gate: Gate, environ: Environ, get_header: HeaderGetter) -> Deny | None:
+    """The signature step of a paid WSGI request (``gate.signatures`` set): its body read once
+    (:func:`read_body`) and its raw target, verified; ``None`` when the proxy signed it, else the refusal."""
+    assert gate.signatures is not None
+    body = read_body(environ, gate.signatures.max_body)
+    return gate.verify(environ["REQUEST_METHOD"], wsgi_target(environ), body, get_header)

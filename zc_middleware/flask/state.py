@@ -20,11 +20,10 @@ from werkzeug.datastructures import Headers
 
 from .._cache import SIZE, remember
 from ..decision import Deny, route_repriced
-from ..environ import Environ, buyer_key, buyer_of, header_getter, path_key, read_body
+from ..environ import Environ, buyer_key, buyer_of, header_getter, path_key, verify_signed
 from ..errors import ZcError
 from ..gate import Charge, Gate
 from ..policy import refused_headers
-from ..signing import wsgi_target
 from ..usage import Usage
 from ..wsgi import routes_by_path
 from ..wsgi.exchange import Exchange, StartResponse, WSGIApp, free_start_response
@@ -225,12 +224,10 @@ class State:
                 self._remember_free(environ, _Free(rule, view, method))  # later requests skip the exchange
                 return None
             get_header = header_getter(environ)
-            if gate.signatures is not None:  # before anything reads the body (request.stream is lazy)
-                body = read_body(environ, gate.signatures.max_body)
-                denied = gate.verify(environ["REQUEST_METHOD"], wsgi_target(environ), body, get_header)
-                if denied is not None:
-                    exchange.refused = denied
-                    return self._respond(denied)
+            # before anything reads the body (request.stream is lazy)
+            if gate.signatures is not None and (denied := verify_signed(gate, environ, get_header)) is not None:
+                exchange.refused = denied
+                return self._respond(denied)
             usage = Usage()
             decision = gate.check_buyer(buyer_of(gate, environ, buyer_header), get_header, charge, usage)
             if isinstance(decision, Deny):

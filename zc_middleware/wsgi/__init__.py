@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from .._cache import remember
 from ..decision import Deny
-from ..environ import Environ, buyer_key, buyer_of, header_getter, path_key, read_body
+from ..environ import Environ, buyer_key, buyer_of, header_getter, path_key, verify_signed
 from ..errors import ConfigError
 from ..gate import Charge, Gate
 from ..identity import Identify
 from ..ledger import Ledger
 from ..settings import ZeroClickSettings
-from ..signing import wsgi_target
 from ..usage import Usage
 from .exchange import Exchange, StartResponse, WSGIApp, deny_body, free_start_response
 
@@ -136,11 +135,8 @@ class ZeroClickWSGI:
             return self.app(environ, free_start_response(start_response))
         gate = self.gate
         get_header = header_getter(environ)
-        if gate.signatures is not None:  # the proxy's signature: verified over the body, read once
-            body = read_body(environ, gate.signatures.max_body)
-            deny = gate.verify(environ["REQUEST_METHOD"], wsgi_target(environ), body, get_header)
-            if deny is not None:
-                return deny_body(deny, start_response)
+        if gate.signatures is not None and (deny := verify_signed(gate, environ, get_header)) is not None:
+            return deny_body(deny, start_response)
         usage = Usage()
         decision = gate.check_buyer(buyer_of(gate, environ, self._buyer_key), get_header, charge, usage)
         if decision.__class__ is Deny:
