@@ -20,18 +20,23 @@ class Served:
         self.ledger = ledger
 
 
-@pytest.fixture(scope="module", params=sorted(ADAPTERS))
-def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    name = request.param
+def serve_adapter(name: str, tmp: pytest.TempPathFactory, **env: str) -> Iterator[Served]:
+    """The scenario app of adapter ``name`` under its real server, on a SQLite file of its own, with
+    ``env`` added to the server's environment (skipped when the adapter's packages are missing)."""
     modules, argv = ADAPTERS[name]
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         pytest.skip(f"{name}: {', '.join(missing)} not installed")
-    db: Path = tmp_path_factory.mktemp(name) / "ledger.db"
+    db: Path = tmp.mktemp(name) / "ledger.db"
     url = f"sqlite:///{db}"
-    with serve(argv, env={"ZEROCLICK_LEDGER": url}) as base:
+    with serve(argv, env={"ZEROCLICK_LEDGER": url, **env}) as base:
         ledger = open_ledger(url, plans=PLANS)
         try:
             yield Served(name, base, ledger)
         finally:
             ledger.close()
+
+
+@pytest.fixture(scope="module", params=sorted(ADAPTERS))
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    yield from serve_adapter(request.param, tmp_path_factory)

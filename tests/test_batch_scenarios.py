@@ -4,16 +4,15 @@ id are each billed, once."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.conftest import Served, serve_adapter
 from tests.reporter.helpers import KEY, BatchAPI, batch_api
-from tests.servers import ADAPTERS, serve
+from tests.servers import ADAPTERS
 
 _ids = itertools.count()
 
@@ -27,20 +26,13 @@ def api_server() -> Iterator[BatchAPI]:
 @pytest.fixture(scope="module", params=sorted(ADAPTERS))
 def batched(
     request: pytest.FixtureRequest, api_server: BatchAPI, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, str]]:
-    """``(adapter, base URL)``: the scenario app with ``compute-seconds`` on the batch channel."""
-    name = request.param
-    modules, argv = ADAPTERS[name]
-    if any(importlib.util.find_spec(m) is None for m in modules):
-        pytest.skip(f"{name} not installed")
-    db: Path = tmp_path_factory.mktemp(f"batch-{name}") / "ledger.db"
-    env = {"ZEROCLICK_LEDGER": f"sqlite:///{db}", "ZC_TEST_BATCH_API": api_server.base, "ZC_TEST_API_KEY": KEY}
-    with serve(argv, env=env) as base:
-        yield name, base
+) -> Iterator[Served]:
+    """The scenario app with ``compute-seconds`` on the batch channel."""
+    yield from serve_adapter(request.param, tmp_path_factory, ZC_TEST_BATCH_API=api_server.base, ZC_TEST_API_KEY=KEY)
 
 
-def test_buyers_reusing_a_request_id_are_each_billed_once(batched: tuple[str, str], api_server: BatchAPI) -> None:
-    name, base = batched
+def test_buyers_reusing_a_request_id_are_each_billed_once(batched: Served, api_server: BatchAPI) -> None:
+    name, base = batched.name, batched.base
     api_server.configure()
     run = next(_ids)
     buyers = [f"{name}-a-{run}", f"{name}-b-{run}"]

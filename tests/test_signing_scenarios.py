@@ -7,22 +7,18 @@ kids at once as during a rotation, and a small ``max_signed_body`` to reach the 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import itertools
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.apps.common import PLANS
-from tests.conftest import Served
-from tests.servers import ADAPTERS, serve
-from zc_middleware import open_ledger
+from tests.conftest import Served, serve_adapter
+from tests.servers import ADAPTERS
 from zc_middleware.signing import REASONS
 from zc_middleware.testing import sign
 
@@ -33,24 +29,12 @@ _ids = itertools.count()
 
 @pytest.fixture(scope="module", params=sorted(ADAPTERS))
 def signed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    name = request.param
-    modules, argv = ADAPTERS[name]
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        pytest.skip(f"{name}: {', '.join(missing)} not installed")
-    db: Path = tmp_path_factory.mktemp(f"signed-{name}") / "ledger.db"
-    url = f"sqlite:///{db}"
-    env = {
-        "ZEROCLICK_LEDGER": url,
-        "ZEROCLICK_SIGNING_SECRETS": json.dumps(SECRETS),
-        "ZEROCLICK_MAX_SIGNED_BODY": str(LIMIT),
-    }
-    with serve(argv, env=env) as base:
-        ledger = open_ledger(url, plans=PLANS)
-        try:
-            yield Served(name, base, ledger)
-        finally:
-            ledger.close()
+    yield from serve_adapter(
+        request.param,
+        tmp_path_factory,
+        ZEROCLICK_SIGNING_SECRETS=json.dumps(SECRETS),
+        ZEROCLICK_MAX_SIGNED_BODY=str(LIMIT),
+    )
 
 
 def new_buyer(served: Served) -> str:

@@ -8,46 +8,27 @@ per request, never served free.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.apps.common import PLANS
-from tests.conftest import Served
-from tests.servers import ADAPTERS, serve
-from zc_middleware import open_ledger
+from tests.conftest import Served, serve_adapter
+from tests.servers import ADAPTERS
 
 _PAID = [("GET", "/search", "search"), ("POST", "/render", "render"), ("GET", "/stream", "stream")]
-
-
-def _serve(name: str, tmp: pytest.TempPathFactory, **env: str) -> Iterator[Served]:
-    modules, argv = ADAPTERS[name]
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        pytest.skip(f"{name}: {', '.join(missing)} not installed")
-    db: Path = tmp.mktemp(name) / "ledger.db"
-    url = f"sqlite:///{db}"
-    with serve(argv, env={"ZEROCLICK_LEDGER": url, **env}) as base:
-        ledger = open_ledger(url, plans=PLANS)
-        try:
-            yield Served(name, base, ledger)
-        finally:
-            ledger.close()
 
 
 @pytest.fixture(scope="module", params=sorted(ADAPTERS))
 def bare(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """A scenario app served with no middleware at all."""
-    yield from _serve(request.param, tmp_path_factory, ZC_TEST_BARE="1")
+    yield from serve_adapter(request.param, tmp_path_factory, ZC_TEST_BARE="1")
 
 
 @pytest.fixture(scope="module", params=["fastapi", "starlette"])
 def asgi(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """The Starlette or FastAPI scenario app, with the middleware (and the routes of ``tests.apps.asgi_traps``)."""
-    yield from _serve(request.param, tmp_path_factory)
+    yield from serve_adapter(request.param, tmp_path_factory)
 
 
 def call(served: Served, method: str, path: str, buyer: str | None = None, **headers: str) -> httpx.Response:
