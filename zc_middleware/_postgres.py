@@ -203,8 +203,9 @@ class Database:
         if pool is None:
             with self._lock:
                 if self._pool is None:
-                    self._pool = ConnectionPool(self.conninfo, **self._pool_options(f"zc-{self.kind}"))
-                    self._pool.open(wait=False)
+                    fresh = ConnectionPool(self.conninfo, **self._pool_options(f"zc-{self.kind}"))
+                    fresh.open(wait=False)
+                    self._pool = fresh  # only once open: another thread takes it without the lock
                 pool = self._pool
         return pool
 
