@@ -144,6 +144,20 @@ def test_a_reservation_timed_just_before_a_reset_keeps_the_new_periods_usage(led
     assert isinstance(ledger.reserve("b", {"compute-seconds": 11}), Refusal)
 
 
+def test_a_first_buyers_racing_check_timed_just_before_the_account_was_created_is_served(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """A new buyer's first requests race: one creates the account anchored at its clock, another read
+    the clock a moment earlier (another thread, another host). That one is served in the same
+    period, not refused ``plan_expired`` as if the plan had not started."""
+    hold(ledger.reserve("b", {"api-requests": 1}))
+    clock.advance(seconds=-0.5)
+    hold(ledger.reserve("b", {"api-requests": 1}))
+    clock.advance(seconds=0.5)
+    meter = ledger.balance("b").meter("api-requests")
+    assert (meter.used, meter.period_start.timestamp()) == (2, JAN_31)
+
+
 def test_balance_reports_limit_used_remaining_percent_and_period(ledger: Ledger) -> None:
     hold(ledger.reserve("b", {"api-requests": 10}))
     meter = ledger.balance("b").meter("api-requests")

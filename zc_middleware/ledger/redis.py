@@ -32,7 +32,7 @@ from . import _redis_lua
 from ._redis_client import POOL_SIZE, AsyncClient, SyncClient, Target, forget_idle, is_noscript, open_async, open_sync
 from .balance import Balance, make_balance
 from .base import Hold, Ledger
-from .rules import Account, Reason, Refusal, Row
+from .rules import Account, Reason, Refusal, Row, as_of
 
 __all__ = ["RedisHold", "RedisLedger"]
 
@@ -195,10 +195,11 @@ class RedisLedger(Ledger):
         if known is None:  # first seen: expect the default plan's new account, anchored now
             known = _Known(self.plans.default or "", repr(now), create=self.plans.default is not None)
         lease = os.urandom(8).hex()
+        anchor = float(known.anchor or now)
+        now = as_of(anchor, now)
         args = [repr(now), known.plan, known.anchor, "1" if known.create else "0", lease, repr(self.hold_timeout)]
         if known.plan not in self.plans.configs:
             return known, lease, args  # no plan to price: the script only reports the stored account
-        anchor = float(known.anchor)
         for meter, amount in amounts.items():
             limit, reset = self.plans.allowance(known.plan, meter)
             bounds = known.bounds.get(meter)

@@ -78,6 +78,18 @@ class Plans:
             raise ZcError("unknown_plan", f"plan {plan!r} is not declared in settings.plans{hint}")
 
 
+#: Seconds a plan's start may lie ahead of a check's clock and still count as started. The buyer's
+#: first requests race: one creates the account anchored at its own clock, and a check that read the
+#: clock a moment earlier (another thread, or a host whose clock is a little behind) must not answer
+#: ``plan_expired`` for a plan that starts "in the future" by that moment.
+START_SKEW = 2.0
+
+
+def as_of(anchor: float, now: float) -> float:
+    """The time a check counts at: ``now``, or the plan's start when that is only ``START_SKEW`` ahead."""
+    return anchor if anchor - START_SKEW <= now < anchor else now
+
+
 def _account_refusal(account: Account | None, plans: Plans, now: float) -> Refusal | None:
     if account is None or account.plan not in plans.configs:
         return Refusal("plan_expired")
@@ -109,6 +121,8 @@ def evaluate(
     now: float,
 ) -> Refusal | dict[str, Row]:
     """Decide a reservation; on success return the new rows (amounts debited)."""
+    if account is not None:
+        now = as_of(account.anchor, now)
     refusal = _account_refusal(account, plans, now)
     if refusal is not None:
         return refusal
