@@ -12,22 +12,30 @@
 * WAL with ``synchronous=NORMAL`` commits without fsync (a process crash loses
   nothing committed). With a checkpoint interval, automatic checkpoints are
   off and a daemon thread checkpoints instead, so no request pays for one.
+* An event loop never waits for another process's lock: :meth:`Database.attempt` runs a call on a
+  second connection whose busy timeout is 0, and says :data:`BUSY` instead of waiting; the caller
+  then hands the same call to a thread, where the normal busy timeout applies.
+* The file is watched (:mod:`._sqlite_identity`): a file deleted or replaced while in use is never written to
+  as if it were the store, and a process never creates a fresh store where one was and vanished.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
+import math
 import os
 import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
-from urllib.parse import quote
+from typing import Any, ClassVar, Final, Literal, TypeVar
+from urllib.parse import parse_qs, quote
 
-from .errors import ConfigError
+from ._sqlite_identity import Record, file_id, inode, read_record, write_record
+from .errors import ConfigError, ZcError
 
-__all__ = ["Database", "SQLiteStore", "sqlite_path", "write_transaction"]
+__all__ = ["BUSY", "Database", "SQLiteStore", "is_busy", "sqlite_path", "write_transaction"]
 
 log = logging.getLogger("zc_middleware")
 T = TypeVar("T")
@@ -47,12 +55,30 @@ os.register_at_fork(after_in_child=_after_fork)
 def sqlite_path(url: str, kind: str) -> str:
     """``sqlite:///rel.db`` -> ``rel.db``; ``sqlite:////abs/x.db`` -> ``/abs/x.db``; else
     :class:`ConfigError` ``invalid_<kind>_url``."""
+    return _parse(url, kind)[0]
+
+
+def _parse(url: str, kind: str) -> tuple[str, dict[str, float]]:
+    """The path and the options of a ``sqlite:///path.db[?busy_timeout=SECONDS]`` URL."""
     if not url.startswith(_PREFIX) or len(url) == len(_PREFIX):
         raise ConfigError(f"invalid_{kind}_url", f"{url!r}: write sqlite:///relative.db or sqlite:////absolute.db")
-    path = url[len(_PREFIX) :]
+    path, _, query = url[len(_PREFIX) :].partition("?")
     if path == ":memory:":
         raise ConfigError(f"invalid_{kind}_url", "sqlite:///:memory: is private to one connection; use memory://")
-    return path
+    options: dict[str, float] = {}
+    for name, values in parse_qs(query, keep_blank_values=True).items():
+        try:
+            value = float(values[-1])
+        except ValueError:
+            value = math.nan
+        if name != "busy_timeout" or len(values) > 1 or not 0 <= value <= 600:
+            raise ConfigError(
+                f"invalid_{kind}_url",
+                f"{url!r}: the one option is busy_timeout=SECONDS (0 to 600), how long a write waits for "
+                "another process's lock",
+            )
+        options[name] = value
+    return path, options
 
 
 def write_transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
@@ -71,8 +97,27 @@ def write_transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connecti
     return result
 
 
+def is_busy(error: BaseException) -> bool:
+    """Whether ``error`` is SQLite saying another connection holds a lock (SQLITE_BUSY, SQLITE_LOCKED)."""
+    if not isinstance(error, sqlite3.OperationalError):
+        return False
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in (5, 6)
+    return "locked" in str(error) or "busy" in str(error)
+
+
+class _Busy(enum.Enum):
+    BUSY = "busy"
+
+
+#: what :meth:`Database.attempt` returns when the call would have to wait for a lock
+BUSY: Final = _Busy.BUSY
+
+
 class Database:
-    """One SQLite file as this process uses it: a lazily opened connection behind :attr:`lock`."""
+    """One SQLite file as this process uses it: a lazily opened connection behind :attr:`lock`, and
+    a second one that never waits (:meth:`attempt`)."""
 
     def __init__(
         self,
@@ -85,34 +130,66 @@ class Database:
     ) -> None:
         self.url = url
         self.kind = kind
-        self.path = os.path.abspath(sqlite_path(url, kind))
+        path, options = _parse(url, kind)
+        self.path = os.path.abspath(path)
         #: the file behind links, to tell whether two stores use one file
         self.real_path = os.path.realpath(self.path)
         self.create = create
-        self.busy_timeout = busy_timeout
+        #: seconds a write waits for another process's lock (the URL's ``busy_timeout`` wins)
+        self.busy_timeout = options.get("busy_timeout", busy_timeout)
         self.checkpoint_interval = checkpoint_interval
+        #: ``(st_dev, st_ino)`` of the file this process's connections use (set by :meth:`open`)
+        self.identity: tuple[int, int] | None = None
+        #: why the file cannot be used (deleted, replaced, vanished), ``None`` while it can
+        self.gone: str | None = None
+        #: bumped whenever the connections move to another file, so that older ones are replaced
+        self.generation = 0
         self.forget_process_state()
         _instances.add(self)
 
     def forget_process_state(self) -> None:
-        """A fresh lock and no connection: what a forked child needs, since a connection and a lock
+        """Fresh locks and no connection: what a forked child needs, since a connection and a lock
         taken by another thread at fork time must never be used again."""
         self.lock = threading.Lock()
         #: the open connection, ``None`` until first use; read only with :attr:`lock` held
         self.conn: sqlite3.Connection | None = None
+        self.nowait_lock = threading.Lock()
+        #: the connection :meth:`attempt` uses (busy timeout 0) and the generation it was opened at
+        self.nowait_conn: sqlite3.Connection | None = None
+        self._nowait_generation = -1
         self._stop = threading.Event()
 
     # -- opening ----------------------------------------------------------------
-    def open(self, prepare: Callable[[sqlite3.Connection], None]) -> None:
+    def open(self, prepare: Callable[[sqlite3.Connection], None], *, adopt: bool = False) -> None:
         """Connect and run ``prepare`` (the schema) now, at start-up, so a file that cannot be used
-        stops the app here with a :class:`ConfigError` rather than failing every request later."""
+        stops the app here with a :class:`ConfigError` rather than failing every request later.
+
+        The file is checked against its identity record: where a store was and vanished, or another
+        file took its place, nothing is created or adopted, and every call raises ``store_gone``
+        until an operator restores it. ``adopt``: that operator, making the file at the path (or a
+        new one) the store."""
         self._check_path()
+        record = read_record(self.path)
+        if record is not None and not adopt and not os.path.exists(self.path):
+            self.gone = f"it was there (id {record.id}) and is missing"
+            return
         try:
             self.write(prepare)
+            found = self.write(file_id)
         except sqlite3.Error as exc:
             self.close()
             reason = "not an SQLite database" if "not a database" in str(exc) else str(exc)
             raise self._cannot_open(reason) from exc
+        assert self.identity is not None
+        mine = Record(found, self.identity[1])
+        if record is None or adopt:
+            try:
+                write_record(self.path, mine)
+            except OSError as exc:
+                log.warning("zc_middleware: cannot record the identity of %s: %s", self.path, exc)
+        elif record != mine:
+            self.gone = f"another file is at its place (id {found}, inode {mine.inode}; recorded: {record})"
+            self._disconnect()
 
     def _cannot_open(self, reason: str) -> ConfigError:
         return ConfigError(
@@ -139,22 +216,36 @@ class Database:
         elif not os.access(folder, os.W_OK):
             raise self._cannot_open(f"directory {folder} is not writable")
 
+    def _new_connection(self, timeout: float) -> sqlite3.Connection:
+        """A connection to the file the store is (:attr:`identity`; the file at the path the first time)."""
+        if self.gone is not None:
+            raise self._gone_error()
+        before = inode(self.path)
+        # mode=rw: once the file is expected to exist, never create an empty one in its place
+        creating = self.create and self.identity is None
+        target = self.path if creating else f"file:{quote(self.path)}?mode=rw"
+        conn = sqlite3.connect(target, uri=not creating, timeout=timeout, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if self.checkpoint_interval > 0:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+            after = inode(self.path)
+            if after is None or (before is not None and before != after):
+                raise self.lost("deleted" if after is None else "replaced")
+            if self.identity is None:
+                self.identity = after
+            elif after != self.identity:
+                raise self.lost("replaced")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def connect(self) -> sqlite3.Connection:
         """The process's connection, opened now if need be; call with :attr:`lock` held."""
         if self.conn is None:
-            # mode=rw: once the file is expected to exist, never create an empty one in its place
-            target = self.path if self.create else f"file:{quote(self.path)}?mode=rw"
-            conn = sqlite3.connect(
-                target, uri=not self.create, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            try:
-                conn.execute("PRAGMA journal_mode=WAL").fetchall()
-                conn.execute("PRAGMA synchronous=NORMAL")
-                if self.checkpoint_interval > 0:
-                    conn.execute("PRAGMA wal_autocheckpoint=0")
-            except BaseException:
-                conn.close()
-                raise
+            conn = self._new_connection(self.busy_timeout)
             self.conn = conn
             if self.checkpoint_interval > 0:
                 threading.Thread(
@@ -163,26 +254,118 @@ class Database:
         return self.conn
 
     def _checkpoint_loop(self, stop: threading.Event) -> None:
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        conn: sqlite3.Connection | None = None
+        generation = -1
         try:
             while not stop.wait(self.checkpoint_interval):
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error as exc:  # busy or gone: the next round tries again
+                    if conn is None or generation != self.generation:  # the store moved to another file
+                        if conn is not None:
+                            conn.close()
+                            conn = None
+                        generation = self.generation
+                        conn = self._new_connection(self.busy_timeout)
+                    if self.gone is None:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except (sqlite3.Error, ZcError) as exc:  # busy or gone: the next round tries again
                     log.debug("sqlite checkpoint skipped: %s", exc)
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
+
+    # -- the file's identity -----------------------------------------------------
+    def written(self) -> None:
+        """Call after a commit: raise if the path no longer names the file that was written, so that
+        a write to a deleted or replaced file is reported as failed, never as done."""
+        if inode(self.path) != self.identity:
+            raise self.lost("deleted or replaced")
+
+    def lost(self, how: str) -> ZcError:
+        """Mark the file as unusable (``how``: what happened to it) and return the error to raise."""
+        if self.gone is None:
+            self.gone = f"the file was {how} while in use"
+        return self._gone_error()
+
+    def _gone_error(self) -> ZcError:
+        return ZcError(
+            f"{self.kind}_gone",
+            f"{self.kind} file {self.path}: {self.gone}; nothing is written until an operator restores it "
+            f"(zc-middleware ledger-restore, or manage.py zeroclick_ledger_restore)",
+        )
+
+    def _usable(self) -> sqlite3.Connection:
+        """The connection, once the file is the store again; call with :attr:`lock` held."""
+        if self.gone is not None and not self._resume():
+            raise self._gone_error()
+        return self.conn if self.conn is not None else self.connect()
+
+    def _resume(self) -> bool:
+        """While :attr:`gone`: whether the store is back (its own file moved back, or the file an
+        operator restored), reconnecting to it if need be. Call with :attr:`lock` held."""
+        now = inode(self.path)
+        if now is None:
+            return False
+        if now == self.identity:  # the very file this process used is back at its path
+            self.gone = None
+            return True
+        record = read_record(self.path)
+        if record is None or record.inode != now[1]:
+            return False
+        self._disconnect()  # SQLite neither checkpoints nor deletes the -wal of a moved file on close
+        self.identity, self.gone = now, None
+        try:
+            conn = self.connect()
+            ok = write_transaction(conn, file_id) == record.id
+        except (sqlite3.Error, ZcError):
+            ok = False
+        if not ok:
+            self._disconnect()
+            self.gone = self.gone or "another file is at its place"
+            return False
+        log.warning("zc_middleware: %s %s restored: writing to it again", self.kind, self.path)
+        return True
+
+    def _disconnect(self) -> None:
+        self.generation += 1
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
     # -- using ------------------------------------------------------------------
     def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body`` in one ``BEGIN IMMEDIATE`` transaction (rolled back if it raises)."""
         with self.lock:
-            return write_transaction(self.connect(), body)
+            result = write_transaction(self._usable(), body)
+            self.written()
+            return result
+
+    def attempt(self, body: Callable[[sqlite3.Connection], T]) -> T | Literal[_Busy.BUSY]:
+        """Run ``body`` on the connection that never waits: :data:`BUSY` instead of waiting for another
+        thread (this process) or process (SQLite's lock), so that an event loop can hand the call to a
+        thread then. ``body`` commits what it writes and calls :meth:`written` itself."""
+        if self.gone is not None or not self.nowait_lock.acquire(blocking=False):
+            return BUSY  # a thread restores a gone store; an event loop does not wait for one
+        try:
+            conn = self.nowait_conn
+            if conn is None or self._nowait_generation != self.generation:
+                if conn is not None:
+                    self.nowait_conn = None
+                    conn.close()
+                generation = self.generation
+                conn = self.nowait_conn = self._new_connection(0)
+                self._nowait_generation = generation
+            return body(conn)
+        except sqlite3.OperationalError as exc:
+            if is_busy(exc):
+                return BUSY
+            raise
+        finally:
+            self.nowait_lock.release()
 
     def read(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body`` in one read transaction: its queries see one snapshot of the file."""
         with self.lock:
-            conn = self.connect()
+            conn = self._usable()
             conn.execute("BEGIN")
             try:
                 return body(conn)
@@ -192,15 +375,21 @@ class Database:
     def run(self, sql: str, params: Sequence[object] | Mapping[str, object] = ()) -> list[Any]:
         """One statement, committed on its own; returns its rows."""
         with self.lock:
-            return self.connect().execute(sql, params).fetchall()
+            rows = self._usable().execute(sql, params).fetchall()
+            self.written()
+            return rows
 
     def close(self) -> None:
-        """Stop the checkpoint thread and close the connection, checkpointing first if this process
+        """Stop the checkpoint thread and close the connections, checkpointing first if this process
         checkpoints; the store may not be used afterwards."""
         self._stop.set()
+        with self.nowait_lock:
+            if self.nowait_conn is not None:
+                self.nowait_conn.close()
+                self.nowait_conn = None
         with self.lock:
             if self.conn is not None:
-                if self.checkpoint_interval > 0:
+                if self.checkpoint_interval > 0 and self.gone is None:
                     try:
                         self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                     except sqlite3.Error:

@@ -17,13 +17,14 @@ Why it is fast and safe:
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from .._cache import remember
-from .._sqlite import Database, SQLiteStore
+from .._sqlite import BUSY, Database, SQLiteStore, write_transaction
 from ..errors import ZcError
 from .balance import Balance, make_balance
 from .base import Hold, Ledger
@@ -96,15 +97,18 @@ class SQLiteLedger(SQLiteStore, Ledger):
         *,
         busy_timeout: float = 5.0,
         checkpoint_interval: float = 1.0,
+        adopt: bool = False,
         **kwargs: Any,
     ) -> None:
+        """``adopt``: make the file at the path (a new one if there is none and ``create``) the ledger
+        its processes use, whatever its identity record says: ``zc-middleware ledger-restore``."""
         super().__init__(url, **kwargs)
         self.database = Database(
             url, kind=self.kind, create=self.create, busy_timeout=busy_timeout, checkpoint_interval=checkpoint_interval
         )
         #: the last hold granted per (buyer, meter): the same debit in the same period is the same value
         self._holds: dict[tuple[str, str], Hold] = {}
-        self.database.open(self._prepare)
+        self.database.open(self._prepare, adopt=adopt)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         for statement in _SCHEMA.split(";"):
@@ -124,20 +128,33 @@ class SQLiteLedger(SQLiteStore, Ledger):
             )
 
     # -- the request path ------------------------------------------------
+    # Each call is written once, on a given connection (``_*_on``): the sync method runs it on the
+    # process's connection behind its lock; the async one first on the connection that never waits
+    # (Database.attempt), and only if that would wait, in a thread as the sync method. An event loop
+    # thus never sleeps in SQLite's busy handler, and the uncontended call costs no thread hop.
     def reserve(self, buyer: str, amounts: Mapping[str, int]) -> Hold | Refusal:
+        database = self.database
+        lock = database.lock
+        lock.acquire()  # acquire/release rather than ``with``: measurably cheaper on this hot path
+        try:
+            conn = database.conn if database.conn is not None and database.gone is None else database._usable()
+            return self._reserve_on(conn, buyer, amounts)
+        finally:
+            lock.release()
+
+    async def areserve(self, buyer: str, amounts: Mapping[str, int]) -> Hold | Refusal:
+        result = self.database.attempt(lambda conn: self._reserve_on(conn, buyer, amounts))
+        if result is BUSY:
+            return await asyncio.to_thread(self.reserve, buyer, amounts)
+        return result
+
+    def _reserve_on(self, conn: sqlite3.Connection, buyer: str, amounts: Mapping[str, int]) -> Hold | Refusal:
         now = self.clock()
         if len(amounts) == 1:
             for meter, amount in amounts.items():
-                database = self.database
-                lock = database.lock
-                lock.acquire()  # acquire/release rather than ``with``: measurably cheaper on this hot path
-                try:
-                    conn = database.conn if database.conn is not None else database.connect()
-                    params = (amount, buyer, meter, now, now, amount, now)
-                    rows = conn.execute(_FAST, params).fetchall()  # all: completes the commit
-                finally:
-                    lock.release()
+                rows = conn.execute(_FAST, (amount, buyer, meter, now, now, amount, now)).fetchall()  # all: commits
                 if rows:
+                    self.database.written()  # a debit in a deleted file is no debit: never granted
                     hit = rows[0]
                     # the same debit in the same period is the same immutable hold: reuse the last one
                     key = (buyer, meter)
@@ -145,7 +162,9 @@ class SQLiteLedger(SQLiteStore, Ledger):
                     if hold is None or hold.debits[0][1:] != (amount, hit[0]):
                         hold = remember(self._holds, key, Hold(buyer, ((meter, amount, hit[0]),)))
                     return hold
-        return self.database.write(lambda conn: self._reserve_slow(conn, buyer, amounts, now))
+        result = write_transaction(conn, lambda c: self._reserve_slow(c, buyer, amounts, now))
+        self.database.written()
+        return result
 
     def _reserve_slow(
         self, conn: sqlite3.Connection, buyer: str, amounts: Mapping[str, int], now: float
@@ -191,6 +210,15 @@ class SQLiteLedger(SQLiteStore, Ledger):
         elif changes:
             self.database.write(lambda conn: conn.executemany(_ADJUST, changes))
 
+    async def aadjust(self, hold: Hold, used: Mapping[str, int]) -> None:
+        changes = self._changes(hold, used)
+        if changes and self.database.attempt(lambda conn: self._adjust_on(conn, changes)) is BUSY:
+            await asyncio.to_thread(self.adjust, hold, used)
+
+    def _adjust_on(self, conn: sqlite3.Connection, changes: list[tuple[int, str, str, float]]) -> None:
+        write_transaction(conn, lambda c: c.executemany(_ADJUST, changes))
+        self.database.written()
+
     # -- settling together with the outbox -------------------------------------
     def _joined(self, outbox: object) -> _JoinableOutbox | None:
         if isinstance(outbox, _JoinableOutbox) and outbox.database.real_path == self.database.real_path:
@@ -202,14 +230,39 @@ class SQLiteLedger(SQLiteStore, Ledger):
         the transaction that settles a hold."""
         return self._joined(outbox) is not None
 
-    def adjust_with_events(self, hold: Hold, used: Mapping[str, int], outbox: object, events: Sequence[Event]) -> int:
+    def _joint_body(
+        self, hold: Hold, used: Mapping[str, int], outbox: object, events: Sequence[Event]
+    ) -> Callable[[sqlite3.Connection], int]:
         joined = self._joined(outbox)
         if joined is None:
             raise ZcError("not_joined", f"the outbox does not use this ledger's file {self.path}")
-        return self.adjust_with(hold, used, lambda conn: joined.insert_in(conn, events))
+        return self._with(hold, used, lambda conn: joined.insert_in(conn, events))
+
+    def adjust_with_events(self, hold: Hold, used: Mapping[str, int], outbox: object, events: Sequence[Event]) -> int:
+        return self.database.write(self._joint_body(hold, used, outbox, events))
+
+    async def aadjust_with_events(
+        self, hold: Hold, used: Mapping[str, int], outbox: object, events: Sequence[Event]
+    ) -> int:
+        body = self._joint_body(hold, used, outbox, events)
+
+        def on(conn: sqlite3.Connection) -> int:
+            result = write_transaction(conn, body)
+            self.database.written()
+            return result
+
+        result = self.database.attempt(on)
+        if result is BUSY:
+            return await asyncio.to_thread(self.database.write, body)
+        return result
 
     def adjust_with(self, hold: Hold, used: Mapping[str, int], also: Callable[[sqlite3.Connection], T]) -> T:
         """:meth:`adjust`, and ``also`` on the same connection in the same transaction."""
+        return self.database.write(self._with(hold, used, also))
+
+    def _with(
+        self, hold: Hold, used: Mapping[str, int], also: Callable[[sqlite3.Connection], T]
+    ) -> Callable[[sqlite3.Connection], T]:
         changes = self._changes(hold, used)
 
         def body(conn: sqlite3.Connection) -> T:
@@ -217,7 +270,7 @@ class SQLiteLedger(SQLiteStore, Ledger):
                 conn.executemany(_ADJUST, changes)
             return also(conn)
 
-        return self.database.write(body)
+        return body
 
     # -- administration ----------------------------------------------------
     @staticmethod
