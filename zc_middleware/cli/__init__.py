@@ -5,6 +5,7 @@ meets the framework adapters (each imported only for its own kind of app).
     zc-middleware [--settings MODULE:ATTR] assign BUYER PLAN [--expires ISO8601] [--starts ISO8601]
     zc-middleware [--settings MODULE:ATTR] routes --app MODULE:ATTR
     zc-middleware [--settings MODULE:ATTR] outbox status|flush|retry-dead [--outbox URL]
+    zc-middleware [--settings MODULE:ATTR] ledger-restore [--new]
     zc-middleware sandbox [--upstream URL]
 
 ``python -m zc_middleware`` is the same command. What a user can fix (a module that does not import,
@@ -24,7 +25,7 @@ from .._text import table
 from ..errors import ConfigError, ZcError
 from ..gate import Gate
 from ..settings import ZeroClickSettings
-from . import buyers, outbox
+from . import buyers, outbox, restore
 from .load import load_object, load_settings
 
 __all__ = ["build_parser", "main"]
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     routes.set_defaults(func=_routes)
     outbox.add_parser(commands, common)
+    restore.add_parser(commands, common)
 
     # The sandbox lives in its own package (and needs Starlette); add it only when it is there.
     if importlib.util.find_spec("zc_middleware.sandbox") is not None:
