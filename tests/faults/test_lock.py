@@ -1,0 +1,120 @@
+"""Another process holds the SQLite ledger's write lock: an ASGI worker's event loop never waits for it.
+
+Paid requests wait for the lock in a thread (up to the busy timeout) while the
+loop keeps serving: a free route sent meanwhile answers at once, and the paid
+ones are answered once the lock clears, or ``503 ledger_unavailable`` after the
+busy timeout. Only what was answered 200 is billed, and the ledger says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.faults.conftest import UVICORN, billed, used, write_lock
+from tests.servers import serve
+
+pytest.importorskip("uvicorn")
+pytest.importorskip("starlette")
+
+HOLD = 3.0
+#: how fast the free route must answer while paid requests wait for the lock
+FREE_WITHIN = 0.050
+
+
+class App:
+    def __init__(self, base: str, db: Path, url: str, log: Path) -> None:
+        self.base, self.db, self.url, self.log = base, db, url, log
+
+
+def _serve(tmp_path: Path, busy_timeout: float) -> Iterator[App]:
+    db = tmp_path / "ledger.db"
+    url = f"sqlite:///{db}?busy_timeout={busy_timeout}"
+    log = tmp_path / "server.log"
+    with serve(UVICORN, env={"ZEROCLICK_LEDGER": url}, output=log) as base:
+        yield App(base, db, url, log)
+
+
+@pytest.fixture
+def patient(tmp_path: Path) -> Iterator[App]:
+    """The Starlette app under uvicorn; a write waits up to 10 s for another process's lock."""
+    yield from _serve(tmp_path, 10.0)
+
+
+@pytest.fixture
+def hasty(tmp_path: Path) -> Iterator[App]:
+    """The Starlette app under uvicorn; a write waits at most 0.5 s for another process's lock."""
+    yield from _serve(tmp_path, 0.5)
+
+
+async def _during_lock(app: App, buyers: list[str]) -> tuple[list[httpx.Response], list[float], float]:
+    """Paid requests from ``buyers`` sent while another process holds the lock, then the free route
+    0.3 s later: the paid responses, their latencies, and the free route's latency."""
+    async with (
+        httpx.AsyncClient(base_url=app.base, timeout=30) as client,
+        httpx.AsyncClient(base_url=app.base, timeout=30) as other,
+    ):
+
+        async def paid(buyer: str) -> tuple[httpx.Response, float]:
+            started = time.perf_counter()
+            response = await client.get("/search", headers={"zc-agent-id": buyer})
+            return response, time.perf_counter() - started
+
+        assert (await other.get("/free")).status_code == 200  # its connection is open: the server is timed
+        with write_lock(app.db, HOLD):
+            tasks = [asyncio.create_task(paid(b)) for b in buyers]
+            await asyncio.sleep(0.3)
+            started = time.perf_counter()
+            free = await other.get("/free")
+            free_latency = time.perf_counter() - started
+            assert free.status_code == 200
+            done = await asyncio.gather(*tasks)
+    return [r for r, _ in done], [t for _, t in done], free_latency
+
+
+def _warm(app: App, buyers: list[str]) -> int:
+    """One paid request per buyer, before any lock (their accounts exist then); returns what it billed."""
+    total = 0
+    with httpx.Client(base_url=app.base, timeout=10) as client:
+        for buyer in buyers:
+            response = client.get("/search", headers={"zc-agent-id": buyer})
+            assert response.status_code == 200
+            total += billed(response)
+    return total
+
+
+def test_free_route_answers_while_paid_requests_wait_for_the_lock(patient: App) -> None:
+    buyers = ["lock-a", "lock-b", "lock-a", "lock-c"]  # lock-c is new: its account is created under the lock
+    billed_before = _warm(patient, ["lock-a", "lock-b"])
+    responses, latencies, free_latency = asyncio.run(_during_lock(patient, buyers))
+
+    assert free_latency < FREE_WITHIN, f"the free route took {free_latency * 1000:.0f} ms while the lock was held"
+    assert [r.status_code for r in responses] == [200] * len(buyers)
+    # answered once the lock cleared, not before: they did wait for it
+    assert min(latencies) > HOLD - 0.5
+    total = billed_before + sum(billed(r) for r in responses)
+    assert total == len(buyers) + 2
+    assert sum(used(patient.url, b) for b in {"lock-a", "lock-b", "lock-c"}) == total
+
+
+def test_paid_requests_answer_503_after_the_busy_timeout(hasty: App) -> None:
+    billed_before = _warm(hasty, ["slow-a"])
+    responses, latencies, free_latency = asyncio.run(_during_lock(hasty, ["slow-a", "slow-b"]))
+
+    assert free_latency < FREE_WITHIN, f"the free route took {free_latency * 1000:.0f} ms while the lock was held"
+    assert [r.status_code for r in responses] == [503, 503]
+    assert [r.json()["error"] for r in responses] == ["ledger_unavailable"] * 2
+    assert all(not billed(r) for r in responses)
+    assert max(latencies) < HOLD - 0.5  # refused after the busy timeout, not when the lock cleared
+
+    with httpx.Client(base_url=hasty.base, timeout=10) as client:  # the lock is gone: served again
+        after = [client.get("/search", headers={"zc-agent-id": b}) for b in ("slow-a", "slow-b")]
+    assert [r.status_code for r in after] == [200, 200]
+    assert used(hasty.url, "slow-a") == billed_before + billed(after[0]) == 2
+    assert used(hasty.url, "slow-b") == billed(after[1]) == 1
+    assert "unavailable" in hasty.log.read_text()
