@@ -81,8 +81,11 @@ def _parse(url: str, kind: str) -> tuple[str, dict[str, float]]:
     return path, options
 
 
-def write_transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``body`` in one ``BEGIN IMMEDIATE`` transaction on ``conn``, rolled back if it raises.
+def write_transaction(
+    conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T], check: Callable[[], None] | None = None
+) -> T:
+    """Run ``body`` in one ``BEGIN IMMEDIATE`` transaction on ``conn``, rolled back if it (or ``check``,
+    called before the commit) raises.
 
     IMMEDIATE takes the write lock up front, so a read inside ``body`` cannot be
     invalidated by another process before its write (no SQLITE_BUSY upgrade deadlock).
@@ -90,6 +93,8 @@ def write_transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connecti
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = body(conn)
+        if check is not None:
+            check()
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -170,9 +175,14 @@ class Database:
         new one) the store."""
         self._check_path()
         record = read_record(self.path)
-        if record is not None and not adopt and not os.path.exists(self.path):
-            self.gone = f"it was there (id {record.id}) and is missing"
-            return
+        here = inode(self.path)
+        if record is not None and not adopt:
+            if here is None:
+                self.gone = f"it was there (id {record.id}) and is missing"
+                return
+            if here[1] != record.inode:  # not even opened: the -wal beside it is the recorded file's
+                self.gone = f"another file is at its place (inode {here[1]}; recorded: {record.inode})"
+                return
         try:
             self.write(prepare)
             found = self.write(file_id)
@@ -187,8 +197,9 @@ class Database:
                 write_record(self.path, mine)
             except OSError as exc:
                 log.warning("zc_middleware: cannot record the identity of %s: %s", self.path, exc)
-        elif record != mine:
-            self.gone = f"another file is at its place (id {found}, inode {mine.inode}; recorded: {record})"
+        elif record != mine:  # the same inode number, another file: the recorded one was deleted
+            self.gone = f"another file is at its place (id {found}; recorded: {record.id})"
+            self.identity = None  # not this process's file: only a restore makes it the store
             self._disconnect()
 
     def _cannot_open(self, reason: str) -> ConfigError:
@@ -275,8 +286,9 @@ class Database:
 
     # -- the file's identity -----------------------------------------------------
     def written(self) -> None:
-        """Call after a commit: raise if the path no longer names the file that was written, so that
-        a write to a deleted or replaced file is reported as failed, never as done."""
+        """Call before a commit (or right after one): raise if the path no longer names the file this
+        process writes to, so that a write to a deleted or replaced file is reported as failed, never
+        as done, and is rolled back (or undone) in the file it went to, in case that file comes back."""
         if inode(self.path) != self.identity:
             raise self.lost("deleted or replaced")
 
@@ -335,14 +347,13 @@ class Database:
     def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body`` in one ``BEGIN IMMEDIATE`` transaction (rolled back if it raises)."""
         with self.lock:
-            result = write_transaction(self._usable(), body)
-            self.written()
-            return result
+            return write_transaction(self._usable(), body, self.written)
 
     def attempt(self, body: Callable[[sqlite3.Connection], T]) -> T | Literal[_Busy.BUSY]:
         """Run ``body`` on the connection that never waits: :data:`BUSY` instead of waiting for another
         thread (this process) or process (SQLite's lock), so that an event loop can hand the call to a
-        thread then. ``body`` commits what it writes and calls :meth:`written` itself."""
+        thread then. ``body`` commits what it writes and calls :meth:`written` itself (best before
+        its commit: ``write_transaction(conn, ..., database.written)``)."""
         if self.gone is not None or not self.nowait_lock.acquire(blocking=False):
             return BUSY  # a thread restores a gone store; an event loop does not wait for one
         try:

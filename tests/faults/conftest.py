@@ -9,15 +9,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.apps.common import SCENARIO_PLANS
-from tests.servers import ROOT
+from tests.servers import ROOT, serve
 from zc_middleware import open_ledger
 
 #: the plan limit of ``api-requests``: a buyer's successes before a 402
@@ -101,3 +104,62 @@ def restore(url: str, *, new: bool = False) -> subprocess.CompletedProcess[str]:
     }
     argv = [sys.executable, "-m", "zc_middleware", "ledger-restore", *(["--new"] if new else [])]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+class Server:
+    """The scenario app on a SQLite ledger under ``kind``: ``uvicorn`` (one process) or ``gunicorn`` (a
+    master and two workers). :meth:`respawn` starts new processes the way each server does: uvicorn is
+    restarted, gunicorn's workers are killed and the master starts new ones."""
+
+    def __init__(self, kind: str, url: str, tmp: Path) -> None:
+        self.kind, self.url, self.tmp = kind, url, tmp
+        self.pidfile = tmp / "gunicorn.pid"
+        self._stack = contextlib.ExitStack()
+        self._runs = 0
+        self.base = ""
+        self.logs: list[Path] = []
+
+    def start(self) -> None:
+        self._runs += 1
+        log = self.tmp / f"{self.kind}-{self._runs}.log"
+        self.logs.append(log)
+        argv = UVICORN if self.kind == "uvicorn" else gunicorn(self.pidfile)
+        self.base = self._stack.enter_context(serve(argv, env={"ZEROCLICK_LEDGER": self.url}, output=log))
+
+    def output(self) -> str:
+        return "".join(log.read_text(errors="replace") for log in self.logs)
+
+    def respawn(self) -> None:
+        if self.kind == "uvicorn":
+            self._stack.close()
+            self.start()
+            return
+        old = set(children(self.pidfile))
+        for pid in old:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            now = set(children(self.pidfile))
+            if len(now) == len(old) and not now & old:
+                try:
+                    if httpx.get(self.base + "/free", timeout=2).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+            assert time.monotonic() < deadline, "gunicorn did not start new workers"
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+@contextlib.contextmanager
+def server(kind: str, url: str, tmp: Path) -> Iterator[Server]:
+    pytest.importorskip("uvicorn" if kind == "uvicorn" else "gunicorn")
+    pytest.importorskip("starlette" if kind == "uvicorn" else "flask")
+    running = Server(kind, url, tmp)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.close()

@@ -154,17 +154,19 @@ class SQLiteLedger(SQLiteStore, Ledger):
             for meter, amount in amounts.items():
                 rows = conn.execute(_FAST, (amount, buyer, meter, now, now, amount, now)).fetchall()  # all: commits
                 if rows:
-                    self.database.written()  # a debit in a deleted file is no debit: never granted
                     hit = rows[0]
+                    try:
+                        self.database.written()  # a debit in a deleted or replaced file is never granted
+                    except ZcError:
+                        conn.execute(_ADJUST, (-amount, buyer, meter, hit[0]))  # nor kept, if the file is back
+                        raise
                     # the same debit in the same period is the same immutable hold: reuse the last one
                     key = (buyer, meter)
                     hold = self._holds.get(key)
                     if hold is None or hold.debits[0][1:] != (amount, hit[0]):
                         hold = remember(self._holds, key, Hold(buyer, ((meter, amount, hit[0]),)))
                     return hold
-        result = write_transaction(conn, lambda c: self._reserve_slow(c, buyer, amounts, now))
-        self.database.written()
-        return result
+        return write_transaction(conn, lambda c: self._reserve_slow(c, buyer, amounts, now), self.database.written)
 
     def _reserve_slow(
         self, conn: sqlite3.Connection, buyer: str, amounts: Mapping[str, int], now: float
@@ -216,8 +218,7 @@ class SQLiteLedger(SQLiteStore, Ledger):
             await asyncio.to_thread(self.adjust, hold, used)
 
     def _adjust_on(self, conn: sqlite3.Connection, changes: list[tuple[int, str, str, float]]) -> None:
-        write_transaction(conn, lambda c: c.executemany(_ADJUST, changes))
-        self.database.written()
+        write_transaction(conn, lambda c: c.executemany(_ADJUST, changes), self.database.written)
 
     # -- settling together with the outbox -------------------------------------
     def _joined(self, outbox: object) -> _JoinableOutbox | None:
@@ -246,12 +247,7 @@ class SQLiteLedger(SQLiteStore, Ledger):
     ) -> int:
         body = self._joint_body(hold, used, outbox, events)
 
-        def on(conn: sqlite3.Connection) -> int:
-            result = write_transaction(conn, body)
-            self.database.written()
-            return result
-
-        result = self.database.attempt(on)
+        result = self.database.attempt(lambda conn: write_transaction(conn, body, self.database.written))
         if result is BUSY:
             return await asyncio.to_thread(self.database.write, body)
         return result
