@@ -65,9 +65,23 @@ class Batches:
             events = events_for(usage.allow, owed.batch)
             self._reporter.enqueue(events, strict=False)
         except Exception:
-            self._tally["outbox_errors"] += 1
-            log.exception(
-                "zc_middleware: could not queue usage of %s; the events were: %s",
-                usage.allow.buyer,
-                [e.body for e in events],
-            )
+            self._not_queued(usage, events)
+
+    async def aqueue(self, usage: Usage, owed: Bill) -> None:
+        """:meth:`queue` from an event loop: an outbox write that would wait for a lock waits in a thread."""
+        if not owed.batch or usage.allow is None or self._reporter is None:
+            return
+        events: list[Event] = []
+        try:
+            events = events_for(usage.allow, owed.batch)
+            self._reporter.notify(await self._reporter.outbox.aadd(events, strict=False))
+        except Exception:
+            self._not_queued(usage, events)
+
+    def _not_queued(self, usage: Usage, events: list[Event]) -> None:
+        self._tally["outbox_errors"] += 1
+        log.exception(
+            "zc_middleware: could not queue usage of %s; the events were: %s",
+            usage.allow and usage.allow.buyer,
+            [e.body for e in events],
+        )

@@ -222,7 +222,7 @@ class Gate:
                 await self.ledger.aadjust(owed.hold, owed.used)
             except Exception as exc:
                 self._ledger_failed(usage, exc)
-        self._batches.queue(usage, owed)
+        await self._batches.aqueue(usage, owed)
 
     def _bill(self, usage: Usage, success: bool, extra: Mapping[str, int]) -> Bill:
         """What to write for ``usage`` (see :func:`~zc_middleware.settlement.bill`; ``extra``: what the

@@ -209,6 +209,10 @@ class Outbox(Store, ABC):
         logged at ERROR and kept as a conflict (counted in :meth:`status`), never sent.
         """
 
+    async def aadd(self, events: Sequence[Event], *, strict: bool = True) -> int:
+        """:meth:`add` from an event loop; a store whose write may wait for a lock never waits on the loop."""
+        return self.add(events, strict=strict)
+
     @abstractmethod
     def lease(self, owner: str, limit: int, ttl: float) -> list[Leased]:
         """Claim up to ``limit`` due, unleased pending rows (oldest first) for ``ttl`` seconds."""

@@ -8,18 +8,21 @@
   RETURNING`` that writes its owner id and a lease expiry: SQLite runs it under
   the write lock, so two processes can never claim the same row, and a killed
   sender's rows come back when its lease expires.
+* :meth:`SQLiteOutbox.aadd` (an ASGI request's batch events) tries its write without waiting and
+  waits for another process's lock only in a thread, as the SQLite ledger's async calls do.
 * Delivered rows are kept (state ``sent``) so a re-report of a delivered key is
   still recognised as a no-op; :meth:`SQLiteOutbox.prune` forgets old ones.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._sqlite import Database, SQLiteStore
+from .._sqlite import BUSY, Database, SQLiteStore, write_transaction
 from .base import DeadLetter, Event, Leased, Outbox, OutboxStatus, conflict, log_conflict
 
 __all__ = ["SQLiteOutbox", "ensure_schema", "insert_events"]
@@ -106,6 +109,20 @@ class SQLiteOutbox(SQLiteStore, Outbox):
             return 0
         now = self.clock()
         return self.database.write(lambda conn: insert_events(conn, events, now, strict=strict))
+
+    async def aadd(self, events: Sequence[Event], *, strict: bool = True) -> int:
+        if not events:
+            return 0
+        now = self.clock()
+        database = self.database
+
+        def insert(conn: sqlite3.Connection) -> int:
+            return insert_events(conn, events, now, strict=strict)
+
+        new = database.attempt(lambda conn: write_transaction(conn, insert, database.written))
+        if new is BUSY:  # another thread or process holds the lock: wait for it off the loop
+            return await asyncio.to_thread(self.add, events, strict=strict)
+        return new
 
     def insert_in(self, conn: sqlite3.Connection, events: Sequence[Event]) -> int:
         """Add ``events`` inside a transaction another store opened on this file (``conn``): a
