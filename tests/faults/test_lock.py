@@ -118,3 +118,42 @@ def test_paid_requests_answer_503_after_the_busy_timeout(hasty: App) -> None:
     assert used(hasty.url, "slow-a") == billed_before + billed(after[0]) == 2
     assert used(hasty.url, "slow-b") == billed(after[1]) == 1
     assert "unavailable" in hasty.log.read_text()
+
+
+def test_batch_events_wait_for_a_locked_outbox_off_the_loop(tmp_path: Path) -> None:
+    """An outbox in a file of its own: a paid request's batch events are queued after its response; while
+    another process holds the outbox's lock they wait for it in a thread, and then are delivered."""
+    from tests.reporter.helpers import KEY, batch_api
+
+    outbox = tmp_path / "outbox.db"
+    env = {
+        "ZEROCLICK_LEDGER": f"sqlite:///{tmp_path / 'ledger.db'}",
+        "ZEROCLICK_OUTBOX": f"sqlite:///{outbox}?busy_timeout=10",
+        "ZC_TEST_API_KEY": KEY,
+    }
+    with batch_api() as api, serve(UVICORN, env={**env, "ZC_TEST_BATCH_API": api.base}) as base:
+        api.configure()
+        with httpx.Client(base_url=base, timeout=30) as client, httpx.Client(base_url=base, timeout=30) as other:
+            assert other.get("/free").status_code == 200
+            with write_lock(outbox, HOLD):
+                rendered = client.post("/render", headers={"zc-agent-id": "batch-a"})
+                started = time.perf_counter()
+                free = other.get("/free")
+                free_latency = time.perf_counter() - started
+        assert rendered.status_code == 200
+        assert "compute-seconds" not in rendered.headers.get("x-zeroclick-usage", "")  # on the batch channel
+        assert free.status_code == 200
+        assert free_latency < FREE_WITHIN, f"the free route took {free_latency * 1000:.0f} ms while the lock was held"
+        keys = api.wait_for(1)
+    assert [(d[0]["userId"], d[0]["meter"], d[0]["quantity"]) for d in keys.values()] == [
+        ("batch-a", "compute-seconds", 4)
+    ]
+
+
+def test_busy_timeout_is_a_ledger_url_option(tmp_path: Path) -> None:
+    from zc_middleware import ConfigError, ZeroClickSettings
+
+    ZeroClickSettings(meters={"api-requests": {}}, ledger=f"sqlite:///{tmp_path / 'a.db'}?busy_timeout=0.5")
+    for bad in ("busy_timeout=soon", "busy_timeout=-1", "timeout=1", "busy_timeout=1&busy_timeout=2"):
+        with pytest.raises(ConfigError, match="busy_timeout=SECONDS"):
+            ZeroClickSettings(meters={"api-requests": {}}, ledger=f"sqlite:///{tmp_path / 'a.db'}?{bad}")
