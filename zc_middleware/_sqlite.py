@@ -219,11 +219,14 @@ class Database:
                 raise self._cannot_open("no permission to read and write it")
         elif not self.create:
             relative = "" if self.url.startswith(_PREFIX + "/") else f" (a relative path starts at {os.getcwd()})"
-            raise ConfigError(
-                f"no_{self.kind}",
-                f"no {self.kind} at {self.path} ({self.url}); check settings.{self.kind}{relative}: "
-                "the app creates the file when it first starts",
+            record = read_record(self.path)
+            why = (
+                "the app creates the file when it first starts"
+                if record is None
+                else f"it was there (id {record.id}) and is missing: see zc-middleware ledger-restore"
             )
+            where = f"no {self.kind} at {self.path} ({self.url}); check settings.{self.kind}{relative}"
+            raise ConfigError(f"no_{self.kind}", f"{where}: {why}")
         elif not os.access(folder, os.W_OK):
             raise self._cannot_open(f"directory {folder} is not writable")
 
