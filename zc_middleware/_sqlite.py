@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import math
@@ -170,7 +171,7 @@ class Database:
         stops the app here with a :class:`ConfigError` rather than failing every request later.
 
         The file is checked against its identity record: where a store was and vanished, or another
-        file took its place, nothing is created or adopted, and every call raises ``store_gone``
+        file took its place, nothing is created or adopted, and every call raises ``<kind>_gone``
         until an operator restores it. ``adopt``: that operator, making the file at the path (or a
         new one) the store."""
         self._check_path()
@@ -308,7 +309,7 @@ class Database:
             f"(zc-middleware ledger-restore, or manage.py zeroclick_ledger_restore)",
         )
 
-    def _usable(self) -> sqlite3.Connection:
+    def usable(self) -> sqlite3.Connection:
         """The connection, once the file is the store again; call with :attr:`lock` held."""
         if self.gone is not None and not self._resume():
             raise self._gone_error()
@@ -350,7 +351,7 @@ class Database:
     def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body`` in one ``BEGIN IMMEDIATE`` transaction (rolled back if it raises)."""
         with self.lock:
-            return write_transaction(self._usable(), body, self.written)
+            return write_transaction(self.usable(), body, self.written)
 
     def attempt(self, body: Callable[[sqlite3.Connection], T]) -> T | Literal[_Busy.BUSY]:
         """Run ``body`` on the connection that never waits: :data:`BUSY` instead of waiting for another
@@ -376,10 +377,17 @@ class Database:
         finally:
             self.nowait_lock.release()
 
+    async def awrite(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """:meth:`write` from an event loop: inline when no lock is in the way, else in a thread."""
+        result = self.attempt(lambda conn: write_transaction(conn, body, self.written))
+        if result is BUSY:
+            return await asyncio.to_thread(self.write, body)
+        return result
+
     def read(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body`` in one read transaction: its queries see one snapshot of the file."""
         with self.lock:
-            conn = self._usable()
+            conn = self.usable()
             conn.execute("BEGIN")
             try:
                 return body(conn)
@@ -389,7 +397,7 @@ class Database:
     def run(self, sql: str, params: Sequence[object] | Mapping[str, object] = ()) -> list[Any]:
         """One statement, committed on its own; returns its rows."""
         with self.lock:
-            rows = self._usable().execute(sql, params).fetchall()
+            rows = self.usable().execute(sql, params).fetchall()
             self.written()
             return rows
 

@@ -137,7 +137,7 @@ class SQLiteLedger(SQLiteStore, Ledger):
         lock = database.lock
         lock.acquire()  # acquire/release rather than ``with``: measurably cheaper on this hot path
         try:
-            conn = database.conn if database.conn is not None and database.gone is None else database._usable()
+            conn = database.conn if database.conn is not None and database.gone is None else database.usable()
             return self._reserve_on(conn, buyer, amounts)
         finally:
             lock.release()
@@ -214,11 +214,8 @@ class SQLiteLedger(SQLiteStore, Ledger):
 
     async def aadjust(self, hold: Hold, used: Mapping[str, int]) -> None:
         changes = self._changes(hold, used)
-        if changes and self.database.attempt(lambda conn: self._adjust_on(conn, changes)) is BUSY:
-            await asyncio.to_thread(self.adjust, hold, used)
-
-    def _adjust_on(self, conn: sqlite3.Connection, changes: list[tuple[int, str, str, float]]) -> None:
-        write_transaction(conn, lambda c: c.executemany(_ADJUST, changes), self.database.written)
+        if changes:
+            await self.database.awrite(lambda conn: conn.executemany(_ADJUST, changes))
 
     # -- settling together with the outbox -------------------------------------
     def _joined(self, outbox: object) -> _JoinableOutbox | None:
@@ -245,12 +242,7 @@ class SQLiteLedger(SQLiteStore, Ledger):
     async def aadjust_with_events(
         self, hold: Hold, used: Mapping[str, int], outbox: object, events: Sequence[Event]
     ) -> int:
-        body = self._joint_body(hold, used, outbox, events)
-
-        result = self.database.attempt(lambda conn: write_transaction(conn, body, self.database.written))
-        if result is BUSY:
-            return await asyncio.to_thread(self.database.write, body)
-        return result
+        return await self.database.awrite(self._joint_body(hold, used, outbox, events))
 
     def adjust_with(self, hold: Hold, used: Mapping[str, int], also: Callable[[sqlite3.Connection], T]) -> T:
         """:meth:`adjust`, and ``also`` on the same connection in the same transaction."""

@@ -16,13 +16,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._sqlite import BUSY, Database, SQLiteStore, write_transaction
+from .._sqlite import Database, SQLiteStore
 from .base import DeadLetter, Event, Leased, Outbox, OutboxStatus, conflict, log_conflict
 
 __all__ = ["SQLiteOutbox", "ensure_schema", "insert_events"]
@@ -114,15 +113,7 @@ class SQLiteOutbox(SQLiteStore, Outbox):
         if not events:
             return 0
         now = self.clock()
-        database = self.database
-
-        def insert(conn: sqlite3.Connection) -> int:
-            return insert_events(conn, events, now, strict=strict)
-
-        new = database.attempt(lambda conn: write_transaction(conn, insert, database.written))
-        if new is BUSY:  # another thread or process holds the lock: wait for it off the loop
-            return await asyncio.to_thread(self.add, events, strict=strict)
-        return new
+        return await self.database.awrite(lambda conn: insert_events(conn, events, now, strict=strict))
 
     def insert_in(self, conn: sqlite3.Connection, events: Sequence[Event]) -> int:
         """Add ``events`` inside a transaction another store opened on this file (``conn``): a
