@@ -133,8 +133,13 @@ class Database:
         create: bool = True,
         busy_timeout: float = 5.0,
         checkpoint_interval: float = 0.0,
+        on_move: Callable[[sqlite3.Connection, sqlite3.Connection], None] | None = None,
     ) -> None:
+        """``on_move(old, new)``: called when the store moves to a restored file, with a connection to
+        the file it was using and one to the new file (in no transaction), to carry data over."""
         self.url = url
+        self.on_move = on_move
+        self._prepare: Callable[[sqlite3.Connection], None] | None = None
         self.kind = kind
         path, options = _parse(url, kind)
         self.path = os.path.abspath(path)
@@ -174,6 +179,7 @@ class Database:
         file took its place, nothing is created or adopted, and every call raises ``<kind>_gone``
         until an operator restores it. ``adopt``: that operator, making the file at the path (or a
         new one) the store."""
+        self._prepare = prepare
         self._check_path()
         record = read_record(self.path)
         here = inode(self.path)
@@ -327,17 +333,33 @@ class Database:
         record = read_record(self.path)
         if record is None or record.inode != now[1]:
             return False
-        self._disconnect()  # SQLite neither checkpoints nor deletes the -wal of a moved file on close
+        # The old connection is closed only after the move: SQLite neither checkpoints nor deletes
+        # the -wal of a moved file on close, and what it holds may be carried over (``on_move``).
+        old, self.conn = self.conn, None
+        self.generation += 1
         self.identity, self.gone = now, None
         try:
             conn = self.connect()
             ok = write_transaction(conn, file_id) == record.id
+            if ok and self._prepare is not None:  # a new file has none of this store's tables yet
+                write_transaction(conn, self._prepare)
         except (sqlite3.Error, ZcError):
             ok = False
         if not ok:
             self._disconnect()
             self.gone = self.gone or "another file is at its place"
+            if old is not None:
+                old.close()
             return False
+        if old is not None:
+            if self.on_move is not None:
+                try:
+                    self.on_move(old, conn)
+                except Exception:
+                    log.exception(
+                        "zc_middleware: could not carry what %s %s held over to its restored file", self.kind, self.path
+                    )
+            old.close()
         log.warning("zc_middleware: %s %s restored: writing to it again", self.kind, self.path)
         return True
 

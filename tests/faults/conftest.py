@@ -111,8 +111,9 @@ class Server:
     master and two workers). :meth:`respawn` starts new processes the way each server does: uvicorn is
     restarted, gunicorn's workers are killed and the master starts new ones."""
 
-    def __init__(self, kind: str, url: str, tmp: Path) -> None:
+    def __init__(self, kind: str, url: str, tmp: Path, env: dict[str, str] | None = None) -> None:
         self.kind, self.url, self.tmp = kind, url, tmp
+        self.env = {"ZEROCLICK_LEDGER": url, **(env or {})}
         self.pidfile = tmp / "gunicorn.pid"
         self._stack = contextlib.ExitStack()
         self._runs = 0
@@ -124,7 +125,7 @@ class Server:
         log = self.tmp / f"{self.kind}-{self._runs}.log"
         self.logs.append(log)
         argv = UVICORN if self.kind == "uvicorn" else gunicorn(self.pidfile)
-        self.base = self._stack.enter_context(serve(argv, env={"ZEROCLICK_LEDGER": self.url}, output=log))
+        self.base = self._stack.enter_context(serve(argv, env=self.env, output=log))
 
     def output(self) -> str:
         return "".join(log.read_text(errors="replace") for log in self.logs)
@@ -154,10 +155,10 @@ class Server:
 
 
 @contextlib.contextmanager
-def server(kind: str, url: str, tmp: Path) -> Iterator[Server]:
+def server(kind: str, url: str, tmp: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
     pytest.importorskip("uvicorn" if kind == "uvicorn" else "gunicorn")
     pytest.importorskip("starlette" if kind == "uvicorn" else "flask")
-    running = Server(kind, url, tmp)
+    running = Server(kind, url, tmp, env)
     running.start()
     try:
         yield running

@@ -124,3 +124,27 @@ def test_ledger_moved_back_serves_again_without_the_command(tmp_path: Path) -> N
         again = _search(srv, "moved")
         assert again.status_code == 200
         assert used(url, "moved") == billed(first) + billed(again) == 2
+
+
+def test_usage_pending_in_a_deleted_ledger_is_delivered_after_the_restore(tmp_path: Path) -> None:
+    """Batch events queued in the ledger's file (its outbox) and not yet delivered when the file was
+    deleted: served usage, so the running process carries them over to the restored file and sends them."""
+    from tests.reporter.helpers import KEY, batch_api
+
+    db = tmp_path / "ledger.db"
+    url = f"sqlite:///{db}"
+    with batch_api() as api:
+        api.configure(fail=1.0)  # the batch API is down: the events stay pending in the file
+        env = {"ZC_TEST_BATCH_API": api.base, "ZC_TEST_API_KEY": KEY}
+        with server("uvicorn", url, tmp_path, env) as srv:
+            rendered = [httpx.post(srv.base + "/render", headers={"zc-agent-id": "late"}, timeout=30) for _ in "ab"]
+            assert [r.status_code for r in rendered] == [200, 200]
+            os.remove(db)
+            _refused(srv, ["late"], times=1)
+            api.configure()  # the batch API is back
+            assert restore(url, new=True).returncode == 0
+            keys = api.wait_for(2, timeout=30)
+    assert (
+        sorted((d[0]["userId"], d[0]["meter"], d[0]["quantity"]) for d in keys.values())
+        == [("late", "compute-seconds", 4)] * 2
+    )

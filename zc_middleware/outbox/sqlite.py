@@ -17,14 +17,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._sqlite import Database, SQLiteStore
+from .._sqlite import Database, SQLiteStore, write_transaction
 from .base import DeadLetter, Event, Leased, Outbox, OutboxStatus, conflict, log_conflict
 
-__all__ = ["SQLiteOutbox", "ensure_schema", "insert_events"]
+__all__ = ["SQLiteOutbox", "carry_pending", "ensure_schema", "insert_events"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS zc_outbox (
@@ -56,6 +57,7 @@ WHERE id IN (
 RETURNING id, key, body, attempts
 """
 _IDS = "id IN (SELECT value FROM json_each(?))"
+log = logging.getLogger("zc_middleware")
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
@@ -90,6 +92,23 @@ def insert_events(conn: sqlite3.Connection, events: Sequence[Event], now: float,
     return new
 
 
+def carry_pending(old: sqlite3.Connection, new: sqlite3.Connection) -> None:
+    """The file was deleted or replaced and an operator restored the store: events still pending in the
+    old file (usage that was served, not yet delivered) are added to the restored one, keys kept."""
+    rows = old.execute(
+        "SELECT key, user_id, meter, quantity, ts, body, created FROM zc_outbox WHERE state = 0 ORDER BY id"
+    ).fetchall()
+    if rows:
+        added = write_transaction(new, lambda conn: _insert_rows(conn, rows))
+        log.warning("zc_middleware: %d pending usage events carried over to the restored outbox file", added)
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: list[Any]) -> int:
+    before = conn.total_changes
+    conn.executemany(_INSERT, rows)
+    return conn.total_changes - before
+
+
 def _json_list(items: Sequence[object]) -> str:
     return json.dumps(list(items))
 
@@ -100,7 +119,9 @@ class SQLiteOutbox(SQLiteStore, Outbox):
     def __init__(self, url: str, *, busy_timeout: float = 5.0, **kwargs: Any) -> None:
         super().__init__(url, **kwargs)
         # No checkpoint thread of its own: SQLite's automatic checkpoints stay on for this connection.
-        self.database = Database(url, kind=self.kind, create=self.create, busy_timeout=busy_timeout)
+        self.database = Database(
+            url, kind=self.kind, create=self.create, busy_timeout=busy_timeout, on_move=carry_pending
+        )
         self.database.open(ensure_schema)
 
     def add(self, events: Sequence[Event], *, strict: bool = True) -> int:
