@@ -113,6 +113,12 @@ class ZeroClickSettings(BaseSettings):
     ledger: str = "sqlite:///zeroclick.db"
     #: seconds a networked ledger (Redis) may take to answer before the request gets ``on_ledger_error``
     ledger_timeout: Annotated[float, Field(gt=0, le=60)] = 0.5
+    #: seconds an SQLite ledger waits for another process's write lock before its write fails
+    #: (a failed settle is journaled and retried, see ``journal_dir``)
+    sqlite_busy_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
+    #: where settles, releases and batch events whose write failed are journaled until they apply
+    #: (docs/durability.md); default: beside a SQLite ledger's file, else ``./zc-journal``
+    journal_dir: str | None = None
     identity_header: Annotated[str, AfterValidator(_header_name)] = "zc-agent-id"
     service_slug: str | None = None
     #: what a paid request gets when the ledger cannot answer: ``deny`` (503) or ``allow``

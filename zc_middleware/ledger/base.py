@@ -10,6 +10,7 @@ every backend decides the same way.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +38,9 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
+#: how long a store remembers the id of a journaled write it applied (:meth:`Ledger.adjust_once`)
+APPLIED_TTL = 30 * 86400.0
+_once_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,19 @@ class Ledger(Store, ABC):
     @abstractmethod
     def adjust(self, hold: Hold, used: Mapping[str, int]) -> None:
         """Move a hold's debits to ``used`` (missing meters: 0). Idempotence is the caller's job."""
+
+    def adjust_once(self, entry_id: str, hold: Hold, used: Mapping[str, int]) -> bool:
+        """:meth:`adjust`, at most once per ``entry_id`` (a journaled write replayed after a crash or
+        a retry); ``False`` when that id was applied already. Stores that outlive the process record
+        the id with the write, in one step; this default remembers ids in the process, which is
+        enough for a ledger that lives in the process too (``memory://``)."""
+        with _once_lock:
+            applied: set[str] = vars(self).setdefault("_applied_once", set())
+            if entry_id in applied:
+                return False
+            self.adjust(hold, used)
+            applied.add(entry_id)
+            return True
 
     def settle(self, hold: Hold, used: Mapping[str, int]) -> None:
         self.adjust(hold, used)

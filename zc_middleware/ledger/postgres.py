@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from .._postgres import Connection, Database, Flow, PostgresStore, Rows, masked
 from ..errors import ConfigError, ZcError
 from .balance import Balance, make_balance
-from .base import Hold, Ledger
+from .base import APPLIED_TTL, Hold, Ledger
 from .rules import Account, Refusal, Row, evaluate, new_account
 
 if TYPE_CHECKING:
@@ -45,6 +45,11 @@ _SCHEMA = (
     buyer TEXT NOT NULL, meter TEXT NOT NULL, period_start DOUBLE PRECISION NOT NULL,
     period_end DOUBLE PRECISION, used BIGINT NOT NULL, PRIMARY KEY (buyer, meter))""",
 )
+#: the ids of journaled writes applied (:meth:`PostgresLedger.adjust_once`), and the lock that
+#: serializes those writes (ours: a seller's one-key advisory locks use other numbers)
+_APPLIED_TABLE = "CREATE TABLE IF NOT EXISTS zeroclick_applied (id TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL)"
+_APPLIED_INSERT = "INSERT INTO zeroclick_applied (id, at) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING RETURNING id"
+_APPLIED_LOCK = 0x5A43_0000_A991
 # %(limits)s is {"plan": limit-or-null, ...} for the meter, from this process's settings: a plan
 # no longer in settings matches no key, so it is never served from here
 _FAST = """
@@ -211,6 +216,28 @@ class PostgresLedger(PostgresStore, Ledger):
         statement = self._settle(hold, used)
         if statement is not None:
             await self.database.arun(*statement)
+
+    def adjust_once(self, entry_id: str, hold: Hold, used: Mapping[str, int]) -> bool:
+        """:meth:`adjust` at most once per ``entry_id``: the id is recorded in ``zeroclick_applied``
+        in the transaction that moves the hold, so a replay after a crash writes nothing. Ids are
+        forgotten after :data:`~zc_middleware.ledger.base.APPLIED_TTL`."""
+        statement = self._settle(hold, used)
+        now = self.clock()
+
+        def flow() -> Flow[bool]:
+            # created on first use (only journaled writes need it), one process at a time: concurrent
+            # CREATE TABLE IF NOT EXISTS can fail one of them
+            yield "SELECT pg_advisory_xact_lock(%s)", (_APPLIED_LOCK,)
+            yield _APPLIED_TABLE, ()
+            rows = yield _APPLIED_INSERT, (entry_id, now)
+            if not rows:
+                return False
+            yield "DELETE FROM zeroclick_applied WHERE at < %s", (now - APPLIED_TTL,)
+            if statement is not None:
+                yield statement
+            return True
+
+        return self.database.play(flow())
 
     # -- settling together with the outbox -------------------------------------
     def _joined(self, outbox: object) -> _JoinableOutbox | None:

@@ -31,7 +31,7 @@ from ..periods import period_bounds
 from . import _redis_lua
 from ._redis_client import POOL_SIZE, AsyncClient, SyncClient, Target, forget_idle, is_noscript, open_async, open_sync
 from .balance import Balance, make_balance
-from .base import Hold, Ledger
+from .base import APPLIED_TTL, Hold, Ledger
 from .rules import Account, Reason, Refusal, Row, as_of
 
 __all__ = ["RedisHold", "RedisLedger"]
@@ -58,6 +58,25 @@ class _Script:
 
 _RESERVE, _ADJUST, _STORE, _READ = (
     _Script(source) for source in (_redis_lua.RESERVE, _redis_lua.ADJUST, _redis_lua.STORE, _redis_lua.READ)
+)
+
+
+#: ADJUST, run only if the marker KEYS[4] was not set (it is set, for ARGV[1] seconds); 1 if it ran
+_ADJUST_ONCE = _Script(
+    """
+if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', tonumber(ARGV[1])) then return 0 end
+for i = 2, #ARGV, 5 do
+  local held = redis.call('ZREM', KEYS[3], ARGV[i])
+  local delta = ARGV[i + 4]
+  if held == 1 then delta = ARGV[i + 3] end
+  if delta ~= '0' and redis.call('HGET', KEYS[2], 's:' .. ARGV[i + 1]) == ARGV[i + 2] then
+    if redis.call('HINCRBY', KEYS[2], 'u:' .. ARGV[i + 1], delta) < 0 then
+      redis.call('HSET', KEYS[2], 'u:' .. ARGV[i + 1], '0')
+    end
+  end
+end
+return 1
+"""
 )
 
 
@@ -187,6 +206,23 @@ class RedisLedger(Ledger):
 
     async def aadjust(self, hold: Hold, used: Mapping[str, int]) -> None:
         await self._arun(_ADJUST, self.keys(hold.buyer), _adjustments(hold, used))
+
+    def adjust_once(self, entry_id: str, hold: Hold, used: Mapping[str, int]) -> bool:
+        """:meth:`adjust` at most once per ``entry_id``: the script sets a marker key in the buyer's
+        hash slot, with a TTL of :data:`~zc_middleware.ledger.base.APPLIED_TTL`, only if it was not
+        there, and moves the hold in the same step."""
+        account = self.keys(hold.buyer)
+        keys = (*account, account[0][:-1] + "once:" + entry_id)
+        args = (str(int(APPLIED_TTL)), *_adjustments(hold, used))
+        client = self._client
+        try:
+            done = client.evalsha(_ADJUST_ONCE.sha, 4, *keys, *args)
+        except Exception as exc:
+            if not is_noscript(exc):
+                raise
+            client.script_load(_ADJUST_ONCE.source)
+            done = client.evalsha(_ADJUST_ONCE.sha, 4, *keys, *args)
+        return bool(int(cast("int", done)))
 
     def _ask(self, buyer: str, amounts: Mapping[str, int], now: float) -> tuple[_Known, str, list[str]]:
         """What the reserve script needs: the expected account, the lease id, and per meter the

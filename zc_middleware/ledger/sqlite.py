@@ -26,7 +26,7 @@ from .._cache import remember
 from .._sqlite import Database, SQLiteStore
 from ..errors import ZcError
 from .balance import Balance, make_balance
-from .base import Hold, Ledger
+from .base import APPLIED_TTL, Hold, Ledger
 from .rules import Account, Refusal, Row, evaluate, new_account
 
 if TYPE_CHECKING:
@@ -59,6 +59,8 @@ WHERE buyer = ? AND meter = ? AND live = 1
 RETURNING period_start
 """
 _ADJUST = "UPDATE zc_balances SET used = MAX(0, used + ?) WHERE buyer = ? AND meter = ? AND period_start = ?"
+#: the ids of journaled writes applied (:meth:`SQLiteLedger.adjust_once`)
+_APPLIED_TABLE = "CREATE TABLE IF NOT EXISTS zc_applied (id TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID"
 _UPSERT_ROW = """
 INSERT INTO zc_balances (buyer, meter, period_start, period_end, used, lim, live, expires_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -190,6 +192,26 @@ class SQLiteLedger(SQLiteStore, Ledger):
             self.database.run(_ADJUST, changes[0])
         elif changes:
             self.database.write(lambda conn: conn.executemany(_ADJUST, changes))
+
+    def adjust_once(self, entry_id: str, hold: Hold, used: Mapping[str, int]) -> bool:
+        """:meth:`adjust` at most once per ``entry_id``: the id is recorded in ``zc_applied`` in the
+        transaction that moves the hold, so a replay after a crash finds it and writes nothing. Ids
+        are forgotten after :data:`~zc_middleware.ledger.base.APPLIED_TTL`."""
+        changes = self._changes(hold, used)
+        now = self.clock()
+
+        def body(conn: sqlite3.Connection) -> bool:
+            conn.execute(_APPLIED_TABLE)  # created on first use: only journaled writes need it
+            before = conn.total_changes
+            conn.execute("INSERT INTO zc_applied (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING", (entry_id, now))
+            if conn.total_changes == before:
+                return False
+            conn.execute("DELETE FROM zc_applied WHERE at < ?", (now - APPLIED_TTL,))
+            if changes:
+                conn.executemany(_ADJUST, changes)
+            return True
+
+        return self.database.write(body)
 
     # -- settling together with the outbox -------------------------------------
     def _joined(self, outbox: object) -> _JoinableOutbox | None:
