@@ -28,8 +28,10 @@ from tests.faults.journal_support import (
     wait_until,
     write_lock,
 )
+from tests.ledger.conftest import redis_cluster, redis_cluster_url, redis_server, redis_url  # noqa: F401 (fixtures)
+from tests.postgres_db import postgres_server, postgres_url  # noqa: F401  (fixtures)
 from tests.reporter.helpers import KEY, BatchAPI, batch_api
-from zc_middleware import ZeroClickSettings
+from zc_middleware import ZeroClickSettings, open_ledger
 from zc_middleware.gate import Gate
 from zc_middleware.journal import Write, line, parse
 from zc_middleware.ledger import Hold
@@ -255,3 +257,33 @@ def test_writes_that_apply_leave_no_journal_behind(tmp_path: Path) -> None:
     assert [p.stat().st_size for p in journal_files(tmp_path)] == [0]  # compacted
     gate.close()
     assert not journal_files(tmp_path)
+
+
+# -- every backend applies a journaled write at most once -------------------------------------------------
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param.startswith("redis"):
+        return str(request.getfixturevalue(request.param.replace("-", "_") + "_url"))
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'ledger.db'}"
+
+
+def test_adjust_once_applies_an_entry_once_even_from_another_process(store_url: str) -> None:
+    ledger = open_ledger(store_url, plans=PLANS)
+    try:
+        first, second = (ledger.reserve("once", {"compute-seconds": ESTIMATE}) for _ in range(2))
+        assert isinstance(first, Hold) and isinstance(second, Hold)
+        assert ledger.adjust_once("entry-1", first, {"compute-seconds": 4}) is True
+        assert ledger.adjust_once("entry-1", first, {"compute-seconds": 4}) is False
+        assert ledger.adjust_once("entry-2", second, {}) is True  # a release
+        assert ledger.balance("once").meter("compute-seconds").used == 4
+        if not store_url.startswith("memory"):  # the id is in the store: a restarted process sees it
+            again = open_ledger(store_url, plans=PLANS)
+            try:
+                assert again.adjust_once("entry-1", first, {"compute-seconds": 4}) is False
+                assert again.balance("once").meter("compute-seconds").used == 4
+            finally:
+                again.close()
+    finally:
+        ledger.close()
