@@ -10,17 +10,19 @@ the response wait twice as long. A log line is never the only place of an event.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import Mapping
 
 from .journal import Journal, Write
-from .ledger import Hold, Ledger
-from .outbox import Event, Outbox
+from .ledger import Ledger
+from .outbox import Event
 from .reporter import Reporter
 from .settlement import Bill, events_for
 from .usage import Usage
 
 __all__ = ["Batches"]
+
+log = logging.getLogger("zc_middleware")
 
 
 class Batches:
@@ -36,24 +38,30 @@ class Batches:
 
     def settle_jointly(self, usage: Usage, owed: Bill) -> None:
         """Write the debit of ``owed`` and its events together; journaled whole if that fails."""
-        hold, used, outbox, events = self._joint_args(usage, owed)
+        write = self._write(usage, owed)
+        assert self._reporter is not None and write.hold is not None
         try:
-            new: int | Exception = self._ledger.adjust_with_events(hold, used, outbox, events)
+            new: int | Exception = self._ledger.adjust_with_events(
+                write.hold, write.used, self._reporter.outbox, write.events
+            )
         except Exception as exc:
             new = exc
-        self._joined(Write(hold, used, events), new)
+        self._joined(write, new)
 
     async def asettle_jointly(self, usage: Usage, owed: Bill) -> None:
-        hold, used, outbox, events = self._joint_args(usage, owed)
+        write = self._write(usage, owed)
+        assert self._reporter is not None and write.hold is not None
         try:  # on the ledger's async pool: an ASGI server's loop never waits on a socket here
-            new: int | Exception = await self._ledger.aadjust_with_events(hold, used, outbox, events)
+            new: int | Exception = await self._ledger.aadjust_with_events(
+                write.hold, write.used, self._reporter.outbox, write.events
+            )
         except Exception as exc:
             new = exc
-        self._joined(Write(hold, used, events), new)
+        self._joined(write, new)
 
-    def _joint_args(self, usage: Usage, owed: Bill) -> tuple[Hold, Mapping[str, int], Outbox, list[Event]]:
-        assert self._reporter is not None and usage.allow is not None and owed.hold is not None
-        return owed.hold, owed.used, self._reporter.outbox, events_for(usage.allow, owed.batch)
+    def _write(self, usage: Usage, owed: Bill) -> Write:
+        """The joint write of ``owed``: its debit and its events."""
+        return Write(owed.hold, owed.used, self._events(usage, owed))
 
     def _joined(self, write: Write, new: int | Exception) -> None:
         if isinstance(new, Exception):
@@ -67,9 +75,22 @@ class Batches:
         """Queue the batch events of ``owed`` in the outbox (not a joint write); journaled if that fails."""
         if not owed.batch or usage.allow is None or self._reporter is None:
             return
-        events = events_for(usage.allow, owed.batch)
+        events = self._events(usage, owed)
+        if not events:
+            return
         try:
             self._reporter.enqueue(events, strict=False)
         except Exception as exc:
             self._tally["outbox_errors"] += 1
             self._journal.keep(Write(None, {}, events), exc)
+
+    def _events(self, usage: Usage, owed: Bill) -> list[Event]:
+        """The batch events of ``owed``; none (logged with the amounts) if they cannot be made, which
+        only a bug would cause: every part of them was validated before the request was served."""
+        assert usage.allow is not None
+        try:
+            return events_for(usage.allow, owed.batch)
+        except Exception:
+            self._tally["outbox_errors"] += 1
+            log.exception("zc_middleware: could not make the batch events of %s: %s", usage.allow.buyer, owed.batch)
+            return []

@@ -245,8 +245,10 @@ class Journal:
         if self._pid != os.getpid():
             self._reset()
         self._tally["journaled"] += 1
-        log.warning("zc_middleware: a write failed (%s); kept in the journal and retried: %s", error, write.id)
         with self._lock:
+            # one WARNING when writes start failing, not one per request while they do
+            level = logging.DEBUG if self._pending else logging.WARNING
+            log.log(level, "zc_middleware: a write failed (%s); journaled and retried until it applies", error)
             try:
                 own = self._own_file()
                 if own is not None:
@@ -401,8 +403,10 @@ class Journal:
 
     def _done(self, write: Write) -> None:
         with self._lock:
-            with contextlib.suppress(ValueError):
+            try:
                 self._pending.remove(write)
+            except ValueError:
+                return  # done already (shutdown's last try met the retrier's)
             file = write.file
             if file is None:
                 return
