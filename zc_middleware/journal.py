@@ -20,8 +20,9 @@ records the id in the same transaction (SQLite, PostgreSQL) or in the buyer's
 hash slot (Redis), so a crash between "applied" and "marked done" cannot apply
 it twice. Its events go to the outbox, which keeps the first report of a key.
 
-Files. One append-only file per process, ``zc-journal-<host>-<pid>-<random>.jsonl``
-in :attr:`Journal.directory`; each line is ``<crc32 hex> <json>``, and a line
+Files. One append-only file per process, ``zc-journal-<store>-<host>-<pid>-<random>.jsonl``
+in :attr:`Journal.directory`, where ``<store>`` is a digest of the ledger's URL (a journal is
+replayed only into the ledger it was written for); each line is ``<crc32 hex> <json>``, and a line
 whose checksum does not match (a torn last line) is skipped. A process holds
 an exclusive ``flock`` on its file for as long as it lives; a file whose lock
 can be taken belongs to a dead process, and the first process to take it
@@ -43,6 +44,7 @@ import atexit
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -172,6 +174,13 @@ def journal_directory(setting: str | None, ledger_url: str) -> str | None:
     return os.path.abspath("zc-journal")
 
 
+def store_tag(ledger_url: str) -> str:
+    """A short digest naming the ledger at ``ledger_url`` (a SQLite file by its real path)."""
+    if ledger_url.startswith("sqlite:///"):
+        ledger_url = "sqlite:///" + os.path.realpath(ledger_url[len("sqlite:///") :])
+    return hashlib.sha256(ledger_url.encode()).hexdigest()[:10]
+
+
 class _File:
     """A journal file this process holds the lock of: its own, or a dead process's it replays."""
 
@@ -210,6 +219,8 @@ class Journal:
         backoff_max: float = 60.0,
     ) -> None:
         self.directory = directory
+        #: the start of every journal file name of this ledger
+        self.prefix = f"{_PREFIX}{store_tag(ledger.url)}-"
         self._ledger = ledger
         self._reporter = reporter
         self._tally = tally
@@ -273,7 +284,7 @@ class Journal:
             return self._own
         os.makedirs(self.directory, exist_ok=True)
         host = socket.gethostname().replace(os.sep, "_")
-        name = f"{_PREFIX}{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}{_SUFFIX}"
+        name = f"{self.prefix}{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}{_SUFFIX}"
         temporary = os.path.join(self.directory, "." + name + ".tmp")
         fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
@@ -299,7 +310,7 @@ class Journal:
             return 0
         found = 0
         for name in sorted(os.listdir(self.directory)):
-            if name.startswith(_PREFIX) and name.endswith(_SUFFIX):
+            if name.startswith(self.prefix) and name.endswith(_SUFFIX):
                 try:
                     found += self._adopt(os.path.join(self.directory, name))
                 except OSError as exc:
@@ -431,8 +442,8 @@ class Journal:
 
     # -- shutdown -----------------------------------------------------------------------
     def close(self) -> int:
-        """Stop the retrier and try every pending write once more; what still fails stays in the
-        journal for the next start. Returns how many are left."""
+        """Stop the retrier and try every pending write once more; what still fails is left to the
+        journal (its files unlocked, so the next start replays them). Returns how many are left."""
         if self._pid != os.getpid():
             return 0
         self._stopping = True
@@ -441,16 +452,22 @@ class Journal:
         if thread is not None and thread is not threading.current_thread():
             thread.join(5.0)
         left = self.retry()[0] if self._pending else 0
-        if left:
-            log.warning("zc_middleware: %d writes are still pending at shutdown; the next start replays them", left)
-        else:
-            with self._lock:
-                own, self._own = self._own, None
-                if own is not None:  # nothing to replay: no empty file left behind
-                    with contextlib.suppress(OSError):
-                        os.unlink(own.path)
-                    own.close()
-                    self._files.remove(own)
+        with self._lock:
+            if left:
+                log.warning("zc_middleware: %d writes are still pending at shutdown; the next start replays them", left)
+            for write in self._pending:
+                if write.file is None:
+                    log.error(
+                        "zc_middleware: a write that the journal could not store is lost at shutdown: %s",
+                        write.describe(),
+                    )
+            own = self._own
+            if own is not None and not own.pending:  # nothing to replay: no empty file left behind
+                with contextlib.suppress(OSError):
+                    os.unlink(own.path)
+            for file in self._files:
+                file.close()
+            self._files, self._own, self._pending = [], None, []
         return left
 
 

@@ -214,7 +214,7 @@ def test_a_replay_after_a_crash_between_applied_and_marked_done_applies_nothing(
     gate = _gate(tmp_path)
     hold = _held(gate, "b")
     # a dead process's journal: its entry applied, but the process died before marking it done
-    (tmp_path / "zc-journal-dead-1-x.jsonl").write_bytes(_entry("applied-1", hold, 4))
+    (tmp_path / f"{gate.journal.prefix}dead-1.jsonl").write_bytes(_entry("applied-1", hold, 4))
     assert gate.ledger.adjust_once("applied-1", hold, {"compute-seconds": 4}) is True
     assert _used(gate, "b") == 4
     replaying = _gate(tmp_path)
@@ -230,7 +230,8 @@ def test_a_torn_last_line_is_skipped_and_a_live_process_file_is_left_alone(tmp_p
     gate = _gate(tmp_path)
     dead, mine = _held(gate, "t"), _held(gate, "t")
     torn = _entry("two", dead, 2)[:-9]
-    (tmp_path / "zc-journal-dead-2-y.jsonl").write_bytes(_entry("one", dead, 1) + torn)
+    (tmp_path / f"{gate.journal.prefix}dead-2.jsonl").write_bytes(_entry("one", dead, 1) + torn)
+    (tmp_path / "zc-journal-0123456789-other-ledger.jsonl").write_bytes(_entry("three", dead, 3))
     with write_lock(tmp_path / "l.db"):  # this process's own write fails: its file is created and locked
         gate.journal.keep(Write(mine, {"compute-seconds": 9}), RuntimeError("database is locked"))
     own = [p for p in journal_files(tmp_path) if "dead" not in p.name]
@@ -239,10 +240,10 @@ def test_a_torn_last_line_is_skipped_and_a_live_process_file_is_left_alone(tmp_p
     assert own[0].exists()
     other.journal.retry()
     assert wait_until(lambda: _used(gate, "t") == 1 + 9)
-    assert wait_until(lambda: not entries(tmp_path))
     gate.close()
     other.close()
-    assert not journal_files(tmp_path)
+    # another ledger's journal is left for that ledger
+    assert [p.name for p in journal_files(tmp_path)] == ["zc-journal-0123456789-other-ledger.jsonl"]
 
 
 def test_writes_that_apply_leave_no_journal_behind(tmp_path: Path) -> None:
@@ -287,3 +288,16 @@ def test_adjust_once_applies_an_entry_once_even_from_another_process(store_url: 
                 again.close()
     finally:
         ledger.close()
+
+
+def test_shutdown_tries_once_more_and_leaves_the_rest_for_the_next_start(tmp_path: Path) -> None:
+    gate = _gate(tmp_path)
+    hold = _held(gate, "s")
+    with write_lock(tmp_path / "l.db"):
+        gate.journal.keep(Write(hold, {"compute-seconds": 3}), RuntimeError("database is locked"))
+        assert gate.journal.close() == 1  # still locked: kept
+    gate.ledger.close()
+    assert len(entries(tmp_path)) == 1
+    assert _used(_gate(tmp_path), "s") == ESTIMATE
+    assert wait_until(lambda: not entries(tmp_path))  # the next start replayed it
+    assert _used(_gate(tmp_path), "s") == 3
