@@ -188,13 +188,27 @@ class _File:
         self.fd = fd
         self.path = path
         self.pending = 0
+        #: the bytes written so far, all whole lines
+        self.size = os.fstat(fd).st_size
 
     def append(self, data: bytes, *, sync: bool) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view) :]
-        if sync:
-            os.fsync(self.fd)
+        """Append whole lines; on failure (a full disk takes part of a line) cut the file back to its
+        last whole line, so the next append does not run on from a fragment."""
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view) :]
+            if sync:
+                os.fsync(self.fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.size)
+            raise
+        self.size += len(data)
+
+    def empty(self) -> None:
+        os.ftruncate(self.fd, 0)
+        self.size = 0
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -343,7 +357,14 @@ class Journal:
                 entries, done = parse(reader.read())
             adopted = _File(fd, path)
             self._files.append(adopted)
-            writes = [decode(entry) for entry in entries if str(entry.get("id")) not in done]
+            writes = []
+            for entry in entries:
+                if str(entry.get("id")) in done:
+                    continue
+                try:
+                    writes.append(decode(entry))
+                except (KeyError, TypeError, ValueError) as exc:  # whole, yet not an entry of ours
+                    log.error("zc_middleware: skipped an unreadable journal entry in %s (%s): %s", path, exc, entry)
             for write in writes:
                 write.file = adopted
             adopted.pending = len(writes)
@@ -433,7 +454,7 @@ class Journal:
     def _finished(self, file: _File) -> None:
         """Every entry of ``file`` applied: empty this process's file, remove a dead one's."""
         if file is self._own:
-            os.ftruncate(file.fd, 0)
+            file.empty()
             return
         with contextlib.suppress(FileNotFoundError):
             os.unlink(file.path)

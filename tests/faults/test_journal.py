@@ -301,3 +301,29 @@ def test_shutdown_tries_once_more_and_leaves_the_rest_for_the_next_start(tmp_pat
     assert _used(_gate(tmp_path), "s") == ESTIMATE
     assert wait_until(lambda: not entries(tmp_path))  # the next start replayed it
     assert _used(_gate(tmp_path), "s") == 3
+
+
+def test_a_line_the_full_disk_cut_short_is_cut_off_so_the_next_one_reads(tmp_path: Path) -> None:
+    settings = ZeroClickSettings(
+        meters={"compute-seconds": {}}, plans=PLANS, ledger=f"sqlite:///{tmp_path / 'l.db'}", sqlite_busy_timeout=0.05
+    )
+    gate = Gate(settings)
+    hold = _held(gate, "f")
+    journal = tmp_path / "journal"
+    with unwritable(journal, "full"), write_lock(tmp_path / "l.db"):
+        (journal / "filler").unlink()
+        gate.journal.directory = str(journal)
+        kept = 0
+        gate.journal.keep(Write(hold, {"compute-seconds": 1}), RuntimeError("database is locked"))
+        with (journal / "filler").open("wb", buffering=0) as filler, contextlib.suppress(OSError):
+            while True:  # full again: only the rest of the journal's last page is left
+                filler.write(b"\0" * 512)
+                filler.flush()
+        while not gate.stats["journal_errors"]:  # the line that crosses into a page the disk has not
+            gate.journal.keep(Write(hold, {"compute-seconds": 1}), RuntimeError("database is locked"))
+            kept += 1
+        (journal / "filler").unlink()
+        gate.journal.keep(Write(hold, {"compute-seconds": 1}), RuntimeError("database is locked"))
+        assert len(entries(journal)) == 1 + kept - 1 + 1  # every whole line reads; the cut one is gone
+        gate.journal.close()
+    gate.ledger.close()
