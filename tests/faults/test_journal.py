@@ -29,12 +29,15 @@ from tests.faults.journal_support import (
     write_lock,
 )
 from tests.ledger.conftest import redis_cluster, redis_cluster_url, redis_server, redis_url  # noqa: F401 (fixtures)
-from tests.postgres_db import postgres_server, postgres_url  # noqa: F401  (fixtures)
+from tests.postgres_db import admin, postgres_server, postgres_url  # noqa: F401  (fixtures)
 from tests.reporter.helpers import KEY, BatchAPI, batch_api
 from zc_middleware import ZeroClickSettings, open_ledger
+from zc_middleware.decision import Allow
 from zc_middleware.gate import Gate
 from zc_middleware.journal import Write, line, parse
 from zc_middleware.ledger import Hold
+from zc_middleware.meters import Charge, MeterSpec
+from zc_middleware.usage import Usage
 
 SERVERS = ["uvicorn", "gunicorn"]
 _ids = itertools.count()
@@ -327,3 +330,31 @@ def test_a_line_the_full_disk_cut_short_is_cut_off_so_the_next_one_reads(tmp_pat
         assert len(entries(journal)) == 1 + kept - 1 + 1  # every whole line reads; the cut one is gone
         gate.journal.close()
     gate.ledger.close()
+
+
+def test_a_settle_whose_postgresql_connections_ended_applies_on_retry(
+    postgres_url: str,  # noqa: F811  (the fixture)
+    tmp_path: Path,
+) -> None:
+    """A networked store out of reach for a moment (every connection ended, as by a server restart)."""
+    settings = ZeroClickSettings(
+        meters={"compute-seconds": {}}, plans=PLANS, ledger=postgres_url, journal_dir=str(tmp_path)
+    )
+    gate = Gate(settings)
+    try:
+        charge = Charge.build([MeterSpec.make("compute-seconds", None, ESTIMATE)], known=frozenset({"compute-seconds"}))
+        usage = Usage()
+        assert isinstance(gate.check_buyer("pg", lambda name: None, charge, usage), Allow)
+        usage.add("compute-seconds", 4)
+        conn = admin()
+        conn.execute(  # type: ignore[attr-defined]
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (postgres_url.rsplit("/", 1)[1],),
+        )
+        conn.close()  # type: ignore[attr-defined]
+        gate.finish(usage, success=True)
+        assert gate.stats["journaled"] == 1 and len(entries(tmp_path)) == 1
+        assert wait_until(lambda: gate.ledger.balance("pg").meter("compute-seconds").used == 4)
+        assert wait_until(lambda: not entries(tmp_path))
+    finally:
+        gate.close()
