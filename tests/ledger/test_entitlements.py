@@ -215,3 +215,12 @@ def test_a_sqlite_file_from_before_entitlement_writes_takes_them(tmp_path: Path)
         assert [c.change for c in ledger.history("agent-7")] == ["plan starter -> pro"]
     finally:
         ledger.close()
+
+
+@pytest.mark.parametrize("before", [2**60, 2**53 + 1, -5])
+def test_versions_beyond_double_precision_still_order(ledger: Ledger, before: int) -> None:
+    assert ledger.apply_entitlement(write(before)) == "applied"
+    assert ledger.apply_entitlement(write(before - 1, "closed")) == "stale"
+    assert ledger.apply_entitlement(write(before, "closed", key="evt-same")) == "stale"
+    assert ledger.apply_entitlement(write(before + 1, "suspended")) == "applied"
+    assert refused(ledger) == "spend_cap_reached"

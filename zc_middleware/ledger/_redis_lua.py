@@ -139,11 +139,18 @@ return {redis.call('HMGET', KEYS[1], 'plan', 'anchor', 'expires', 'status'), red
 #: (nothing changed), ``{"changed"}`` (the account is not the one decided from: decide again) or
 #: ``{"applied"}``. A manual plan assignment (:data:`STORE`) leaves ``version`` and the history alone.
 ENTITLE = """
+-- versions are compared as decimal strings: a Lua number is exact only up to 2^53
+local function at_most(a, b)
+  local na, nb = string.sub(a, 1, 1) == '-', string.sub(b, 1, 1) == '-'
+  if na ~= nb then return na end
+  if #a ~= #b then return (#a < #b) ~= na end
+  return a == b or ((a < b) ~= na)
+end
 for _, entry in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do
   if cjson.decode(entry)[4] == ARGV[1] then return {'duplicate'} end
 end
 local account = redis.call('HMGET', KEYS[1], 'plan', 'anchor', 'expires', 'status', 'version')
-if account[5] and tonumber(ARGV[2]) <= tonumber(account[5]) then return {'stale'} end
+if account[5] and at_most(ARGV[2], account[5]) then return {'stale'} end
 for i = 1, 4 do
   if (account[i] or '') ~= ARGV[i + 2] then return {'changed'} end
 end

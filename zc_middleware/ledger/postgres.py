@@ -90,7 +90,8 @@ ON CONFLICT (buyer, meter) DO UPDATE SET
     period_start = excluded.period_start, period_end = excluded.period_end, used = excluded.used
 """
 _LAST_WRITE = """
-SELECT max(version), bool_or(idem_key = %s) FROM zeroclick_plan_history WHERE buyer = %s
+SELECT (SELECT max(version) FROM zeroclick_plan_history WHERE buyer = %s),
+    EXISTS (SELECT 1 FROM zeroclick_plan_history WHERE buyer = %s AND idem_key = %s)
 """
 _RECORD = """
 INSERT INTO zeroclick_plan_history (buyer, version, idem_key, applied_at, kid, change) VALUES (%s, %s, %s, %s, %s, %s)
@@ -295,7 +296,7 @@ class PostgresLedger(PostgresStore, Ledger):
         buyer = write.buyer
         yield "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, buyer)
         stored = _account((yield _ACCOUNT + " FOR UPDATE", (buyer,)))
-        [(last, applied)] = yield _LAST_WRITE, (write.key, buyer)
+        [(last, applied)] = yield _LAST_WRITE, (buyer, buyer, write.key)
         if applied:
             return "duplicate"
         if last is not None and write.version <= last:
