@@ -224,3 +224,23 @@ def test_versions_beyond_double_precision_still_order(ledger: Ledger, before: in
     assert ledger.apply_entitlement(write(before, "closed", key="evt-same")) == "stale"
     assert ledger.apply_entitlement(write(before + 1, "suspended")) == "applied"
     assert refused(ledger) == "spend_cap_reached"
+
+
+def test_a_postgresql_ledger_from_before_entitlement_writes_takes_them(postgres_url: str) -> None:  # noqa: F811
+    import psycopg
+
+    ledger = open_ledger(postgres_url, plans=contract.PLANS, clock=Clock())
+    try:
+        hold(ledger.reserve("agent-7", {"api-requests": 40}))
+    finally:
+        ledger.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE zeroclick_plan_history")  # as a database from before has them
+    ledger = open_ledger(postgres_url, plans=contract.PLANS, clock=Clock(), create=False)
+    try:
+        assert ledger.history("agent-7") == ()
+        assert ledger.apply_entitlement(write(1, plan="pro", start=JAN_31)) == "applied"  # the default plan's anchor
+        assert ledger.balance("agent-7").meter("api-requests").used == 40
+        assert [c.change for c in ledger.history("agent-7")] == ["plan starter -> pro"]
+    finally:
+        ledger.close()
