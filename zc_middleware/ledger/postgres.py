@@ -17,6 +17,8 @@ Why it is fast and safe:
   (:meth:`PostgresLedger.areserve`), with no thread hop.
 * An outbox in the same database (:meth:`PostgresLedger.joins`) inserts a
   request's batch events in the transaction that settles its hold.
+* An entitlement write is checked, decided and stored in one transaction under the buyer's
+  advisory lock; ``zeroclick_plan_history`` keeps every write applied and gives the last version.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@
 * Nothing is retried after a command was sent: a timeout may hide a granted hold, and
   sending it again could debit twice. The caller sees the error within ``timeout``
   (the Gate answers 503) and the lease gives the hold back.
+* An entitlement write (:meth:`RedisLedger.apply_entitlement`) is decided in Python from the
+  account read first, then one script checks its idempotency key and version and stores it only if
+  the account is still the one decided from. The last version applied lives in the account hash and
+  is never trimmed; the plan history keeps the last :data:`~._redis_lua.HISTORY_KEPT` writes.
 """
 
 from __future__ import annotations
