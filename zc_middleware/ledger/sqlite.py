@@ -13,10 +13,6 @@ Why it is fast and safe:
   this ledger checkpoints from a background thread, so no request pays for one.
 * An outbox on the same file (:meth:`SQLiteLedger.joins`) inserts a request's
   batch events in the transaction that settles its hold: both commit or neither.
-* An entitlement write is checked, decided and stored in one ``BEGIN IMMEDIATE`` transaction,
-  which also copies the new plan's limits and status onto the buyer's balance rows, so the fast
-  statement serves the new plan at once. ``zc_plan_history`` keeps every write applied; the last
-  version is read from it, so a file from before needs no other change.
 """
 
 from __future__ import annotations
