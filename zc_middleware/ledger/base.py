@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 from ..errors import ZcError
 from ..stores import Store
 from .balance import Balance, MeterBalance
+from .entitlements import Change, Entitlement, Outcome
 from .rules import Account, Plans, Refusal, Status, new_account
 
 if TYPE_CHECKING:
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
 __all__ = [
     "BUYER_ID",
     "Balance",
+    "Change",
     "Clock",
+    "Entitlement",
     "Hold",
     "Ledger",
     "MeterBalance",
@@ -200,6 +203,26 @@ class Ledger(Store, ABC):
             return  # no plan to expire
         self._store_account(buyer, Account(account.plan, account.anchor, account.expires_at, status), reset=False)
 
+    # -- plan state pushed by ZeroClick -------------------------------------------------
+    def apply_entitlement(self, write: Entitlement) -> Outcome:
+        """Apply a signed entitlement write (:mod:`.entitlements`): atomically with checks, at most
+        once per idempotency key, and only if its version is newer than the last one applied
+        (``"applied"``; otherwise ``"stale"`` or ``"duplicate"``, and nothing changes). A plan that
+        ``settings.plans`` does not declare is :class:`ZcError` ``unknown_plan``."""
+        check_buyer_id(write.buyer)
+        self.plans.check(write.plan)
+        return self._apply_entitlement(write, self.clock())
+
+    async def aapply_entitlement(self, write: Entitlement) -> Outcome:
+        return self.apply_entitlement(write)
+
+    def _apply_entitlement(self, write: Entitlement, now: float) -> Outcome:
+        raise NotImplementedError(f"{type(self).__name__} does not take entitlement writes")
+
+    def history(self, buyer: str) -> tuple[Change, ...]:
+        """The entitlement writes applied for ``buyer``, oldest first."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep a plan history")
+
     @abstractmethod
     def _account(self, buyer: str) -> Account | None: ...
 
@@ -229,4 +252,4 @@ class Unavailable(Ledger):
     def _fail(self, *args: object, **kwargs: object) -> NoReturn:
         raise self.error
 
-    reserve = adjust = balance = _account = _store_account = _fail
+    reserve = adjust = balance = _account = _store_account = _apply_entitlement = history = _fail
