@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -358,3 +360,39 @@ def test_a_settle_whose_postgresql_connections_ended_applies_on_retry(
         assert wait_until(lambda: not entries(tmp_path))
     finally:
         gate.close()
+
+
+_REPLAYER = """
+import sys, time
+from collections import Counter
+from zc_middleware import open_ledger
+from zc_middleware.journal import Journal
+from tests.faults.journal_support import PLANS
+ledger = open_ledger(sys.argv[1], plans=PLANS)
+journal = Journal(sys.argv[2], ledger=ledger, reporter=None, tally=Counter())
+while time.time() < float(sys.argv[3]):  # start together
+    time.sleep(0.001)
+print(journal.start(), flush=True)
+time.sleep(1)  # the other process starts meanwhile
+journal.retry()
+journal.close()
+ledger.close()
+"""
+
+
+def test_two_processes_starting_at_once_replay_a_dead_file_once(tmp_path: Path) -> None:
+    gate = _gate(tmp_path)
+    holds = [_held(gate, "twice") for _ in range(5)]
+    dead = b"".join(_entry(f"dead-{i}", hold, 1) for i, hold in enumerate(holds))
+    (tmp_path / f"{gate.journal.prefix}dead-3.jsonl").write_bytes(dead)
+    at = str(time.time() + 1.5)
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _REPLAYER, url, str(tmp_path), at], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    adopted = sorted(int(proc.communicate(timeout=60)[0].strip()) for proc in procs)
+    assert adopted == [0, 5], adopted
+    assert _used(gate, "twice") == 5
+    assert not journal_files(tmp_path)
+    gate.close()
