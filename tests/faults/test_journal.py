@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,6 +26,7 @@ from tests.faults.journal_support import (
     PLANS,
     Held,
     Server,
+    children,
     journal_files,
     server,
     used,
@@ -396,3 +399,23 @@ def test_two_processes_starting_at_once_replay_a_dead_file_once(tmp_path: Path) 
     assert _used(gate, "twice") == 5
     assert not journal_files(tmp_path)
     gate.close()
+
+
+def test_a_gunicorn_worker_killed_during_the_fault_is_replayed_by_the_worker_that_replaces_it(
+    tmp_path: Path, api_server: BatchAPI
+) -> None:
+    api_server.configure()
+    buyer, run = "worker", next(_ids)
+    db = tmp_path / "ledger.db"
+    env = fault_env(tmp_path, ZC_TEST_BATCH_API=api_server.base, ZC_TEST_API_KEY=KEY)
+    with server("gunicorn", env, tmp_path / "server.log") as srv:
+        [worker] = children(srv.proc.pid)
+        with failing_writes(srv, tmp_path, buyer, run):
+            os.kill(worker, signal.SIGKILL)  # the master lives on and starts another worker
+        assert wait_until(lambda: children(srv.proc.pid) not in ([], [worker])), srv.said()
+        assert wait_until(lambda: used(db, buyer) == 1), srv.said()
+        keys = api_server.wait_for(1)
+        assert wait_until(lambda: not journal_files(tmp_path)), "the dead worker's journal is removed once replayed"
+    assert set(keys) == {f"{buyer}:ok-{run}:compute-seconds"}
+    assert [len(deliveries) for deliveries in api_server.keys().values()] == [1]
+    assert used(db, buyer) == sum(d[0]["quantity"] for d in keys.values())
