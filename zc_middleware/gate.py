@@ -74,6 +74,7 @@ class Gate:
         #: every meter settings declare
         self.known = pricing.known
         self._batch_meters = settings.batch_meters
+        journal_dir = journal_directory(settings.journal_dir, settings.ledger if ledger is None else ledger.url)
         self.ledger = (
             ledger
             if ledger is not None
@@ -99,7 +100,7 @@ class Gate:
         self._buyers = Buyers()
         #: settles, releases and batch events whose write failed, kept until they apply
         self.journal = Journal(
-            journal_directory(settings.journal_dir, self.ledger.url),
+            journal_dir,
             ledger=self.ledger,
             reporter=self.reporter,
             tally=self._tally,

@@ -36,7 +36,7 @@ from tests.faults.journal_support import (
 from tests.ledger.conftest import redis_cluster, redis_cluster_url, redis_server, redis_url  # noqa: F401 (fixtures)
 from tests.postgres_db import admin, postgres_server, postgres_url  # noqa: F401  (fixtures)
 from tests.reporter.helpers import KEY, BatchAPI, batch_api
-from zc_middleware import ZeroClickSettings, open_ledger
+from zc_middleware import ConfigError, ZeroClickSettings, open_ledger
 from zc_middleware.decision import Allow
 from zc_middleware.gate import Gate
 from zc_middleware.journal import Write, line, parse
@@ -419,3 +419,16 @@ def test_a_gunicorn_worker_killed_during_the_fault_is_replayed_by_the_worker_tha
     assert set(keys) == {f"{buyer}:ok-{run}:compute-seconds"}
     assert [len(deliveries) for deliveries in api_server.keys().values()] == [1]
     assert used(db, buyer) == sum(d[0]["quantity"] for d in keys.values())
+
+
+def test_a_journal_dir_that_does_not_exist_is_a_configuration_error(tmp_path: Path) -> None:
+    settings = ZeroClickSettings(
+        meters={"compute-seconds": {}},
+        plans=PLANS,
+        ledger=f"sqlite:///{tmp_path / 'l.db'}",
+        journal_dir=str(tmp_path / "nowhere"),
+    )
+    with pytest.raises(ConfigError) as caught:
+        Gate(settings)
+    assert caught.value.code == "invalid_journal_dir"
+    assert str(tmp_path / "nowhere") in str(caught.value)
