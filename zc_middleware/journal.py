@@ -147,6 +147,8 @@ def parse(data: bytes) -> tuple[list[dict[str, Any]], set[str]]:
             record = json.loads(text)
         except ValueError:
             continue  # a torn or garbled line
+        if not isinstance(record, dict):
+            continue
         if "done" in record:
             done.add(str(record["done"]))
         else:
