@@ -143,7 +143,7 @@ class Access:
 
     def prepare(self, method: str, target: str, body: bytes | None, get_header: HeaderGetter) -> Entitlement | Deny:
         """Verify, parse and cross-check a write: the :class:`Entitlement` to apply, or the refusal."""
-        if method != "POST":
+        if method.upper() != "POST":  # the signature covers the method upper-cased, as the SDK reads it
             return self._refuse(_NOT_POST, "method_not_allowed")
         if body is None:
             return self._refuse(body_too_large(self.max_body), "body_too_large")
