@@ -93,8 +93,10 @@ class Extender:
         plan = named or (current.plan if current else None) or self.default_plan
         if plan is None:
             return _error(400, "plan_required", 'name the plan to extend: {"plan": "pro"} (or start with --plan)')
-        now = _now()
-        state = BuyerPlan(plan, (current.version if current else 0) + 1, now, now + self.period, "active")
+        start = _now()
+        if current is not None and start <= current.start:  # extended twice within a second: still a new period
+            start = current.start + 1
+        state = BuyerPlan(plan, (current.version if current else 0) + 1, start, start + self.period, "active")
         return await self._write(buyer, state)
 
     async def suspend(self, request: Request) -> Response:
