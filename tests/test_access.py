@@ -190,7 +190,7 @@ def test_a_write_while_another_process_holds_the_sqlite_lock_is_503_and_never_ha
     ledger = SQLiteLedger(url, plans=PLANS, busy_timeout=0.5)
     gate = Gate(make_settings(ledger=url), ledger=ledger)
     assert gate.access is not None
-    start = time.time()
+    start = time.time() - 120
     assert post(gate.access, "agent-6", status="suspended", start=start) == (200, {"lifecycle": "active"})
     before = ledger.history("agent-6"), ledger.balance("agent-6").status
     extension = entitlement(agent="agent-6", plan="pro", status="active", start=start + 60, end=None, version=2)
@@ -208,6 +208,8 @@ def test_a_write_while_another_process_holds_the_sqlite_lock_is_503_and_never_ha
         holder.stdin.write("\n")
         holder.stdin.close()
         holder.wait(10)
+        assert holder.stdout is not None
+        holder.stdout.close()
     assert (ledger.history("agent-6"), ledger.balance("agent-6").status) == before
     # ZeroClick retries the same write once the lock is gone: applied, once
     assert send(gate.access, "agent-6", extension) == (200, {"lifecycle": "active"})
