@@ -227,3 +227,19 @@ def test_a_query_string_is_signed_as_sent(served: Served) -> None:
     response = httpx.post(served.base + PATH + "?attempt=2", content=raw, headers=headers, timeout=10)
     assert response.status_code == 200, response.text
     assert reason(search(served, buyer)) == "spend_cap_reached"
+
+
+@pytest.mark.parametrize("adapter", sorted(ADAPTERS))
+def test_the_access_path_moves_with_its_setting(adapter: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    env = {"ZEROCLICK_SIGNING_SECRETS": json.dumps(SECRETS), "ZEROCLICK_ACCESS_PATH": "/hooks/zc"}
+    if LEDGER == "memory":
+        env["ZEROCLICK_LEDGER"] = "memory://"
+    for moved in serve_adapter(adapter, tmp_path_factory, **env):
+        buyer = new_buyer(moved)
+        raw = entitlement(agent=buyer, plan="starter", status="suspended", start=time.time(), end=None, version=1)
+        old = signed_headers(raw, path=PATH, agent=buyer, secret=SECRETS["k-zc"], kid="k-zc")
+        assert httpx.post(moved.base + PATH, content=raw, headers=old, timeout=10).status_code == 404  # the app's
+        new = signed_headers(raw, path="/hooks/zc", agent=buyer, secret=SECRETS["k-zc"], kid="k-zc")
+        answer = httpx.post(moved.base + "/hooks/zc", content=raw, headers=new, timeout=10)
+        assert (answer.status_code, answer.json()) == (200, {"lifecycle": "active"})
+        assert reason(search(moved, buyer)) == "spend_cap_reached"
