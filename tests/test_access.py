@@ -117,6 +117,21 @@ def test_a_buyer_id_the_ledger_refuses_is_an_invalid_write(gate: Gate) -> None:
     assert post(gate.access, "two buyers") == (400, {"error": "invalid_entitlement"})
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("stateVersion", 1 << 63), ("start", "0000-01-01T00:00:00Z")],
+)
+def test_values_the_sdk_accepts_but_no_store_can_keep_are_invalid_writes(gate: Gate, field: str, value: object) -> None:
+    assert gate.access is not None
+    body = json.loads(entitlement(agent="agent-7", plan="pro", status="active", start=time.time(), end=None, version=1))
+    if field == "start":
+        body["state"]["period"]["start"] = value
+    else:
+        body[field] = value
+    assert post(gate.access, "agent-7", body=json.dumps(body).encode()) == (400, {"error": "invalid_entitlement"})
+    assert gate.ledger.history("agent-7") == ()
+
+
 class _Broken(MemoryLedger):
     """Fails between deciding and storing, as a store that dies mid-write would: nothing may stick."""
 

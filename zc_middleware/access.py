@@ -56,6 +56,8 @@ log = logging.getLogger("zc_middleware")
 DEFAULT_ACCESS_PATH = "/zeroclick/access"
 #: the last line a write's signature covers (a proxied request's has no such line)
 PURPOSE: Final = "access.write"
+#: the largest ``stateVersion`` every store keeps as an integer (SQLite's and PostgreSQL's 64 bits)
+MAX_VERSION = (1 << 63) - 1
 BUYER_HEADER = "zc-buyer-id"
 EMAIL_HEADER = "zc-buyer-email"
 _HEADERS = (("content-type", "application/json"), ("cache-control", "no-store"))
@@ -183,12 +185,19 @@ class Access:
             return self._refuse(_BAD["buyer_email_mismatch"], "buyer_email_mismatch")
         if not BUYER_ID.fullmatch(parsed.agent_id):
             return self._invalid(("agentId: not a buyer id (1 to 256 printable ASCII, no spaces or commas)",))
+        if parsed.state_version > MAX_VERSION:
+            return self._invalid((f"stateVersion: more than {MAX_VERSION}, which no store keeps exactly",))
+        try:
+            start = epoch(parsed.period.start)
+            end = None if parsed.period.end is None else epoch(parsed.period.end)
+        except (ValueError, OverflowError) as exc:  # the grammar allows year 0000, which is no instant
+            return self._invalid((f"state.period: {exc}",))
         return Entitlement(
             buyer=parsed.agent_id,
             plan=parsed.plan.slug,
             status=parsed.status,
-            period_start=epoch(parsed.period.start),
-            period_end=None if parsed.period.end is None else epoch(parsed.period.end),
+            period_start=start,
+            period_end=end,
             version=parsed.state_version,
             key=parsed.idempotency_key,
             kid=verified.kid,
