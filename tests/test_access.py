@@ -11,6 +11,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,6 +164,33 @@ def test_the_async_path_applies_through_the_ledger_async_method() -> None:
     answer = asyncio.run(gate.access.ahandle("POST", PATH, raw, headers.get))
     assert (answer.status, calls) == (200, ["agent-5"])
     assert gate.ledger.balance("agent-5").status == "capped"
+
+
+def test_the_async_path_never_holds_the_event_loop_while_the_store_is_busy() -> None:
+    release = threading.Event()
+
+    class Busy(MemoryLedger):
+        """A store that answers only once the event loop has run something else (a lock let go)."""
+
+        def _apply_entitlement(self, write: Any, now: float) -> Any:
+            if not release.wait(10):
+                raise TimeoutError("the event loop was held")
+            return super()._apply_entitlement(write, now)
+
+    gate = Gate(make_settings(), ledger=Busy("memory://", plans=PLANS))
+    assert gate.access is not None
+    access = gate.access
+    raw = entitlement(agent="agent-8", plan="pro", status="active", start=time.time(), end=None, version=1)
+    headers = signed_headers(raw, path=PATH, agent="agent-8", secret=SECRET, kid=KID)
+
+    async def write_while_the_loop_serves() -> int:
+        task = asyncio.ensure_future(access.ahandle("POST", PATH, raw, headers.get))
+        await asyncio.sleep(0.05)  # the loop serves other work meanwhile
+        release.set()
+        return (await task).status
+
+    assert asyncio.run(write_while_the_loop_serves()) == 200
+    assert len(gate.ledger.history("agent-8")) == 1
 
 
 # -- the setting ------------------------------------------------------------------------------

@@ -15,13 +15,16 @@ are, and its answers are sent byte for byte::
     503 {"error":"seller_unavailable"}    the ledger could not apply it: ZeroClick retries
 
 Every step but the ledger call is shared by :meth:`Access.handle` and
-:meth:`Access.ahandle`. Answers are :class:`~zc_middleware.decision.Deny`
+:meth:`Access.ahandle`, which runs a ledger without async writes of its own in a
+worker thread: an event loop never waits on a SQLite file another process holds
+locked (writes are rare; the thread costs nothing that matters). Answers are :class:`~zc_middleware.decision.Deny`
 values, the pre-rendered responses every adapter already sends as they are: the
 seller's app never sees a write, and a write counts in no paid request's stats.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -103,7 +106,7 @@ class Access:
     (the proxy's secrets: ZeroClick signs writes with the same kids), ``signature_tolerance`` seconds of
     skew either way, bodies up to ``max_signed_body`` bytes; writes applied to ``ledger``."""
 
-    __slots__ = ("_inline", "_secrets", "clock", "ledger", "max_body", "path", "stats", "tolerance")
+    __slots__ = ("_blocking", "_secrets", "clock", "ledger", "max_body", "path", "stats", "tolerance")
 
     def __init__(self, settings: ZeroClickSettings, ledger: Ledger) -> None:
         assert settings.access_path is not None
@@ -115,8 +118,8 @@ class Access:
         self.clock: Callable[[], float] = time.time
         #: writes by outcome (``applied``, ``stale``, ``duplicate``) and refusals by code, for operators
         self.stats: Counter[str] = Counter()
-        #: the ledger does its I/O inline (no async method of its own): async adapters skip the coroutine
-        self._inline = type(ledger).aapply_entitlement is Ledger.aapply_entitlement
+        #: the ledger has no async write of its own: async adapters apply writes in a worker thread
+        self._blocking = type(ledger).aapply_entitlement is Ledger.aapply_entitlement
 
     # -- the steps every adapter's request goes through -----------------------------------
     def handle(self, method: str, target: str, body: bytes | None, get_header: HeaderGetter) -> Deny:
@@ -132,13 +135,14 @@ class Access:
         return self.applied(write, outcome)
 
     async def ahandle(self, method: str, target: str, body: bytes | None, get_header: HeaderGetter) -> Deny:
-        if self._inline:
-            return self.handle(method, target, body, get_header)
         write = self.prepare(method, target, body, get_header)
         if isinstance(write, Deny):
             return write
         try:
-            outcome: Outcome | Exception = await self.ledger.aapply_entitlement(write)
+            if self._blocking:  # a SQLite file another process holds locked would stall the event loop
+                outcome: Outcome | Exception = await asyncio.to_thread(self.ledger.apply_entitlement, write)
+            else:
+                outcome = await self.ledger.aapply_entitlement(write)
         except Exception as exc:
             outcome = exc
         return self.applied(write, outcome)
