@@ -212,7 +212,7 @@ def test_a_huge_body_is_413_and_changes_nothing(served: Served) -> None:
     assert reason(search(served, buyer)) == "spend_cap_reached"
 
 
-@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE", "OPTIONS"])
 def test_other_methods_are_405(served: Served, method: str) -> None:
     response = httpx.request(method, served.base + PATH, timeout=10)
     assert response.status_code == 405
