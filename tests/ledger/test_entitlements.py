@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import threading
+from contextlib import closing
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
 from tests.ledger import test_contract as contract
 from tests.ledger.test_contract import JAN_31, Clock, hold
 from tests.postgres_db import postgres_server, postgres_url  # noqa: F401  (fixtures)
-from zc_middleware import Ledger, ZcError
-from zc_middleware.ledger import Entitlement, Refusal
+from zc_middleware import Ledger, ZcError, open_ledger
+from zc_middleware.ledger import Entitlement, Refusal, _redis_lua
 
 # the contract suite's fixtures: every backend, a clock the test moves, a ledger on the contract's plans
 url, clock, ledger = contract.url, contract.clock, contract.ledger
@@ -146,3 +150,97 @@ def test_concurrent_writes_of_one_version_apply_once(ledger: Ledger) -> None:
         t.join()
     assert sorted(outcomes) == ["applied"] + ["stale"] * 7
     assert len(ledger.history("agent-7")) == 1
+
+
+def test_concurrent_async_writes_of_one_version_apply_once(ledger: Ledger) -> None:
+    async def push() -> list[str]:
+        try:
+            return list(await asyncio.gather(*(ledger.aapply_entitlement(write(1, key=f"evt-{i}")) for i in range(8))))
+        finally:
+            await ledger.aclose()
+
+    assert sorted(asyncio.run(push())) == ["applied"] + ["stale"] * 7
+
+
+def test_manual_plan_changes_leave_the_history_and_the_version_alone(ledger: Ledger) -> None:
+    ledger.apply_entitlement(write(3))
+    ledger.mark_spend_cap_reached("agent-7")
+    assert refused(ledger) == "spend_cap_reached"
+    ledger.assign_plan("agent-7", "pro")
+    hold(ledger.reserve("agent-7", {"api-requests": 100}))
+    assert [c.version for c in ledger.history("agent-7")] == [3]
+    assert ledger.apply_entitlement(write(3, "suspended", key="evt-again")) == "stale"
+    assert ledger.apply_entitlement(write(4, "suspended")) == "applied"
+    assert refused(ledger) == "spend_cap_reached"
+
+
+def test_redis_keeps_the_last_writes_and_never_forgets_the_last_version(redis_url: str) -> None:
+    kept = _redis_lua.HISTORY_KEPT
+    ledger = open_ledger(redis_url, plans=contract.PLANS, clock=Clock())
+    try:
+        for version in range(1, kept + 6):
+            assert ledger.apply_entitlement(write(version)) == "applied"
+        history = ledger.history("agent-7")
+        assert [c.version for c in history] == list(range(6, kept + 6))
+        assert ledger.apply_entitlement(write(1, "closed")) == "stale"  # trimmed from the history: still ignored
+        assert ledger.apply_entitlement(write(kept + 9, "closed", key="evt-6")) == "duplicate"
+        hold(ledger.reserve("agent-7", {"api-requests": 1}))
+    finally:
+        ledger.close()
+
+
+_OLD_SQLITE_SCHEMA = """
+CREATE TABLE zc_accounts (
+    buyer TEXT PRIMARY KEY, plan TEXT NOT NULL, anchor REAL NOT NULL, expires_at REAL, status TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE zc_balances (
+    buyer TEXT NOT NULL, meter TEXT NOT NULL, period_start REAL NOT NULL, period_end REAL, used INTEGER NOT NULL,
+    lim INTEGER, live INTEGER NOT NULL, expires_at REAL, PRIMARY KEY (buyer, meter)
+) WITHOUT ROWID;
+"""
+
+
+def test_a_sqlite_file_from_before_entitlement_writes_takes_them(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.executescript(_OLD_SQLITE_SCHEMA)
+        conn.execute("INSERT INTO zc_accounts VALUES ('agent-7', 'starter', ?, NULL, 'active')", (JAN_1,))
+        row = ("agent-7", "api-requests", JAN_1, FEB_1, 40, 50, 1, None)
+        conn.execute("INSERT INTO zc_balances VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+    ledger = open_ledger(f"sqlite:///{path}", plans=contract.PLANS, clock=Clock())
+    try:
+        assert ledger.history("agent-7") == ()
+        assert ledger.apply_entitlement(write(1, plan="pro")) == "applied"  # the same period: usage kept
+        assert ledger.balance("agent-7").meter("api-requests").used == 40
+        assert [c.change for c in ledger.history("agent-7")] == ["plan starter -> pro"]
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize("before", [2**60, 2**53 + 1, -5])
+def test_versions_beyond_double_precision_still_order(ledger: Ledger, before: int) -> None:
+    assert ledger.apply_entitlement(write(before)) == "applied"
+    assert ledger.apply_entitlement(write(before - 1, "closed")) == "stale"
+    assert ledger.apply_entitlement(write(before, "closed", key="evt-same")) == "stale"
+    assert ledger.apply_entitlement(write(before + 1, "suspended")) == "applied"
+    assert refused(ledger) == "spend_cap_reached"
+
+
+def test_a_postgresql_ledger_from_before_entitlement_writes_takes_them(postgres_url: str) -> None:  # noqa: F811
+    import psycopg
+
+    ledger = open_ledger(postgres_url, plans=contract.PLANS, clock=Clock())
+    try:
+        hold(ledger.reserve("agent-7", {"api-requests": 40}))
+    finally:
+        ledger.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE zeroclick_plan_history")  # as a database from before has them
+    ledger = open_ledger(postgres_url, plans=contract.PLANS, clock=Clock(), create=False)
+    try:
+        assert ledger.history("agent-7") == ()
+        assert ledger.apply_entitlement(write(1, plan="pro", start=JAN_31)) == "applied"  # the default plan's anchor
+        assert ledger.balance("agent-7").meter("api-requests").used == 40
+        assert [c.change for c in ledger.history("agent-7")] == ["plan starter -> pro"]
+    finally:
+        ledger.close()

@@ -17,6 +17,8 @@ Why it is fast and safe:
   (:meth:`PostgresLedger.areserve`), with no thread hop.
 * An outbox in the same database (:meth:`PostgresLedger.joins`) inserts a
   request's batch events in the transaction that settles its hold.
+* An entitlement write is checked, decided and stored in one transaction under the buyer's
+  advisory lock; ``zeroclick_plan_history`` keeps every write applied and gives the last version.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from .._postgres import Connection, Database, Flow, PostgresStore, Rows, masked
 from ..errors import ConfigError, ZcError
 from .balance import Balance, make_balance
-from .base import Hold, Ledger
+from .base import Hold, Ledger, check_buyer_id
+from .entitlements import Change, Entitlement, Outcome, decide
 from .rules import Account, Refusal, Row, evaluate, new_account
 
 if TYPE_CHECKING:
@@ -44,6 +47,12 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS zeroclick_balances (
     buyer TEXT NOT NULL, meter TEXT NOT NULL, period_start DOUBLE PRECISION NOT NULL,
     period_end DOUBLE PRECISION, used BIGINT NOT NULL, PRIMARY KEY (buyer, meter))""",
+    # the entitlement writes applied per buyer; the last version is read from here (versions only
+    # grow per buyer), which leaves the older tables as they were
+    """CREATE TABLE IF NOT EXISTS zeroclick_plan_history (
+    buyer TEXT NOT NULL, version BIGINT NOT NULL, idem_key TEXT NOT NULL,
+    applied_at DOUBLE PRECISION NOT NULL, kid TEXT NOT NULL, change TEXT NOT NULL,
+    PRIMARY KEY (buyer, version), UNIQUE (buyer, idem_key))""",
 )
 # %(limits)s is {"plan": limit-or-null, ...} for the meter, from this process's settings: a plan
 # no longer in settings matches no key, so it is never served from here
@@ -81,6 +90,16 @@ INSERT INTO zeroclick_balances (buyer, meter, period_start, period_end, used)
 SELECT %s, * FROM unnest(%s::text[], %s::float8[], %s::float8[], %s::bigint[])
 ON CONFLICT (buyer, meter) DO UPDATE SET
     period_start = excluded.period_start, period_end = excluded.period_end, used = excluded.used
+"""
+_LAST_WRITE = """
+SELECT (SELECT max(version) FROM zeroclick_plan_history WHERE buyer = %s),
+    EXISTS (SELECT 1 FROM zeroclick_plan_history WHERE buyer = %s AND idem_key = %s)
+"""
+_RECORD = """
+INSERT INTO zeroclick_plan_history (buyer, version, idem_key, applied_at, kid, change) VALUES (%s, %s, %s, %s, %s, %s)
+"""
+_HISTORY = """
+SELECT applied_at, kid, version, idem_key, change FROM zeroclick_plan_history WHERE buyer = %s ORDER BY version
 """
 
 
@@ -261,6 +280,38 @@ class PostgresLedger(PostgresStore, Ledger):
                 yield "DELETE FROM zeroclick_balances WHERE buyer = %s", (buyer,)
 
         self.database.play(store())
+
+    # -- plan state pushed by ZeroClick -------------------------------------------------
+    def _apply_entitlement(self, write: Entitlement, now: float) -> Outcome:
+        return self.database.play(self._entitle(write, now))
+
+    async def aapply_entitlement(self, write: Entitlement) -> Outcome:
+        """:meth:`apply_entitlement` on the async pool."""
+        check_buyer_id(write.buyer)
+        self.plans.check(write.plan)
+        return await self.database.aplay(self._entitle(write, self.clock()))
+
+    def _entitle(self, write: Entitlement, now: float) -> Flow[Outcome]:
+        """Check, decide and store one write in one transaction. The buyer's advisory lock (the one
+        the slow reservation takes) queues writes for one buyer, so two of one version cannot both
+        read the same last version and apply; the fast reservation reads the new account at once."""
+        buyer = write.buyer
+        yield "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, buyer)
+        stored = _account((yield _ACCOUNT + " FOR UPDATE", (buyer,)))
+        [(last, applied)] = yield _LAST_WRITE, (buyer, buyer, write.key)
+        if applied:
+            return "duplicate"
+        if last is not None and write.version <= last:
+            return "stale"
+        account, reset, change = decide(stored, write)
+        yield _UPSERT_ACCOUNT, (buyer, account.plan, account.anchor, account.expires_at, account.status)
+        if reset:
+            yield "DELETE FROM zeroclick_balances WHERE buyer = %s", (buyer,)
+        yield _RECORD, (buyer, write.version, write.key, now, write.kid, change)
+        return "applied"
+
+    def history(self, buyer: str) -> tuple[Change, ...]:
+        return tuple(Change(*row) for row in self.database.run(_HISTORY, (buyer,)))
 
     def balance(self, buyer: str) -> Balance:
         def read() -> Flow[tuple[Account | None, dict[str, Row]]]:

@@ -27,6 +27,7 @@ from .._sqlite import Database, SQLiteStore
 from ..errors import ZcError
 from .balance import Balance, make_balance
 from .base import Hold, Ledger
+from .entitlements import Change, Entitlement, Outcome, decide
 from .rules import Account, Refusal, Row, evaluate, new_account
 
 if TYPE_CHECKING:
@@ -46,6 +47,11 @@ CREATE TABLE IF NOT EXISTS zc_balances (
     period_start REAL NOT NULL, period_end REAL, used INTEGER NOT NULL,
     lim INTEGER, live INTEGER NOT NULL, expires_at REAL,
     PRIMARY KEY (buyer, meter)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS zc_plan_history (
+    buyer TEXT NOT NULL, version INTEGER NOT NULL, idem_key TEXT NOT NULL,
+    applied_at REAL NOT NULL, kid TEXT NOT NULL, change TEXT NOT NULL,
+    PRIMARY KEY (buyer, version), UNIQUE (buyer, idem_key)
 ) WITHOUT ROWID;
 """
 # Plain ``?`` placeholders, each value given once per use: Python 3.12.0-3.12.3 warn that numbered
@@ -71,6 +77,16 @@ INSERT INTO zc_accounts (buyer, plan, anchor, expires_at, status) VALUES (?, ?, 
 ON CONFLICT (buyer) DO UPDATE SET plan = excluded.plan, anchor = excluded.anchor,
     expires_at = excluded.expires_at, status = excluded.status
 """
+# Entitlement writes: the history is also where the last version applied is read from (versions only
+# grow per buyer, so its primary key orders it), which leaves the older tables as they were.
+_LAST_WRITE = """
+SELECT max(version), EXISTS (SELECT 1 FROM zc_plan_history WHERE buyer = ? AND idem_key = ?)
+FROM zc_plan_history WHERE buyer = ?
+"""
+_RECORD = "INSERT INTO zc_plan_history (buyer, version, idem_key, applied_at, kid, change) VALUES (?, ?, ?, ?, ?, ?)"
+_HISTORY = "SELECT applied_at, kid, version, idem_key, change FROM zc_plan_history WHERE buyer = ? ORDER BY version"
+# without a reset the rows keep what was used, and take the new plan's limit, status and end at once
+_REFRESH_ROW = "UPDATE zc_balances SET lim = ?, live = ?, expires_at = ? WHERE buyer = ? AND meter = ?"
 
 
 def _end(value: float) -> float | None:
@@ -251,6 +267,36 @@ class SQLiteLedger(SQLiteStore, Ledger):
                 )
 
         self.database.write(store)
+
+    # -- plan state pushed by ZeroClick -------------------------------------------------
+    def _apply_entitlement(self, write: Entitlement, now: float) -> Outcome:
+        return self.database.write(lambda conn: self._entitle(conn, write, now))
+
+    def _entitle(self, conn: sqlite3.Connection, write: Entitlement, now: float) -> Outcome:
+        """Check, decide and store one write in the caller's ``BEGIN IMMEDIATE`` transaction."""
+        last, applied = conn.execute(_LAST_WRITE, (write.buyer, write.key, write.buyer)).fetchone()
+        if applied:
+            return "duplicate"
+        if last is not None and write.version <= last:
+            return "stale"
+        buyer = write.buyer
+        account, reset, change = decide(self._load_account(conn, buyer), write)
+        conn.execute(_UPSERT_ACCOUNT, (buyer, account.plan, account.anchor, account.expires_at, account.status))
+        if reset:
+            conn.execute("DELETE FROM zc_balances WHERE buyer = ?", (buyer,))
+        else:
+            live = int(account.status == "active")
+            meters = [m for (m,) in conn.execute("SELECT meter FROM zc_balances WHERE buyer = ?", (buyer,))]
+            conn.executemany(
+                _REFRESH_ROW,
+                [(self.plans.sql_limit(account.plan, m), live, account.expires_at, buyer, m) for m in meters],
+            )
+        conn.execute(_RECORD, (buyer, write.version, write.key, now, write.kid, change))
+        return "applied"
+
+    def history(self, buyer: str) -> tuple[Change, ...]:
+        rows = self.database.read(lambda conn: conn.execute(_HISTORY, (buyer,)).fetchall())
+        return tuple(Change(*row) for row in rows)
 
     def balance(self, buyer: str) -> Balance:
         account, rows = self.database.read(lambda conn: (self._load_account(conn, buyer), self._load_rows(conn, buyer)))
