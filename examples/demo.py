@@ -115,7 +115,10 @@ def through_sandbox(base: str, tmp: str) -> None:
             idempotency_key="job-7841-completed",
             settings=settings,
         )
-        get_reporter(settings).flush(timeout=10)
+        reporter = get_reporter(settings)
+        reporter.flush(timeout=10)
+        reporter.close(timeout=5)
+        reporter.outbox.close()  # the SQLite file in the temporary directory, closed before it goes
         print("report_usage(job-7841-completed, compute-seconds=42) -> delivered through the batch API", flush=True)
         print("\nWhat ZeroClick recorded (the proxy reads and strips X-ZeroClick-Usage):", flush=True)
         print(httpx.get(sandbox + "/__sandbox/usage.txt", timeout=10).text, flush=True)
