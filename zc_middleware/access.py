@@ -12,14 +12,15 @@ are, and its answers are sent byte for byte::
                                           unknown_kid, invalid_signature
     400 {"error":"invalid_entitlement"}   also agent_mismatch, buyer_mismatch,
                                           buyer_email_mismatch, unknown_plan
-    503 {"error":"seller_unavailable"}    the ledger could not apply it: ZeroClick retries
+    503 {"error":"seller_unavailable"}    the ledger could not apply it, or a signed body
+                                          is not JSON: ZeroClick retries
 
 Every step but the ledger call is shared by :meth:`Access.handle` and
 :meth:`Access.ahandle`, which runs a ledger without async writes of its own in a
 worker thread: an event loop never waits on a SQLite file another process holds
-locked (writes are rare; the thread costs nothing that matters). Answers are :class:`~zc_middleware.decision.Deny`
-values, the pre-rendered responses every adapter already sends as they are: the
-seller's app never sees a write, and a write counts in no paid request's stats.
+locked. Answers are :class:`~zc_middleware.decision.Deny` values, the
+pre-rendered responses every adapter already sends as they are: the seller's app
+never sees a write, and a write counts in no paid request's stats.
 """
 
 from __future__ import annotations
