@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, TypedDict
 
+from .access import Access, access_for
 from .batches import Batches
 from .ceilings import Ceilings
 from .decision import Allow, Deny, identity_required, ledger_unavailable, payment_required
@@ -115,6 +116,10 @@ class Gate:
         self._ceilings = Ceilings(
             self.ledger, self._tally, bill=settings.over_estimate == "bill" and self.reporter is not None
         )
+        #: ZeroClick's signed entitlement writes, which adapters hand over when a request's path is
+        #: :attr:`access_path` (``None``: off); they never reach the app nor count in :attr:`stats`
+        self.access: Access | None = access_for(settings, self.ledger)
+        self.access_path: str | None = settings.access_path if self.access is not None else None
 
     @property
     def stats(self) -> Counter[str]:
