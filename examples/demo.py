@@ -1,4 +1,4 @@
-"""What a buyer sees: paid calls with their usage headers, the 402, then the balance.
+"""What a buyer sees: paid calls with their usage headers, the 402, the loop that extends a plan, the balance.
 
 Runs ``examples/starlette_app.py`` under a real uvicorn server on the embedded
 SQLite ledger (a fresh file in a temporary directory) and talks to it over HTTP,
@@ -7,10 +7,15 @@ signed as ZeroClick's proxy signs (the app has ``ZEROCLICK_SIGNING_SECRETS``;
 ``zc-middleware sandbox`` (a local stand-in for ZeroClick, signing with the same
 secret) in front of it: calls through the proxy are billed from their usage
 header, and a finished job is reported through the batch API with ``report_usage``.
+Last, the contract's loop: an agent runs out (``402 usage_exhausted``), extends
+its plan at the 402's ``extendUrl`` (the sandbox's ``/extend``, which sends the
+app a signed entitlement write, as ZeroClick does) and retries; then a spend cap
+(``402 spend_cap_reached``), another extension, and the retry served.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -80,6 +85,8 @@ def through_sandbox(base: str, tmp: str) -> None:
             KID,
             "--api-key",
             "sk_sandbox",
+            "--plan",
+            "starter",
             "--log-level",
             "warning",
         ],
@@ -108,13 +115,54 @@ def through_sandbox(base: str, tmp: str) -> None:
             idempotency_key="job-7841-completed",
             settings=settings,
         )
-        get_reporter(settings).flush(timeout=10)
+        reporter = get_reporter(settings)
+        reporter.flush(timeout=10)
+        reporter.close(timeout=5)
+        reporter.outbox.close()  # the SQLite file in the temporary directory, closed before it goes
         print("report_usage(job-7841-completed, compute-seconds=42) -> delivered through the batch API", flush=True)
         print("\nWhat ZeroClick recorded (the proxy reads and strips X-ZeroClick-Usage):", flush=True)
         print(httpx.get(sandbox + "/__sandbox/usage.txt", timeout=10).text, flush=True)
+        the_loop(sandbox)
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def the_loop(sandbox: str) -> None:
+    """402 -> extend -> the same request retried -> 200; then a spend cap -> extend -> 200."""
+    print("The loop, through the sandbox, as agent-loop (the plan: 3 api-requests a month):\n", flush=True)
+    with httpx.Client(base_url=sandbox, headers={"zc-agent-id": "agent-loop"}, timeout=10) as agent:
+
+        def call(label: str) -> str | None:
+            response = agent.get("/search?q=owls")
+            if response.status_code != 402:
+                print(f"{label:<28} -> {response.status_code}", flush=True)
+                return None
+            refusal = response.json()
+            print(f"{label:<28} -> 402  {refusal['reason']}, extendUrl {refusal['extendUrl']}", flush=True)
+            return str(refusal["extendUrl"])
+
+        def plan_write(label: str, url: str) -> None:
+            answer = agent.post(url)
+            said = answer.json()
+            if answer.status_code == 200:
+                print(
+                    f"{label:<28} -> 200  plan {said['plan']} v{said['stateVersion']} {said['status']}, period from "
+                    f"{said['period']['start']}; the app answered {json.dumps(said['seller'])}",
+                    flush=True,
+                )
+            else:
+                print(f"{label:<28} -> {answer.status_code}  {json.dumps(said)}", flush=True)
+
+        for i in range(1, 4):
+            call(f"GET /search #{i}")
+        extend_url = call("GET /search #4") or sandbox + "/extend"
+        plan_write("POST <extendUrl>", extend_url)
+        call("GET /search #4, retried")
+        plan_write("POST /suspend (spend cap)", "/suspend")
+        extend_url = call("GET /search #5") or sandbox + "/extend"
+        plan_write("POST <extendUrl>", extend_url)
+        call("GET /search #5, retried")
 
 
 def main() -> None:

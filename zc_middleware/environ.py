@@ -12,7 +12,17 @@ if TYPE_CHECKING:
     from .decision import Deny
     from .gate import Gate
 
-__all__ = ["Environ", "buyer_key", "buyer_of", "environ_key", "header_getter", "path_key", "read_body", "verify_signed"]
+__all__ = [
+    "Environ",
+    "access",
+    "buyer_key",
+    "buyer_of",
+    "environ_key",
+    "header_getter",
+    "path_key",
+    "read_body",
+    "verify_signed",
+]
 
 Environ = dict[str, Any]
 _SPECIAL = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
@@ -90,3 +100,12 @@ def verify_signed(gate: Gate, environ: Environ, get_header: HeaderGetter) -> Den
     assert gate.signatures is not None
     body = read_body(environ, gate.signatures.max_body)
     return gate.verify(environ["REQUEST_METHOD"], wsgi_target(environ), body, get_header)
+
+
+def access(gate: Gate, environ: Environ) -> Deny:
+    """The answer to a WSGI request at the Gate's access path (``gate.access`` set): its body read
+    once (:func:`read_body`), handed to :class:`~zc_middleware.access.Access` with its raw target."""
+    assert gate.access is not None
+    method = environ["REQUEST_METHOD"]
+    body = read_body(environ, gate.access.max_body) if method == "POST" else b""
+    return gate.access.handle(method, wsgi_target(environ), body, header_getter(environ))

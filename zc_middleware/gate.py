@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import TypedDict
+from typing import Any, TypedDict
 
+from .access import Access, access_for
 from .batches import Batches
 from .ceilings import Ceilings
 from .decision import Allow, Deny, identity_required, ledger_unavailable, payment_required
 from .identity import Buyers, HeaderGetter, Identify, header_identity
+from .journal import Journal, Write, journal_directory
 from .ledger import Hold, Ledger, Refusal, open_ledger
 from .ledger.base import Unavailable
 from .ledger.outage import Outage
@@ -73,10 +75,11 @@ class Gate:
         #: every meter settings declare
         self.known = pricing.known
         self._batch_meters = settings.batch_meters
+        journal_dir = journal_directory(settings.journal_dir, settings.ledger if ledger is None else ledger.url)
         self.ledger = (
             ledger
             if ledger is not None
-            else open_ledger(settings.ledger, plans=settings.plans, timeout=settings.ledger_timeout)
+            else open_ledger(settings.ledger, plans=settings.plans, timeout=settings.ledger_timeout, **_busy(settings))
         )
         #: the batch channel; ``None`` without an API key (then no meter is on the batch channel)
         self.reporter = reporter if reporter is not None else (reporter_for(settings) if settings.api_key else None)
@@ -96,12 +99,27 @@ class Gate:
         self._tally: Counter[str] = Counter()
         self._outage = Outage(settings.ledger, settings.on_ledger_error, self._tally)
         self._buyers = Buyers()
-        self._batches = Batches(self.ledger, self.reporter, self._tally)
+        #: settles, releases and batch events whose write failed, kept until they apply
+        self.journal = Journal(
+            journal_dir,
+            ledger=self.ledger,
+            reporter=self.reporter,
+            tally=self._tally,
+            backoff=settings.retry_backoff,
+            backoff_max=settings.retry_backoff_max,
+        )
+        if serving and not isinstance(self.ledger, Unavailable):
+            self.journal.start()  # replay what a killed process left
+        self._batches = Batches(self.ledger, self.reporter, self._tally, self.journal)
         self._allowed = 0  # the per-request counts are plain ints: cheaper than a Counter's item update
         self._settled = 0
         self._ceilings = Ceilings(
             self.ledger, self._tally, bill=settings.over_estimate == "bill" and self.reporter is not None
         )
+        #: ZeroClick's signed entitlement writes, which adapters hand over when a request's path is
+        #: :attr:`access_path` (``None``: off); they never reach the app nor count in :attr:`stats`
+        self.access: Access | None = access_for(settings, self.ledger)
+        self.access_path: str | None = settings.access_path if self.access is not None else None
 
     @property
     def stats(self) -> Counter[str]:
@@ -193,13 +211,14 @@ class Gate:
         owed = self._bill(usage, success, extra)
         if owed is NOTHING:
             return
-        if owed.hold is not None and owed.batch and self._batches.joint and self._batches.settle_jointly(usage, owed):
+        if owed.hold is not None and owed.batch and self._batches.joint:
+            self._batches.settle_jointly(usage, owed)
             return
         if owed.hold is not None:
             try:
                 self.ledger.adjust(owed.hold, owed.used)
             except Exception as exc:
-                self._ledger_failed(usage, exc)
+                self._ledger_failed(owed, exc)
         self._batches.queue(usage, owed)
 
     async def afinish(self, usage: Usage, *, success: bool) -> None:
@@ -210,18 +229,14 @@ class Gate:
         owed = self._bill(usage, success, extra)
         if owed is NOTHING:
             return
-        if (
-            owed.hold is not None
-            and owed.batch
-            and self._batches.joint
-            and await self._batches.asettle_jointly(usage, owed)
-        ):
+        if owed.hold is not None and owed.batch and self._batches.joint:
+            await self._batches.asettle_jointly(usage, owed)
             return
         if owed.hold is not None:
             try:
                 await self.ledger.aadjust(owed.hold, owed.used)
             except Exception as exc:
-                self._ledger_failed(usage, exc)
+                self._ledger_failed(owed, exc)
         await self._batches.aqueue(usage, owed)
 
     def _bill(self, usage: Usage, success: bool, extra: Mapping[str, int]) -> Bill:
@@ -255,15 +270,21 @@ class Gate:
                     dict(owed.late),
                 )
 
-    def _ledger_failed(self, usage: Usage, error: Exception) -> None:
-        log.debug("zc_middleware: could not settle the hold of %s", usage.allow and usage.allow.buyer, exc_info=error)
+    def _ledger_failed(self, owed: Bill, error: Exception) -> None:
+        """The settle or release of ``owed`` failed: journaled (fsynced before the response completes)
+        and retried in the background until it applies."""
+        assert owed.hold is not None
         self._outage.failed(error)  # counted in stats, logged once per outage, like a failed check
+        self.journal.keep(Write(owed.hold, owed.used), error)
 
     def close_reporter(self, timeout: float | None = None) -> bool:
-        """Deliver pending usage within ``timeout`` (default ``shutdown_timeout``) and stop the sender."""
+        """Try journaled writes once more (what still fails stays in the journal), then deliver pending
+        usage within ``timeout`` (default ``shutdown_timeout``) and stop the sender."""
+        self.journal.close()
         return True if self.reporter is None else self.reporter.close(timeout)
 
     def close(self) -> None:
+        self.journal.close()
         self.ledger.close()
 
     @classmethod
@@ -280,3 +301,8 @@ class Gate:
         server that starts anyway never serves a paid route unchecked nor fails a free one."""
         degraded = settings.model_copy(update={"on_ledger_error": "deny", "api_key": None})
         return cls(degraded, ledger=Unavailable(error, settings.ledger, plans=settings.plans), identify=identify)
+
+
+def _busy(settings: ZeroClickSettings) -> dict[str, Any]:
+    """The SQLite ledger's busy timeout, for that driver only."""
+    return {"busy_timeout": settings.sqlite_busy_timeout} if settings.ledger.startswith("sqlite:") else {}

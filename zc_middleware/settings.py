@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from ._settings_errors import InvalidSettings, fold_keys, located, problem, with_hints
 from ._text import did_you_mean
+from .access import DEFAULT_ACCESS_PATH
 from .errors import ConfigError
 from .meters import MAX_QUANTITY, MeterSpec, normalize_meter_name
 from .plans import MeterAllowance, MeterName, PlanConfig, whole
@@ -43,6 +44,7 @@ __all__ = ["MeterAllowance", "MeterConfig", "PlanConfig", "ZeroClickSettings", "
 Positive = Annotated[int, BeforeValidator(whole), Field(ge=1, le=MAX_QUANTITY)]
 # matched with ``fullmatch``: ``$`` would accept a trailing newline ("zc-agent-id\n")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
 _SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
@@ -50,6 +52,14 @@ def _header_name(value: str) -> str:
     if not _TOKEN.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid HTTP header name")
     return value.lower()
+
+
+def _access_path(value: object) -> object:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _PATH.fullmatch(value):
+        raise ValueError(f"{value!r} is not a path: '/' then letters, digits and '-._~/', e.g. '/zeroclick/access'")
+    return value
 
 
 class _Frozen(BaseModel):
@@ -113,6 +123,12 @@ class ZeroClickSettings(BaseSettings):
     ledger: str = "sqlite:///zeroclick.db"
     #: seconds a networked ledger (Redis) may take to answer before the request gets ``on_ledger_error``
     ledger_timeout: Annotated[float, Field(gt=0, le=60)] = 0.5
+    #: seconds an SQLite ledger waits for another process's write lock before its write fails
+    #: (a failed settle is journaled and retried, see ``journal_dir``)
+    sqlite_busy_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
+    #: where settles, releases and batch events whose write failed are journaled until they apply
+    #: (docs/durability.md); default: beside a SQLite ledger's file, else ``./zc-journal``
+    journal_dir: str | None = None
     identity_header: Annotated[str, AfterValidator(_header_name)] = "zc-agent-id"
     service_slug: str | None = None
     #: what a paid request gets when the ledger cannot answer: ``deny`` (503) or ``allow``
@@ -129,6 +145,9 @@ class ZeroClickSettings(BaseSettings):
     signature_tolerance: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=86_400)] = DEFAULT_TOLERANCE
     #: bytes of a paid request's body read to verify its signature; a larger body is answered ``413``
     max_signed_body: Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=1 << 30)] = DEFAULT_MAX_BODY
+    #: where the middleware itself takes ZeroClick's signed entitlement writes (``POST``), the path as
+    #: the app sees it; ``None`` (or an empty ``ZEROCLICK_ACCESS_PATH``) turns it off
+    access_path: Annotated[str | None, BeforeValidator(_access_path)] = DEFAULT_ACCESS_PATH
 
     # -- async reporting (the batch channel) --------------------------------------
     #: the service API key for ``POST /v1/usage/batch``; never logged, hidden in ``repr``

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 from tests.cli.conftest import METERS, PLANS, Run
 from zc_middleware import open_ledger
+from zc_middleware.ledger import Entitlement
 
 
 def spend(project: Path, buyer: str, units: int) -> None:
@@ -34,7 +36,28 @@ def test_assign_then_balance_shows_the_plan_and_the_meters(run: Run, project: Pa
     lines = shown.stdout.splitlines()
     assert lines[0] == "buyer agent-1: plan pro (active, expires 2099-01-31 00:00 UTC)"
     assert lines[3].split()[:5] == ["api-requests", "500", "2", "498", "0.4"]
-    assert len(lines) == 5
+    assert lines[5:] == ["", "plan history: no entitlement writes"]  # a manual assignment is no entitlement write
+
+
+def test_balance_shows_the_entitlement_writes_under_the_table(run: Run, project: Path) -> None:
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()
+    clock = iter([start + 60, start + 3600])
+    ledger = open_ledger(f"sqlite:///{project / 'zc.db'}", plans=PLANS, clock=lambda: next(clock))
+    try:
+        ledger.apply_entitlement(Entitlement("agent-4", "pro", "active", start, None, 7, "evt-a", "kid-1"))
+        ledger.apply_entitlement(Entitlement("agent-4", "pro", "suspended", start, None, 8, "evt-b", "kid-1"))
+    finally:
+        ledger.close()
+    shown = run("--settings", "conf:settings", "balance", "agent-4")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "buyer agent-4: plan pro (capped)"
+    assert lines[-4:] == [
+        "",
+        "plan history:",
+        "  2026-01-01 00:01:00 UTC  v7  kid kid-1  plan pro, active, from 2026-01-01 00:00  (evt-a)",
+        "  2026-01-01 01:00:00 UTC  v8  kid kid-1  suspended (spend cap)  (evt-b)",
+    ]
 
 
 def test_a_plan_starting_later_shows_as_not_started(run: Run) -> None:

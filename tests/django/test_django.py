@@ -26,6 +26,7 @@ from tests.apps.common import CHUNKS, PLANS  # noqa: E402
 from tests.django import views  # noqa: E402
 from tests.servers import ROOT, serve, uvicorn  # noqa: E402
 from zc_middleware import open_ledger  # noqa: E402
+from zc_middleware.ledger import Entitlement  # noqa: E402
 
 MANAGE = ROOT / "tests" / "apps" / "django_app" / "manage.py"
 ZEROCLICK: dict[str, Any] = {
@@ -452,6 +453,21 @@ def test_assign_and_balance_commands_print_the_table(tmp_path: Path) -> None:
     assert lines[1].split() == ["meter", "limit", "used", "remaining", "%", "used", "period", "start", "period", "end"]
     assert lines[3].split()[:5] == ["api-requests", "5", "2", "3", "40"]
     assert lines[4].split()[:5] == ["compute-seconds", "100", "0", "100", "0"]
+
+
+def test_balance_command_prints_the_plan_history(tmp_path: Path) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'manage.db'}", plans=PLANS, clock=lambda: 1767225600.0)
+    try:
+        ledger.apply_entitlement(Entitlement("agent-9", "starter", "active", 1767225600.0, None, 3, "evt-1", "k1"))
+    finally:
+        ledger.close()
+    result = manage(tmp_path, "zeroclick_balance", "agent-9")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-2:] == [
+        "plan history:",
+        "  2026-01-01 00:00:00 UTC  v3  kid k1  plan starter, active, from 2026-01-01 00:00  (evt-1)",
+    ]
+    assert "plan history: no entitlement writes" in manage(tmp_path, "zeroclick_balance", "agent-8").stdout
 
 
 def test_assign_refuses_unknown_plans_and_naive_dates(tmp_path: Path) -> None:

@@ -602,6 +602,7 @@ def test_cli_routes_balance_and_assign() -> None:
     ]
     assert out[3].split()[:5] == ["api-requests", "3", "1", "2", "33.33"]
     assert out[4].split()[:5] == ["compute-seconds", "100", "0", "100", "0"]
+    assert out[5:] == ["", "plan history: no entitlement writes"]
     period = ledger.balance("agent-1").meter("api-requests")
     assert period.period_end is not None
     assert out[3].endswith(f"{period.period_start:%Y-%m-%d %H:%M}  {period.period_end:%Y-%m-%d %H:%M}")

@@ -38,6 +38,7 @@ def test_run_passes_the_parsed_options(monkeypatch: pytest.MonkeyPatch) -> None:
         "--upstream", "http://127.0.0.1:8000", "--api-key", "sk_x", "--buyer", "agent-7",
         "--identity-header", "x-buyer", "--fail-rate", "0.25", "--seed", "3", "--hang-seconds", "1.5",
         "--signing-secret", "s3cret", "--signing-kid", "k1",
+        "--access-path", "/hooks/zc", "--plan", "pro", "--period-days", "7",
     )  # fmt: skip
     with pytest.raises(SystemExit, match="stop before serving"):
         args.func(args)
@@ -51,4 +52,7 @@ def test_run_passes_the_parsed_options(monkeypatch: pytest.MonkeyPatch) -> None:
         "hang_seconds": 1.5,
         "signing_secret": "s3cret",
         "signing_kid": "k1",
+        "access_path": "/hooks/zc",
+        "plan": "pro",
+        "period_days": 7.0,
     }

@@ -12,7 +12,14 @@ from ..ledger import Ledger
 from .load import load_settings
 from .stores import existing_ledger
 
-__all__ = ["add_assign_arguments", "add_balance_arguments", "add_parsers", "assign", "moment_argument"]
+__all__ = [
+    "add_assign_arguments",
+    "add_balance_arguments",
+    "add_parsers",
+    "assign",
+    "balance_report",
+    "moment_argument",
+]
 
 
 def moment_argument(value: str) -> datetime:
@@ -46,6 +53,19 @@ def assign(ledger: Ledger, buyer: str, plan: str, *, starts: datetime | None, ex
     return f"Assigned plan {plan} to {buyer}.\n{ledger.balance(buyer).as_table()}"
 
 
+def balance_report(ledger: Ledger, buyer: str) -> str:
+    """The balance table, then the plan's history: one line per entitlement write ZeroClick applied,
+    oldest first, so that a buyer's plan state can be traced to the write that set it."""
+    table = ledger.balance(buyer).as_table()
+    try:
+        changes = ledger.history(buyer)
+    except NotImplementedError:
+        return f"{table}\n\nplan history: not kept by this ledger"
+    if not changes:
+        return f"{table}\n\nplan history: no entitlement writes"
+    return "\n".join([table, "", "plan history:", *(f"  {change.as_line()}" for change in changes)])
+
+
 def _ledger(args: argparse.Namespace) -> Ledger:
     settings = load_settings(args.settings)
     return existing_ledger(settings.ledger, plans=settings.plans)
@@ -54,7 +74,7 @@ def _ledger(args: argparse.Namespace) -> Ledger:
 def _balance(args: argparse.Namespace) -> int:
     ledger = _ledger(args)
     try:
-        print(ledger.balance(args.buyer).as_table())
+        print(balance_report(ledger, args.buyer))
     finally:
         ledger.close()
     return 0
@@ -73,7 +93,9 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     """Add ``balance`` and ``assign`` to an argparse ``subparsers`` object; ``common`` holds the
     options every command takes."""
     balance_parser = commands.add_parser(
-        "balance", parents=[common], help="a buyer's plan and, per meter: limit, used, remaining, %% used, period"
+        "balance",
+        parents=[common],
+        help="a buyer's plan and, per meter: limit, used, remaining, %% used, period; then its plan history",
     )
     add_balance_arguments(balance_parser)
     balance_parser.set_defaults(func=_balance)

@@ -1,4 +1,5 @@
-"""What Django gives the signature step: the raw target and the body, read once through ``request.body``."""
+"""What Django gives the signature step and the access path: the raw target and the body, read once
+through ``request.body``."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from django.http.request import RawPostDataException
 from ..decision import Deny
 from ..environ import header_getter
 from ..gate import Gate
+from ..identity import HeaderGetter
 from ..signing import asgi_target, wsgi_target
 
-__all__ = ["verify"]
+__all__ = ["access", "verify"]
 
 
 def verify(gate: Gate, request: HttpRequest) -> Deny | None:
@@ -19,6 +21,15 @@ def verify(gate: Gate, request: HttpRequest) -> Deny | None:
     assert gate.signatures is not None
     body = _body(request, gate.signatures.max_body)
     return gate.verify(request.META["REQUEST_METHOD"], _target(request), body, header_getter(request.META))
+
+
+def access(gate: Gate, request: HttpRequest) -> tuple[str, str, bytes | None, HeaderGetter]:
+    """What :meth:`Access.handle <zc_middleware.access.Access.handle>` takes of a request at the access
+    path (``gate.access`` set): its method, raw target, body (read only for a ``POST``) and headers."""
+    assert gate.access is not None
+    method = request.META["REQUEST_METHOD"]
+    body = _body(request, gate.access.max_body) if method == "POST" else b""
+    return method, _target(request), body, header_getter(request.META)
 
 
 def _target(request: HttpRequest) -> str:

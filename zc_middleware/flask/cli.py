@@ -9,7 +9,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from .._text import moment, table
-from ..cli.buyers import assign
+from ..cli.buyers import assign, balance_report
 from ..errors import ZcError
 from .state import state_of
 from .views import route_rows
@@ -32,8 +32,8 @@ def routes_command() -> None:
 @zeroclick_cli.command("balance")
 @click.argument("buyer")
 def balance_command(buyer: str) -> None:
-    """Show BUYER's balance: limit, used, remaining, % used and period, per meter."""
-    click.echo(state_of(current_app).gate.ledger.balance(buyer).as_table())
+    """Show BUYER's balance: limit, used, remaining, % used and period, per meter; then the plan history."""
+    click.echo(balance_report(state_of(current_app).gate.ledger, buyer))
 
 
 def _moment_option(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:

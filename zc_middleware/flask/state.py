@@ -20,13 +20,13 @@ from werkzeug.datastructures import Headers
 
 from .._cache import SIZE, remember
 from ..decision import Deny, route_repriced
-from ..environ import Environ, buyer_key, buyer_of, header_getter, path_key, verify_signed
+from ..environ import Environ, access, buyer_key, buyer_of, header_getter, path_key, verify_signed
 from ..errors import ZcError
 from ..gate import Charge, Gate
 from ..policy import refused_headers
 from ..usage import Usage
 from ..wsgi import routes_by_path
-from ..wsgi.exchange import Exchange, StartResponse, WSGIApp, free_start_response
+from ..wsgi.exchange import Exchange, StartResponse, WSGIApp, deny_body, free_start_response
 from .views import handler_for, views_of
 
 __all__ = ["KEY", "Settle", "State", "state_of"]
@@ -83,14 +83,17 @@ class Settle:
     and prices the request again when not (see :meth:`State.hook`).
     """
 
-    __slots__ = ("free", "gate", "wsgi_app")
+    __slots__ = ("access_path", "free", "gate", "wsgi_app")
 
     def __init__(self, wsgi_app: WSGIApp, gate: Gate, free: dict[_PathKey, _Free]) -> None:
         self.wsgi_app = wsgi_app
         self.gate = gate
         self.free = free
+        self.access_path = gate.access_path
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == self.access_path:  # ZeroClick's entitlement writes: never the app's
+            return deny_body(access(self.gate, environ), start_response)
         # path_key(environ), inlined: this runs on every request
         free = self.free.get((environ.get("REQUEST_METHOD"), environ.get("SCRIPT_NAME"), environ.get("PATH_INFO")))
         if free is not None:

@@ -12,14 +12,18 @@ from typing import Any
 from .. import stores
 from .balance import Balance, MeterBalance
 from .base import BUYER_ID, Hold, Ledger, check_buyer_id
+from .entitlements import Change, Entitlement, Outcome
 from .rules import Refusal
 
 __all__ = [
     "BUYER_ID",
     "Balance",
+    "Change",
+    "Entitlement",
     "Hold",
     "Ledger",
     "MeterBalance",
+    "Outcome",
     "Refusal",
     "check_buyer_id",
     "check_url",

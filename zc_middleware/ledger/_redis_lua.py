@@ -10,13 +10,21 @@ Keys: ``KEYS[1]`` the account hash (``plan``, ``anchor``, ``expires``, ``status`
 ``KEYS[2]`` the rows hash (``s:<meter>`` period start, ``e:<meter>`` period end or
 ``""`` for never, ``u:<meter>`` used, holds included), ``KEYS[3]`` the leases: a sorted
 set of ``<id>|<amount>|<period start>|<meter>`` scored by when the lease ends, on the
-server's clock. Numbers that are written arrive as strings and are written with
-``HSET``/``HINCRBY`` as given: Redis would format a Lua number with 14 digits only.
+server's clock. The account hash also holds ``version``, the last entitlement write applied, and
+``KEYS[4]`` (entitlement writes only) is the plan history: a list of the last :data:`HISTORY_KEPT`
+writes applied, oldest first, each a JSON array ``[at, kid, version, key, change]``. Numbers that
+are written arrive as strings and are written with ``HSET``/``HINCRBY`` as given: Redis would
+format a Lua number with 14 digits only.
 """
 
 from __future__ import annotations
 
-__all__ = ["ADJUST", "READ", "RESERVE", "STORE"]
+__all__ = ["ADJUST", "ENTITLE", "HISTORY", "HISTORY_KEPT", "READ", "RESERVE", "STORE"]
+
+#: How many entitlement writes a buyer's history keeps. The last version applied is kept apart (in
+#: the account hash) and never trimmed: a write replayed after its entry was trimmed is at most that
+#: version, so it is still ignored (``stale`` rather than ``duplicate``) and changes nothing.
+HISTORY_KEPT = 100
 
 # Leases are timed on the server's clock (``TIME``), not the caller's: every host agrees on when a
 # lease ends whatever its own clock says, and a test's injected plan clock never expires one. A
@@ -124,3 +132,37 @@ READ = (
 return {redis.call('HMGET', KEYS[1], 'plan', 'anchor', 'expires', 'status'), redis.call('HGETALL', KEYS[2])}
 """
 )
+
+#: ARGV: idempotency key, version, the account the caller decided from (plan, anchor, expires,
+#: status; all ``""`` when none), the account to store (the same four), reset ("1": fresh allowances,
+#: no holds), the history entry, how many entries to keep. Returns ``{"duplicate"}`` or ``{"stale"}``
+#: (nothing changed), ``{"changed"}`` (the account is not the one decided from: decide again) or
+#: ``{"applied"}``. A manual plan assignment (:data:`STORE`) leaves ``version`` and the history alone.
+ENTITLE = """
+-- versions are compared as decimal strings: a Lua number is exact only up to 2^53
+local function at_most(a, b)
+  local na, nb = string.sub(a, 1, 1) == '-', string.sub(b, 1, 1) == '-'
+  if na ~= nb then return na end
+  if #a ~= #b then return (#a < #b) ~= na end
+  return a == b or ((a < b) ~= na)
+end
+for _, entry in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do
+  if cjson.decode(entry)[4] == ARGV[1] then return {'duplicate'} end
+end
+local account = redis.call('HMGET', KEYS[1], 'plan', 'anchor', 'expires', 'status', 'version')
+if account[5] and at_most(ARGV[2], account[5]) then return {'stale'} end
+for i = 1, 4 do
+  if (account[i] or '') ~= ARGV[i + 2] then return {'changed'} end
+end
+redis.call('HSET', KEYS[1], 'plan', ARGV[7], 'anchor', ARGV[8], 'expires', ARGV[9], 'status', ARGV[10],
+  'version', ARGV[2])
+if ARGV[11] == '1' then redis.call('DEL', KEYS[2], KEYS[3]) end
+redis.call('RPUSH', KEYS[4], ARGV[12])
+redis.call('LTRIM', KEYS[4], -tonumber(ARGV[13]), -1)
+return {'applied'}
+"""
+
+#: The plan history (``KEYS[4]``), oldest first.
+HISTORY = """
+return redis.call('LRANGE', KEYS[4], 0, -1)
+"""

@@ -10,6 +10,7 @@ every backend decides the same way.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 from ..errors import ZcError
 from ..stores import Store
 from .balance import Balance, MeterBalance
+from .entitlements import Change, Entitlement, Outcome
 from .rules import Account, Plans, Refusal, Status, new_account
 
 if TYPE_CHECKING:
@@ -28,7 +30,9 @@ if TYPE_CHECKING:
 __all__ = [
     "BUYER_ID",
     "Balance",
+    "Change",
     "Clock",
+    "Entitlement",
     "Hold",
     "Ledger",
     "MeterBalance",
@@ -37,6 +41,9 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
+#: how long a store remembers the id of a journaled write it applied (:meth:`Ledger.adjust_once`)
+APPLIED_TTL = 30 * 86400.0
+_once_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +113,19 @@ class Ledger(Store, ABC):
     @abstractmethod
     def adjust(self, hold: Hold, used: Mapping[str, int]) -> None:
         """Move a hold's debits to ``used`` (missing meters: 0). Idempotence is the caller's job."""
+
+    def adjust_once(self, entry_id: str, hold: Hold, used: Mapping[str, int]) -> bool:
+        """:meth:`adjust`, at most once per ``entry_id`` (a journaled write replayed after a crash or
+        a retry); ``False`` when that id was applied already. Stores that outlive the process record
+        the id with the write, in one step; this default remembers ids in the process, which is
+        enough for a ledger that lives in the process too (``memory://``)."""
+        with _once_lock:
+            applied: set[str] = vars(self).setdefault("_applied_once", set())
+            if entry_id in applied:
+                return False
+            self.adjust(hold, used)
+            applied.add(entry_id)
+            return True
 
     def settle(self, hold: Hold, used: Mapping[str, int]) -> None:
         self.adjust(hold, used)
@@ -183,6 +203,26 @@ class Ledger(Store, ABC):
             return  # no plan to expire
         self._store_account(buyer, Account(account.plan, account.anchor, account.expires_at, status), reset=False)
 
+    # -- plan state pushed by ZeroClick -------------------------------------------------
+    def apply_entitlement(self, write: Entitlement) -> Outcome:
+        """Apply a signed entitlement write (:mod:`.entitlements`): atomically with checks, at most
+        once per idempotency key, and only if its version is newer than the last one applied
+        (``"applied"``; otherwise ``"stale"`` or ``"duplicate"``, and nothing changes). A plan that
+        ``settings.plans`` does not declare is :class:`ZcError` ``unknown_plan``."""
+        check_buyer_id(write.buyer)
+        self.plans.check(write.plan)
+        return self._apply_entitlement(write, self.clock())
+
+    async def aapply_entitlement(self, write: Entitlement) -> Outcome:
+        return self.apply_entitlement(write)
+
+    def _apply_entitlement(self, write: Entitlement, now: float) -> Outcome:
+        raise NotImplementedError(f"{type(self).__name__} does not take entitlement writes")
+
+    def history(self, buyer: str) -> tuple[Change, ...]:
+        """The entitlement writes applied for ``buyer``, oldest first."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep a plan history")
+
     @abstractmethod
     def _account(self, buyer: str) -> Account | None: ...
 
@@ -212,4 +252,4 @@ class Unavailable(Ledger):
     def _fail(self, *args: object, **kwargs: object) -> NoReturn:
         raise self.error
 
-    reserve = adjust = balance = _account = _store_account = _fail
+    reserve = adjust = balance = _account = _store_account = _apply_entitlement = history = _fail

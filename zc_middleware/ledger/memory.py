@@ -18,6 +18,7 @@ from typing import Any
 
 from .balance import Balance, make_balance
 from .base import Hold, Ledger
+from .entitlements import Change, Entitlement, Outcome, decide
 from .rules import Account, Refusal, Row, evaluate, new_account
 
 __all__ = ["MemoryLedger"]
@@ -56,6 +57,8 @@ class MemoryLedger(Ledger):
         self._lock = threading.Lock()
         self._accounts: dict[str, Account] = {}
         self._cells: dict[str, dict[str, _Cell]] = {}
+        #: per buyer: the entitlement writes applied, oldest first
+        self._history: dict[str, list[Change]] = {}
 
     def reserve(self, buyer: str, amounts: Mapping[str, int]) -> Hold | Refusal:
         now = self.clock()
@@ -122,6 +125,26 @@ class MemoryLedger(Ledger):
             cells = self._cells.pop(buyer, {}) if reset else self._cells.get(buyer, {})
             for cell in cells.values():
                 cell.until = -inf  # a reservation already past the dict lookup re-checks the account
+
+    def _apply_entitlement(self, write: Entitlement, now: float) -> Outcome:
+        with self._lock:
+            history = self._history.setdefault(write.buyer, [])
+            if any(change.key == write.key for change in history):
+                return "duplicate"
+            if history and write.version <= history[-1].version:
+                return "stale"
+            account, reset, change = decide(self._accounts.get(write.buyer), write)
+            self._accounts[write.buyer] = account
+            cells = self._cells.pop(write.buyer, {}) if reset else self._cells.get(write.buyer, {})
+            for meter, cell in cells.items():
+                cell.until = -inf  # the next reservation asks the account again
+                cell.limit = self.plans.allowance(account.plan, meter)[0]
+            history.append(Change(now, write.kid, write.version, write.key, change))
+        return "applied"
+
+    def history(self, buyer: str) -> tuple[Change, ...]:
+        with self._lock:
+            return tuple(self._history.get(buyer, ()))
 
     def balance(self, buyer: str) -> Balance:
         with self._lock:

@@ -17,6 +17,8 @@ Why it is fast and safe:
   (:meth:`PostgresLedger.areserve`), with no thread hop.
 * An outbox in the same database (:meth:`PostgresLedger.joins`) inserts a
   request's batch events in the transaction that settles its hold.
+* An entitlement write is checked, decided and stored in one transaction under the buyer's
+  advisory lock; ``zeroclick_plan_history`` keeps every write applied and gives the last version.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from .._postgres import Connection, Database, Flow, PostgresStore, Rows, masked
 from ..errors import ConfigError, ZcError
 from .balance import Balance, make_balance
-from .base import Hold, Ledger
+from .base import APPLIED_TTL, Hold, Ledger, check_buyer_id
+from .entitlements import Change, Entitlement, Outcome, decide
 from .rules import Account, Refusal, Row, evaluate, new_account
 
 if TYPE_CHECKING:
@@ -44,7 +47,18 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS zeroclick_balances (
     buyer TEXT NOT NULL, meter TEXT NOT NULL, period_start DOUBLE PRECISION NOT NULL,
     period_end DOUBLE PRECISION, used BIGINT NOT NULL, PRIMARY KEY (buyer, meter))""",
+    # the entitlement writes applied per buyer; the last version is read from here (versions only
+    # grow per buyer), which leaves the older tables as they were
+    """CREATE TABLE IF NOT EXISTS zeroclick_plan_history (
+    buyer TEXT NOT NULL, version BIGINT NOT NULL, idem_key TEXT NOT NULL,
+    applied_at DOUBLE PRECISION NOT NULL, kid TEXT NOT NULL, change TEXT NOT NULL,
+    PRIMARY KEY (buyer, version), UNIQUE (buyer, idem_key))""",
 )
+#: the ids of journaled writes applied (:meth:`PostgresLedger.adjust_once`), and the lock that
+#: serializes those writes (ours: a seller's one-key advisory locks use other numbers)
+_APPLIED_TABLE = "CREATE TABLE IF NOT EXISTS zeroclick_applied (id TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL)"
+_APPLIED_INSERT = "INSERT INTO zeroclick_applied (id, at) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING RETURNING id"
+_APPLIED_LOCK = 0x5A43_0000_A991
 # %(limits)s is {"plan": limit-or-null, ...} for the meter, from this process's settings: a plan
 # no longer in settings matches no key, so it is never served from here
 _FAST = """
@@ -81,6 +95,16 @@ INSERT INTO zeroclick_balances (buyer, meter, period_start, period_end, used)
 SELECT %s, * FROM unnest(%s::text[], %s::float8[], %s::float8[], %s::bigint[])
 ON CONFLICT (buyer, meter) DO UPDATE SET
     period_start = excluded.period_start, period_end = excluded.period_end, used = excluded.used
+"""
+_LAST_WRITE = """
+SELECT (SELECT max(version) FROM zeroclick_plan_history WHERE buyer = %s),
+    EXISTS (SELECT 1 FROM zeroclick_plan_history WHERE buyer = %s AND idem_key = %s)
+"""
+_RECORD = """
+INSERT INTO zeroclick_plan_history (buyer, version, idem_key, applied_at, kid, change) VALUES (%s, %s, %s, %s, %s, %s)
+"""
+_HISTORY = """
+SELECT applied_at, kid, version, idem_key, change FROM zeroclick_plan_history WHERE buyer = %s ORDER BY version
 """
 
 
@@ -212,6 +236,28 @@ class PostgresLedger(PostgresStore, Ledger):
         if statement is not None:
             await self.database.arun(*statement)
 
+    def adjust_once(self, entry_id: str, hold: Hold, used: Mapping[str, int]) -> bool:
+        """:meth:`adjust` at most once per ``entry_id``: the id is recorded in ``zeroclick_applied``
+        in the transaction that moves the hold, so a replay after a crash writes nothing. Ids are
+        forgotten after :data:`~zc_middleware.ledger.base.APPLIED_TTL`."""
+        statement = self._settle(hold, used)
+        now = self.clock()
+
+        def flow() -> Flow[bool]:
+            # created on first use (only journaled writes need it), one process at a time: concurrent
+            # CREATE TABLE IF NOT EXISTS can fail one of them
+            yield "SELECT pg_advisory_xact_lock(%s)", (_APPLIED_LOCK,)
+            yield _APPLIED_TABLE, ()
+            rows = yield _APPLIED_INSERT, (entry_id, now)
+            if not rows:
+                return False
+            yield "DELETE FROM zeroclick_applied WHERE at < %s", (now - APPLIED_TTL,)
+            if statement is not None:
+                yield statement
+            return True
+
+        return self.database.play(flow())
+
     # -- settling together with the outbox -------------------------------------
     def _joined(self, outbox: object) -> _JoinableOutbox | None:
         if (
@@ -261,6 +307,38 @@ class PostgresLedger(PostgresStore, Ledger):
                 yield "DELETE FROM zeroclick_balances WHERE buyer = %s", (buyer,)
 
         self.database.play(store())
+
+    # -- plan state pushed by ZeroClick -------------------------------------------------
+    def _apply_entitlement(self, write: Entitlement, now: float) -> Outcome:
+        return self.database.play(self._entitle(write, now))
+
+    async def aapply_entitlement(self, write: Entitlement) -> Outcome:
+        """:meth:`apply_entitlement` on the async pool."""
+        check_buyer_id(write.buyer)
+        self.plans.check(write.plan)
+        return await self.database.aplay(self._entitle(write, self.clock()))
+
+    def _entitle(self, write: Entitlement, now: float) -> Flow[Outcome]:
+        """Check, decide and store one write in one transaction. The buyer's advisory lock (the one
+        the slow reservation takes) queues writes for one buyer, so two of one version cannot both
+        read the same last version and apply; the fast reservation reads the new account at once."""
+        buyer = write.buyer
+        yield "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, buyer)
+        stored = _account((yield _ACCOUNT + " FOR UPDATE", (buyer,)))
+        [(last, applied)] = yield _LAST_WRITE, (buyer, buyer, write.key)
+        if applied:
+            return "duplicate"
+        if last is not None and write.version <= last:
+            return "stale"
+        account, reset, change = decide(stored, write)
+        yield _UPSERT_ACCOUNT, (buyer, account.plan, account.anchor, account.expires_at, account.status)
+        if reset:
+            yield "DELETE FROM zeroclick_balances WHERE buyer = %s", (buyer,)
+        yield _RECORD, (buyer, write.version, write.key, now, write.kid, change)
+        return "applied"
+
+    def history(self, buyer: str) -> tuple[Change, ...]:
+        return tuple(Change(*row) for row in self.database.run(_HISTORY, (buyer,)))
 
     def balance(self, buyer: str) -> Balance:
         def read() -> Flow[tuple[Account | None, dict[str, Row]]]:

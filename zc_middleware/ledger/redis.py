@@ -14,15 +14,20 @@
 * Nothing is retried after a command was sent: a timeout may hide a granted hold, and
   sending it again could debit twice. The caller sees the error within ``timeout``
   (the Gate answers 503) and the lease gives the hold back.
+* An entitlement write (:meth:`RedisLedger.apply_entitlement`) is decided in Python from the
+  account read first, then one script checks its idempotency key and version and stores it only if
+  the account is still the one decided from. The last version applied lives in the account hash and
+  is never trimmed; the plan history keeps the last :data:`~._redis_lua.HISTORY_KEPT` writes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -31,7 +36,8 @@ from ..periods import period_bounds
 from . import _redis_lua
 from ._redis_client import POOL_SIZE, AsyncClient, SyncClient, Target, forget_idle, is_noscript, open_async, open_sync
 from .balance import Balance, make_balance
-from .base import Hold, Ledger
+from .base import APPLIED_TTL, Hold, Ledger, check_buyer_id
+from .entitlements import Change, Entitlement, Outcome, decide
 from .rules import Account, Reason, Refusal, Row, as_of
 
 __all__ = ["RedisHold", "RedisLedger"]
@@ -56,8 +62,39 @@ class _Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
-_RESERVE, _ADJUST, _STORE, _READ = (
-    _Script(source) for source in (_redis_lua.RESERVE, _redis_lua.ADJUST, _redis_lua.STORE, _redis_lua.READ)
+_RESERVE, _ADJUST, _STORE, _READ, _ENTITLE, _HISTORY = (
+    _Script(source)
+    for source in (
+        _redis_lua.RESERVE,
+        _redis_lua.ADJUST,
+        _redis_lua.STORE,
+        _redis_lua.READ,
+        _redis_lua.ENTITLE,
+        _redis_lua.HISTORY,
+    )
+)
+_SCRIPTS = (_RESERVE, _ADJUST, _STORE, _READ, _ENTITLE, _HISTORY)
+#: the scripts' calls, as the steps of a flow both the sync and the asyncio client play
+_Call = tuple[_Script, Sequence[str], Sequence[str]]
+_Flow = Generator[_Call, list[Any], Outcome]
+
+
+#: ADJUST, run only if the marker KEYS[4] was not set (it is set, for ARGV[1] seconds); 1 if it ran
+_ADJUST_ONCE = _Script(
+    """
+if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', tonumber(ARGV[1])) then return 0 end
+for i = 2, #ARGV, 5 do
+  local held = redis.call('ZREM', KEYS[3], ARGV[i])
+  local delta = ARGV[i + 4]
+  if held == 1 then delta = ARGV[i + 3] end
+  if delta ~= '0' and redis.call('HGET', KEYS[2], 's:' .. ARGV[i + 1]) == ARGV[i + 2] then
+    if redis.call('HINCRBY', KEYS[2], 'u:' .. ARGV[i + 1], delta) < 0 then
+      redis.call('HSET', KEYS[2], 'u:' .. ARGV[i + 1], '0')
+    end
+  end
+end
+return 1
+"""
 )
 
 
@@ -103,7 +140,7 @@ class RedisLedger(Ledger):
         self._aio: _LoopClient | None = None
         try:
             self._client: SyncClient = open_sync(self.target.client_url, self.target.cluster, self.timeout)
-            for script in (_RESERVE, _ADJUST, _STORE, _READ):
+            for script in _SCRIPTS:
                 self._client.script_load(script.source)
         except ConfigError:
             raise
@@ -120,25 +157,25 @@ class RedisLedger(Ledger):
     def _run(self, script: _Script, keys: Sequence[str], args: Sequence[str]) -> list[Any]:
         client = self._client
         try:
-            return cast("list[Any]", client.evalsha(script.sha, 3, *keys, *args))
+            return cast("list[Any]", client.evalsha(script.sha, len(keys), *keys, *args))
         except Exception as exc:
             if not is_noscript(exc):
                 raise
             client.script_load(script.source)  # a restarted or failed-over server starts with no scripts
-            return cast("list[Any]", client.evalsha(script.sha, 3, *keys, *args))
+            return cast("list[Any]", client.evalsha(script.sha, len(keys), *keys, *args))
 
     async def _arun(self, script: _Script, keys: Sequence[str], args: Sequence[str]) -> list[Any]:
         own = await self._aclient()
         client = own.client
         async with own.slots:
             try:
-                return cast("list[Any]", await client.evalsha(script.sha, 3, *keys, *args))
+                return cast("list[Any]", await client.evalsha(script.sha, len(keys), *keys, *args))
             except Exception as exc:
                 if not is_noscript(exc):
                     await forget_idle(client, exc)
                     raise
                 await client.script_load(script.source)
-                return cast("list[Any]", await client.evalsha(script.sha, 3, *keys, *args))
+                return cast("list[Any]", await client.evalsha(script.sha, len(keys), *keys, *args))
 
     async def _aclient(self) -> _LoopClient:
         """The asyncio client of the running loop (its connections belong to that loop), started
@@ -187,6 +224,23 @@ class RedisLedger(Ledger):
 
     async def aadjust(self, hold: Hold, used: Mapping[str, int]) -> None:
         await self._arun(_ADJUST, self.keys(hold.buyer), _adjustments(hold, used))
+
+    def adjust_once(self, entry_id: str, hold: Hold, used: Mapping[str, int]) -> bool:
+        """:meth:`adjust` at most once per ``entry_id``: the script sets a marker key in the buyer's
+        hash slot, with a TTL of :data:`~zc_middleware.ledger.base.APPLIED_TTL`, only if it was not
+        there, and moves the hold in the same step."""
+        account = self.keys(hold.buyer)
+        keys = (*account, account[0][:-1] + "once:" + entry_id)
+        args = (str(int(APPLIED_TTL)), *_adjustments(hold, used))
+        client = self._client
+        try:
+            done = client.evalsha(_ADJUST_ONCE.sha, 4, *keys, *args)
+        except Exception as exc:
+            if not is_noscript(exc):
+                raise
+            client.script_load(_ADJUST_ONCE.source)
+            done = client.evalsha(_ADJUST_ONCE.sha, 4, *keys, *args)
+        return bool(int(cast("int", done)))
 
     def _ask(self, buyer: str, amounts: Mapping[str, int], now: float) -> tuple[_Known, str, list[str]]:
         """What the reserve script needs: the expected account, the lease id, and per meter the
@@ -247,9 +301,7 @@ class RedisLedger(Ledger):
             for key, start in fields.items()
             if key.startswith("s:")
         }
-        if not account[0]:
-            return None, rows
-        return Account(account[0], float(account[1]), _float(account[2], None), account[3]), rows
+        return _as_account(account), rows
 
     def _account(self, buyer: str) -> Account | None:
         return self._read(buyer)[0]
@@ -259,6 +311,55 @@ class RedisLedger(Ledger):
         expires = "" if account.expires_at is None else repr(account.expires_at)
         args = (account.plan, repr(account.anchor), expires, account.status, "1" if reset else "0")
         self._run(_STORE, self.keys(buyer), args)
+
+    # -- plan state pushed by ZeroClick -------------------------------------------------
+    def _history_keys(self, buyer: str) -> tuple[str, str, str, str]:
+        """:meth:`keys`, then the plan history's list, in the same hash slot."""
+        account, rows, leases = self.keys(buyer)
+        return account, rows, leases, account[:-1] + "h"
+
+    def _entitle(self, write: Entitlement, now: float) -> _Flow:
+        """Read the account, decide, and have one script check the key and the version and store the
+        write, if the account is still the one decided from (else decide again)."""
+        keys = self._history_keys(write.buyer)
+        for _ in range(_TRIES):
+            stored = (yield _READ, keys[:3], ())[0]
+            before = ("", "", "", "") if not stored[0] else tuple(stored)
+            account, reset, change = decide(_as_account(stored), write)
+            expires = "" if account.expires_at is None else repr(account.expires_at)
+            entry = json.dumps([now, write.kid, write.version, write.key, change])
+            args = [write.key, str(write.version), *before, account.plan, repr(account.anchor), expires]
+            args += (account.status, "1" if reset else "0", entry, str(_redis_lua.HISTORY_KEPT))
+            outcome = (yield _ENTITLE, keys, args)[0]
+            if outcome != "changed":
+                self._known.pop(write.buyer, None)  # the next reservation asks for the stored account
+                return cast("Outcome", outcome)
+        raise _contended(write.buyer)
+
+    def _apply_entitlement(self, write: Entitlement, now: float) -> Outcome:
+        flow = self._entitle(write, now)
+        try:
+            call = next(flow)
+            while True:
+                call = flow.send(self._run(*call))
+        except StopIteration as stop:
+            return cast("Outcome", stop.value)
+
+    async def aapply_entitlement(self, write: Entitlement) -> Outcome:
+        """:meth:`apply_entitlement` on the asyncio client."""
+        check_buyer_id(write.buyer)
+        self.plans.check(write.plan)
+        flow = self._entitle(write, self.clock())
+        try:
+            call = next(flow)
+            while True:
+                call = flow.send(await self._arun(*call))
+        except StopIteration as stop:
+            return cast("Outcome", stop.value)
+
+    def history(self, buyer: str) -> tuple[Change, ...]:
+        """The last :data:`~._redis_lua.HISTORY_KEPT` writes applied, oldest first."""
+        return tuple(Change(*json.loads(entry)) for entry in self._run(_HISTORY, self._history_keys(buyer), ()))
 
     def balance(self, buyer: str) -> Balance:
         account, rows = self._read(buyer)
@@ -281,6 +382,13 @@ class RedisLedger(Ledger):
             asyncio.run_coroutine_threadsafe(client.aclose(), loop)  # from its own thread too: runs soon
         elif not loop.is_closed():
             loop.run_until_complete(client.aclose())
+
+
+def _as_account(stored: list[Any]) -> Account | None:
+    """The account from its hash's plan, anchor, expires and status (``plan`` empty: none)."""
+    if not stored[0]:
+        return None
+    return Account(stored[0], float(stored[1]), _float(stored[2], None), stored[3])
 
 
 def _float(text: str, never: float | None = math.inf) -> Any:

@@ -27,7 +27,8 @@ from .._cache import remember
 from .._sqlite import BUSY, Database, SQLiteStore, write_transaction
 from ..errors import ZcError
 from .balance import Balance, make_balance
-from .base import Hold, Ledger
+from .base import APPLIED_TTL, Hold, Ledger, check_buyer_id
+from .entitlements import Change, Entitlement, Outcome, decide
 from .rules import Account, Refusal, Row, evaluate, new_account
 
 if TYPE_CHECKING:
@@ -48,6 +49,11 @@ CREATE TABLE IF NOT EXISTS zc_balances (
     lim INTEGER, live INTEGER NOT NULL, expires_at REAL,
     PRIMARY KEY (buyer, meter)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS zc_plan_history (
+    buyer TEXT NOT NULL, version INTEGER NOT NULL, idem_key TEXT NOT NULL,
+    applied_at REAL NOT NULL, kid TEXT NOT NULL, change TEXT NOT NULL,
+    PRIMARY KEY (buyer, version), UNIQUE (buyer, idem_key)
+) WITHOUT ROWID;
 """
 # Plain ``?`` placeholders, each value given once per use: Python 3.12.0-3.12.3 warn that numbered
 # ``?NNN`` placeholders bound from a sequence are deprecated (they are not; the warning was withdrawn).
@@ -60,6 +66,8 @@ WHERE buyer = ? AND meter = ? AND live = 1
 RETURNING period_start
 """
 _ADJUST = "UPDATE zc_balances SET used = MAX(0, used + ?) WHERE buyer = ? AND meter = ? AND period_start = ?"
+#: the ids of journaled writes applied (:meth:`SQLiteLedger.adjust_once`)
+_APPLIED_TABLE = "CREATE TABLE IF NOT EXISTS zc_applied (id TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID"
 _UPSERT_ROW = """
 INSERT INTO zc_balances (buyer, meter, period_start, period_end, used, lim, live, expires_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -72,6 +80,16 @@ INSERT INTO zc_accounts (buyer, plan, anchor, expires_at, status) VALUES (?, ?, 
 ON CONFLICT (buyer) DO UPDATE SET plan = excluded.plan, anchor = excluded.anchor,
     expires_at = excluded.expires_at, status = excluded.status
 """
+# Entitlement writes: the history is also where the last version applied is read from (versions only
+# grow per buyer, so its primary key orders it), which leaves the older tables as they were.
+_LAST_WRITE = """
+SELECT max(version), EXISTS (SELECT 1 FROM zc_plan_history WHERE buyer = ? AND idem_key = ?)
+FROM zc_plan_history WHERE buyer = ?
+"""
+_RECORD = "INSERT INTO zc_plan_history (buyer, version, idem_key, applied_at, kid, change) VALUES (?, ?, ?, ?, ?, ?)"
+_HISTORY = "SELECT applied_at, kid, version, idem_key, change FROM zc_plan_history WHERE buyer = ? ORDER BY version"
+# without a reset the rows keep what was used, and take the new plan's limit, status and end at once
+_REFRESH_ROW = "UPDATE zc_balances SET lim = ?, live = ?, expires_at = ? WHERE buyer = ? AND meter = ?"
 
 
 def _end(value: float) -> float | None:
@@ -217,6 +235,26 @@ class SQLiteLedger(SQLiteStore, Ledger):
         if changes:
             await self.database.awrite(lambda conn: conn.executemany(_ADJUST, changes))
 
+    def adjust_once(self, entry_id: str, hold: Hold, used: Mapping[str, int]) -> bool:
+        """:meth:`adjust` at most once per ``entry_id``: the id is recorded in ``zc_applied`` in the
+        transaction that moves the hold, so a replay after a crash finds it and writes nothing. Ids
+        are forgotten after :data:`~zc_middleware.ledger.base.APPLIED_TTL`."""
+        changes = self._changes(hold, used)
+        now = self.clock()
+
+        def body(conn: sqlite3.Connection) -> bool:
+            conn.execute(_APPLIED_TABLE)  # created on first use: only journaled writes need it
+            before = conn.total_changes
+            conn.execute("INSERT INTO zc_applied (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING", (entry_id, now))
+            if conn.total_changes == before:
+                return False
+            conn.execute("DELETE FROM zc_applied WHERE at < ?", (now - APPLIED_TTL,))
+            if changes:
+                conn.executemany(_ADJUST, changes)
+            return True
+
+        return self.database.write(body)
+
     # -- settling together with the outbox -------------------------------------
     def _joined(self, outbox: object) -> _JoinableOutbox | None:
         if isinstance(outbox, _JoinableOutbox) and outbox.database.real_path == self.database.real_path:
@@ -292,6 +330,43 @@ class SQLiteLedger(SQLiteStore, Ledger):
                 )
 
         self.database.write(store)
+
+    # -- plan state pushed by ZeroClick -------------------------------------------------
+    def _apply_entitlement(self, write: Entitlement, now: float) -> Outcome:
+        return self.database.write(lambda conn: self._entitle(conn, write, now))
+
+    async def aapply_entitlement(self, write: Entitlement) -> Outcome:
+        """:meth:`apply_entitlement` from an event loop: inline when no lock is in the way, else in a thread."""
+        check_buyer_id(write.buyer)
+        self.plans.check(write.plan)
+        now = self.clock()
+        return await self.database.awrite(lambda conn: self._entitle(conn, write, now))
+
+    def _entitle(self, conn: sqlite3.Connection, write: Entitlement, now: float) -> Outcome:
+        """Check, decide and store one write in the caller's ``BEGIN IMMEDIATE`` transaction."""
+        last, applied = conn.execute(_LAST_WRITE, (write.buyer, write.key, write.buyer)).fetchone()
+        if applied:
+            return "duplicate"
+        if last is not None and write.version <= last:
+            return "stale"
+        buyer = write.buyer
+        account, reset, change = decide(self._load_account(conn, buyer), write)
+        conn.execute(_UPSERT_ACCOUNT, (buyer, account.plan, account.anchor, account.expires_at, account.status))
+        if reset:
+            conn.execute("DELETE FROM zc_balances WHERE buyer = ?", (buyer,))
+        else:
+            live = int(account.status == "active")
+            meters = [m for (m,) in conn.execute("SELECT meter FROM zc_balances WHERE buyer = ?", (buyer,))]
+            conn.executemany(
+                _REFRESH_ROW,
+                [(self.plans.sql_limit(account.plan, m), live, account.expires_at, buyer, m) for m in meters],
+            )
+        conn.execute(_RECORD, (buyer, write.version, write.key, now, write.kid, change))
+        return "applied"
+
+    def history(self, buyer: str) -> tuple[Change, ...]:
+        rows = self.database.read(lambda conn: conn.execute(_HISTORY, (buyer,)).fetchall())
+        return tuple(Change(*row) for row in rows)
 
     def balance(self, buyer: str) -> Balance:
         account, rows = self.database.read(lambda conn: (self._load_account(conn, buyer), self._load_rows(conn, buyer)))

@@ -6,6 +6,9 @@
 ``GET /__sandbox/usage.txt``  the same as a plain-text table
 ``GET /__sandbox/events``  every idempotency key: payload, deliveries, conflicts
 ``GET /__sandbox/requests``  the last proxied requests (buyer, status, usage)
+``GET /__sandbox/plans``   every buyer's plan as the sandbox last wrote it to the app
+``POST /extend``           a new period of a plan, written to the app's access path (signed)
+``POST /suspend``          the spend cap: the current period, suspended (signed write)
 ``POST /__sandbox/reset``  forget everything (and replay the fault RNG)
 anything else              proxied to the seller's app (404 without ``upstream``)
 =========================  =====================================================
@@ -29,8 +32,10 @@ try:
 except ImportError:  # pragma: no cover - the package __init__ guards this first
     raise ImportError("zc_middleware.sandbox needs Starlette: pip install 'zc-middleware[starlette]'") from None
 
+from ..access import DEFAULT_ACCESS_PATH
 from ..signing import check_kids
 from .book import Book
+from .extend import Extender
 from .faults import Faults
 from .proxy import Proxy
 from .wire import MAX_EVENTS, Event, Invalid, check_event
@@ -136,7 +141,7 @@ class _Batch:
         return [item for item in checked if isinstance(item, Event)]
 
 
-def _views(book: Book, faults: Faults) -> list[Route]:
+def _views(book: Book, faults: Faults, extender: Extender) -> list[Route]:
     async def usage(request: Request) -> Response:
         return JSONResponse(book.snapshot())
 
@@ -155,6 +160,9 @@ def _views(book: Book, faults: Faults) -> list[Route]:
     async def requests(request: Request) -> Response:
         return JSONResponse({"requests": list(book.requests)})
 
+    async def plans(request: Request) -> Response:
+        return JSONResponse({"plans": [state.as_json(buyer) for buyer, state in extender.plans.items()]})
+
     async def unknown(request: Request) -> Response:
         # Reached for unknown views and for known ones with the wrong method (the catch-all
         # is a full match, so it wins over the router's own 405).
@@ -165,6 +173,7 @@ def _views(book: Book, faults: Faults) -> list[Route]:
     async def reset(request: Request) -> Response:
         book.reset()
         faults.reset()
+        extender.plans.clear()
         return JSONResponse({"reset": True})
 
     views = [
@@ -172,6 +181,7 @@ def _views(book: Book, faults: Faults) -> list[Route]:
         Route("/__sandbox/usage.txt", usage_txt, methods=["GET"]),
         Route("/__sandbox/events", events, methods=["GET"]),
         Route("/__sandbox/requests", requests, methods=["GET"]),
+        Route("/__sandbox/plans", plans, methods=["GET"]),
         Route("/__sandbox/reset", reset, methods=["POST"]),
     ]
     known = {route.path for route in views}
@@ -208,9 +218,14 @@ def create_app(
     hang_seconds: float = 10.0,
     signing_secret: str | None = None,
     signing_kid: str = "sandbox",
+    access_path: str = DEFAULT_ACCESS_PATH,
+    plan: str | None = None,
+    period_days: float = 30.0,
 ) -> Starlette:
     """Build the sandbox; ``upstream`` is the seller's app (without it, only the batch endpoint and views).
-    With ``signing_secret``, the proxy signs what it forwards (``zc-signature``, kid ``signing_kid``)."""
+    With ``signing_secret``, the proxy signs what it forwards (``zc-signature``, kid ``signing_kid``), and
+    ``POST /extend`` and ``POST /suspend`` send signed plan writes to the app's ``access_path``: a new
+    period of ``period_days`` of the plan named, the buyer's current one, or ``plan``."""
     _check(api_key, upstream, identity_header, default_buyer)
     if signing_secret is not None:
         check_kids({signing_kid: signing_secret})
@@ -229,6 +244,17 @@ def create_app(
         else None
     )
 
+    extender = Extender(
+        upstream=upstream,
+        client=proxy.client if proxy is not None else None,
+        access_path=access_path,
+        signing=(signing_kid, signing_secret) if signing_secret is not None else None,
+        identity_header=identity_header,
+        default_buyer=default_buyer,
+        default_plan=plan,
+        period_days=period_days,
+    )
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
@@ -237,9 +263,16 @@ def create_app(
             if proxy is not None:
                 await proxy.aclose()
 
-    routes: list[Route | Mount] = [Route("/v1/usage/batch", batch.endpoint, methods=_ALL), *_views(book, faults)]
+    routes: list[Route | Mount] = [
+        Route("/v1/usage/batch", batch.endpoint, methods=_ALL),
+        # POST only: the app's own /extend and /suspend, if any, are still proxied for other methods
+        Route("/extend", extender.extend, methods=["POST"]),
+        Route("/suspend", extender.suspend, methods=["POST"]),
+        *_views(book, faults, extender),
+    ]
     routes.append(Mount("", app=proxy if proxy is not None else _no_upstream))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.book = book
     app.state.faults = faults
+    app.state.extender = extender
     return app

@@ -27,6 +27,9 @@ _APP_OPTIONS = (
     "hang_seconds",
     "signing_secret",
     "signing_kid",
+    "access_path",
+    "plan",
+    "period_days",
 )
 
 
@@ -62,6 +65,19 @@ def _url(text: str) -> str:
     return text
 
 
+def _days(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of days, got {text}")
+    return value
+
+
+def _path(text: str) -> str:
+    if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a path such as /zeroclick/access")
+    return text
+
+
 def _non_empty(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
@@ -76,7 +92,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=(
             "A local stand-in for ZeroClick: POST /v1/usage/batch (auth, validation, 1,000-event limit, dedupe) "
             "and, with --upstream, a proxy in front of your app that adds the buyer header and reads and strips "
-            "X-ZeroClick-Usage. Usage per buyer and meter: GET /__sandbox/usage.txt (or /__sandbox/usage as JSON)."
+            "X-ZeroClick-Usage; POST /extend and POST /suspend send your app signed plan writes (--signing-secret). "
+            "Usage per buyer and meter: GET /__sandbox/usage.txt (or /__sandbox/usage as JSON)."
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
@@ -103,6 +120,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--signing-kid", type=_non_empty, default="sandbox", help="the kid signatures name (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--access-path",
+        type=_path,
+        default="/zeroclick/access",
+        help="where your app takes plan writes (its access_path; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--plan",
+        type=_non_empty,
+        metavar="SLUG",
+        help="the plan POST /extend buys for a buyer the sandbox has not written a plan for yet (default: none, "
+        'then the request names it: {"plan": "pro"})',
+    )
+    parser.add_argument(
+        "--period-days",
+        type=_days,
+        default=30.0,
+        help="how long a period bought with POST /extend lasts (default: %(default)s)",
     )
     parser.add_argument(
         "--fail-rate", type=_rate, default=0.0, help="share of batch calls that fail: 503, 429 or a hang (default: 0)"
@@ -146,6 +182,14 @@ def run(args: argparse.Namespace) -> int:
     if args.upstream:
         signed = f"signed, kid {args.signing_kid!r}" if args.signing_secret else "unsigned (no --signing-secret)"
         log.info("  proxy requests: %s", signed)
+        if args.signing_secret:
+            log.info(
+                "  plans: POST %s/extend, POST %s/suspend -> %s%s (signed writes)",
+                base,
+                base,
+                args.upstream,
+                args.access_path,
+            )
     log.info("  usage: %s/__sandbox/usage.txt", base)
     if args.fail_rate:
         log.info("  failing %.0f%% of batch calls (seed %d)", args.fail_rate * 100, args.seed)

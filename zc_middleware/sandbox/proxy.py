@@ -121,10 +121,27 @@ class Proxy:
             return
         try:
             headers = self._settle(response, entry)
+            if response.status_code == 402 and not response.headers.get("content-encoding"):
+                await self._relay_402(scope, incoming, response, headers, send)
+                return
             await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
             await self._relay(response, receive, send, entry)
         finally:
             await response.aclose()
+
+    async def _relay_402(
+        self, scope: Scope, incoming: RawHeaders, response: httpx.Response, headers: RawHeaders, send: Send
+    ) -> None:
+        """A 402 whose JSON body names an ``extendUrl`` (the app's ``service_slug``), with that URL
+        pointed at this sandbox's ``/extend``, so an agent extends offline and retries."""
+        body = await response.aread()
+        host = next((v.decode("latin-1") for k, v in incoming if k == b"host"), None)
+        if host is not None:
+            body = _extend_here(body, f"{scope.get('scheme', 'http')}://{host}/extend")
+        headers = [(k, v) for k, v in headers if k != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode("latin-1")))
+        await send({"type": "http.response.start", "status": 402, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _request(
         self, scope: Scope, receive: Receive, incoming: RawHeaders, buyer: str, request_id: str, path: str
@@ -224,6 +241,18 @@ class Proxy:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _extend_here(body: bytes, url: str) -> bytes:
+    """``body`` with its ``extendUrl`` set to ``url``; as it was when it is no JSON object with one."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(data, dict) or "extendUrl" not in data:
+        return body
+    data["extendUrl"] = url
+    return json.dumps(data, separators=(",", ":")).encode()
 
 
 async def _body(receive: Receive) -> AsyncIterator[bytes]:

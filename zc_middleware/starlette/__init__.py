@@ -83,6 +83,7 @@ class ZeroClickMiddleware:
                 gate = Gate.unavailable(config, exc, identify=options.get("identify"))
         self.gate = gate
         self._identity = gate.identity_header.encode("latin-1") if gate.identity_header else None
+        self._access_path = gate.access_path
         self._cache: dict[tuple[str, str, str], Charge | None] = {}
         #: the router's route list :attr:`_cache` was filled from, its length and last route then:
         #: routes added or removed at run time (``add_route``, ``include_router``) make it stale
@@ -101,6 +102,9 @@ class ZeroClickMiddleware:
             return
         if self._misconfigured is not None:  # no settings: no route can be priced, none is served
             await send_deny(send, self._misconfigured)
+            return
+        if scope["path"] == self._access_path:  # ZeroClick's entitlement writes: never the app's
+            await self._access(scope, receive, send)
             return
         key = (scope["method"], scope["path"], scope.get("root_path", ""))
         try:
@@ -168,6 +172,19 @@ class ZeroClickMiddleware:
                 gate.finish(exchange.usage, success=success)
             else:
                 await gate.afinish(exchange.usage, success=success)
+
+    async def _access(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A request at the access path, answered by :class:`~zc_middleware.access.Access`."""
+        access = self.gate.access
+        assert access is not None
+        body: bytes | None = b""
+        if scope["method"] == "POST":
+            read = await read_body(receive, access.max_body)
+            if read is None:
+                return  # the client left before its body was in: nothing to apply, nobody to answer
+            body = read[0]
+        answer = await access.ahandle(scope["method"], asgi_target(scope), body, zc_headers(scope["headers"]).get)
+        await send_deny(send, answer)
 
     # -- routing -----------------------------------------------------------------
     def _router(self, app: object) -> Any:

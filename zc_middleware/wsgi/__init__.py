@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._cache import remember
 from ..decision import Deny
-from ..environ import Environ, buyer_key, buyer_of, header_getter, path_key, verify_signed
+from ..environ import Environ, access, buyer_key, buyer_of, header_getter, path_key, verify_signed
 from ..errors import ConfigError
 from ..gate import Charge, Gate
 from ..identity import Identify
@@ -78,6 +78,7 @@ class ZeroClickWSGI:
             gate = Gate(env_settings, ledger=ledger, identify=identify)
         self.gate = gate
         self._buyer_key = buyer_key(gate)
+        self._access_path = gate.access_path
         self._cache: dict[tuple[object, object, object], Charge | None] = {}
         self._rule_count = -1
         self._by_path = False
@@ -130,6 +131,8 @@ class ZeroClickWSGI:
         return charge
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == self._access_path:  # ZeroClick's entitlement writes: never the app's
+            return deny_body(access(self.gate, environ), start_response)
         charge = self._charge(environ)
         if charge is None:
             return self.app(environ, free_start_response(start_response))

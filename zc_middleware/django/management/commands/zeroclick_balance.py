@@ -1,4 +1,5 @@
-"""``manage.py zeroclick_balance BUYER``: the buyer's plan and per-meter usage, as ``zc-middleware balance``."""
+"""``manage.py zeroclick_balance BUYER``: the buyer's plan, per-meter usage and plan history, as
+``zc-middleware balance``."""
 
 from __future__ import annotations
 
@@ -7,16 +8,19 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from ....cli.buyers import add_balance_arguments
+from ....cli.buyers import add_balance_arguments, balance_report
 from ._ledger import project_ledger
 
 
 class Command(BaseCommand):
-    help = "Show a buyer's plan and, per meter: limit, used, remaining, % used, period start and end."
+    help = (
+        "Show a buyer's plan and, per meter: limit, used, remaining, % used, period start and end; "
+        "then the entitlement writes that set the plan."
+    )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         add_balance_arguments(parser)
 
     def handle(self, *args: Any, buyer: str, **options: Any) -> None:
         with project_ledger() as ledger:
-            self.stdout.write(ledger.balance(buyer).as_table())
+            self.stdout.write(balance_report(ledger, buyer))
