@@ -2,10 +2,11 @@
 
 Why it is fast and safe:
 
-* The common reservation is **one** ``UPDATE ... WHERE used + n <= lim
+* The common reservation is **one** ``UPDATE ... WHERE used + n <= limit
   RETURNING`` statement: SQLite runs it atomically, so check and debit cannot
-  be split by another thread or process. Plan limits, liveness and expiry are
-  copied onto each balance row so that this statement needs no join. Anything
+  be split by another thread or process. The plan, liveness and expiry are
+  copied onto each balance row so that this statement needs no join; the limit
+  is the one this process's settings give that plan. Anything
   it cannot decide (first request, period rollover, exhausted, several meters)
   falls back to one ``BEGIN IMMEDIATE`` transaction that recomputes the rows
   with :func:`~zc_middleware.ledger.rules.evaluate`.
@@ -57,11 +58,16 @@ CREATE TABLE IF NOT EXISTS zc_plan_history (
 """
 # Plain ``?`` placeholders, each value given once per use: Python 3.12.0-3.12.3 warn that numbered
 # ``?NNN`` placeholders bound from a sequence are deprecated (they are not; the warning was withdrawn).
+# The limit is this process's: a CASE over the plans of its settings (one statement per meter) on the
+# plan the row was debited under, so that a changed limit applies at the next check of every process
+# started with it, whatever limit another process copied onto the row (``lim``, kept for older
+# versions). A row without a plan (written by an older version), or of a plan these settings do not
+# declare, gets -1: no fast debit, and the slow path decides (and writes the plan).
 _FAST = """
 UPDATE zc_balances SET used = used + ?
 WHERE buyer = ? AND meter = ? AND live = 1
   AND period_start <= ? AND (period_end IS NULL OR period_end > ?)
-  AND (lim IS NULL OR used + ? <= lim)
+  AND used + ? <= {limit}
   AND (expires_at IS NULL OR expires_at > ?)
 RETURNING period_start
 """
@@ -69,11 +75,11 @@ _ADJUST = "UPDATE zc_balances SET used = MAX(0, used + ?) WHERE buyer = ? AND me
 #: the ids of journaled writes applied (:meth:`SQLiteLedger.adjust_once`)
 _APPLIED_TABLE = "CREATE TABLE IF NOT EXISTS zc_applied (id TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID"
 _UPSERT_ROW = """
-INSERT INTO zc_balances (buyer, meter, period_start, period_end, used, lim, live, expires_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO zc_balances (buyer, meter, period_start, period_end, used, lim, live, expires_at, plan)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (buyer, meter) DO UPDATE SET
     period_start = excluded.period_start, period_end = excluded.period_end, used = excluded.used,
-    lim = excluded.lim, live = excluded.live, expires_at = excluded.expires_at
+    lim = excluded.lim, live = excluded.live, expires_at = excluded.expires_at, plan = excluded.plan
 """
 _UPSERT_ACCOUNT = """
 INSERT INTO zc_accounts (buyer, plan, anchor, expires_at, status) VALUES (?, ?, ?, ?, ?)
@@ -89,7 +95,11 @@ FROM zc_plan_history WHERE buyer = ?
 _RECORD = "INSERT INTO zc_plan_history (buyer, version, idem_key, applied_at, kid, change) VALUES (?, ?, ?, ?, ?, ?)"
 _HISTORY = "SELECT applied_at, kid, version, idem_key, change FROM zc_plan_history WHERE buyer = ? ORDER BY version"
 # without a reset the rows keep what was used, and take the new plan's limit, status and end at once
-_REFRESH_ROW = "UPDATE zc_balances SET lim = ?, live = ?, expires_at = ? WHERE buyer = ? AND meter = ?"
+_REFRESH_ROW = "UPDATE zc_balances SET lim = ?, live = ?, expires_at = ?, plan = ? WHERE buyer = ? AND meter = ?"
+
+
+def _limit_literal(limit: int | None) -> str:
+    return "9e18" if limit is None else str(int(limit))  # unlimited: past any sum of debits
 
 
 def _end(value: float) -> float | None:
@@ -126,24 +136,17 @@ class SQLiteLedger(SQLiteStore, Ledger):
         )
         #: the last hold granted per (buyer, meter): the same debit in the same period is the same value
         self._holds: dict[tuple[str, str], Hold] = {}
+        #: meter -> its fast debit, with this process's limits in it
+        self._fast: dict[str, str] = {}
         self.database.open(self._prepare, adopt=adopt)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
-        # Settings may have changed since the rows were written: refresh the copied limits.
-        pairs = conn.execute(
-            "SELECT DISTINCT a.plan, b.meter FROM zc_balances b JOIN zc_accounts a USING (buyer)"
-        ).fetchall()
-        for plan, meter in pairs:
-            known = plan in self.plans.configs
-            lim = self.plans.sql_limit(plan, meter) if known else 0
-            conn.execute(
-                "UPDATE zc_balances SET lim = ?, live = CASE WHEN ? THEN live ELSE 0 END "
-                "WHERE meter = ? AND buyer IN (SELECT buyer FROM zc_accounts WHERE plan = ?)",
-                (lim, known, meter, plan),
-            )
+        columns = {name for _, name, *_ in conn.execute("PRAGMA table_info(zc_balances)")}
+        if "plan" not in columns:  # a file from an older version: its rows get their plan when next written
+            conn.execute("ALTER TABLE zc_balances ADD COLUMN plan TEXT")
 
     # -- the request path ------------------------------------------------
     # Each call is written once, on a given connection (``_*_on``): the sync method runs it on the
@@ -170,7 +173,8 @@ class SQLiteLedger(SQLiteStore, Ledger):
         now = self.clock()
         if len(amounts) == 1:
             for meter, amount in amounts.items():
-                rows = conn.execute(_FAST, (amount, buyer, meter, now, now, amount, now)).fetchall()  # all: commits
+                fast = self._fast.get(meter) or self._fast_debit(meter)
+                rows = conn.execute(fast, (amount, buyer, meter, now, now, amount, now)).fetchall()  # all: commits
                 if rows:
                     hit = rows[0]
                     try:
@@ -185,6 +189,14 @@ class SQLiteLedger(SQLiteStore, Ledger):
                         hold = remember(self._holds, key, Hold(buyer, ((meter, amount, hit[0]),)))
                     return hold
         return write_transaction(conn, lambda c: self._reserve_slow(c, buyer, amounts, now), self.database.written)
+
+    def _fast_debit(self, meter: str) -> str:
+        cases = " ".join(
+            f"WHEN '{plan.replace(chr(39), chr(39) * 2)}' THEN {_limit_literal(self.plans.sql_limit(plan, meter))}"
+            for plan in self.plans.configs
+        )
+        sql = self._fast[meter] = _FAST.format(limit=f"(CASE plan {cases} ELSE -1 END)" if cases else "-1")
+        return sql
 
     def _reserve_slow(
         self, conn: sqlite3.Connection, buyer: str, amounts: Mapping[str, int], now: float
@@ -209,6 +221,7 @@ class SQLiteLedger(SQLiteStore, Ledger):
                     self.plans.sql_limit(account.plan, m),
                     1,
                     account.expires_at,
+                    account.plan,
                 )
                 for m, r in result.items()
             ],
@@ -359,7 +372,10 @@ class SQLiteLedger(SQLiteStore, Ledger):
             meters = [m for (m,) in conn.execute("SELECT meter FROM zc_balances WHERE buyer = ?", (buyer,))]
             conn.executemany(
                 _REFRESH_ROW,
-                [(self.plans.sql_limit(account.plan, m), live, account.expires_at, buyer, m) for m in meters],
+                [
+                    (self.plans.sql_limit(account.plan, m), live, account.expires_at, account.plan, buyer, m)
+                    for m in meters
+                ],
             )
         conn.execute(_RECORD, (buyer, write.version, write.key, now, write.kid, change))
         return "applied"
