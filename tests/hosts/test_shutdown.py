@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 import uuid
 from typing import Any
 
@@ -41,7 +42,7 @@ def connections(store: str) -> int:
     return int(row[0])
 
 
-async def serve_and_stop(app: Starlette, store: str) -> tuple[list[int], int, int]:
+async def serve_and_stop(app: Starlette, store: str, before: int) -> tuple[list[int], int, int]:
     """Start ``app``'s lifespan, send paid requests, stop it: the statuses and the store's client counts
     while serving and after."""
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -56,7 +57,16 @@ async def serve_and_stop(app: Starlette, store: str) -> tuple[list[int], int, in
     await inbox.put({"type": "lifespan.shutdown"})
     assert (await outbox.get())["type"] == "lifespan.shutdown.complete"
     await lifespan
-    return statuses, serving, await asyncio.to_thread(connections, store)
+    return statuses, serving, await asyncio.to_thread(settled_connections, store, before)
+
+
+def settled_connections(store: str, before: int) -> int:
+    """The client count, given up to 3 s to come back to ``before``: a PostgreSQL backend leaves
+    ``pg_stat_activity`` a moment after its client hung up."""
+    deadline = time.monotonic() + 3
+    while (count := connections(store)) > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return count
 
 
 def test_lifespan_shutdown_closes_the_ledger_the_middleware_opened(store: str) -> None:
@@ -64,7 +74,7 @@ def test_lifespan_shutdown_closes_the_ledger_the_middleware_opened(store: str) -
     app = Starlette(routes=[Route("/paid", paid)])
     settings = ZeroClickSettings(meters={"api-requests": {}, "compute-seconds": {}}, plans=PLANS, ledger=store)
     app.add_middleware(ZeroClickMiddleware, settings=settings)
-    statuses, serving, after = asyncio.run(serve_and_stop(app, store))
+    statuses, serving, after = asyncio.run(serve_and_stop(app, store, before))
     assert statuses == [200] * 4
     assert serving > before
     assert after == before
