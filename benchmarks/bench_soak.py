@@ -1,0 +1,418 @@
+"""Soak test with faults: ``.venv/bin/python benchmarks/bench_soak.py [--minutes 10]`` (``--smoke``: 20 s).
+
+Two real servers share one SQLite ledger file (ledger and outbox in it) and send their batch events to
+a local stand-in for the batch API (``tests/reporter/batch_server``): gunicorn with 2 gthread workers
+on a Flask app and uvicorn on a Starlette app. Each app serves
+
+=================  =========================================================================================
+``GET /free``      free
+``GET /paid``      ``api-calls`` (header meter, estimate 10), records ``?units=``
+``GET /job``       ``compute-seconds`` (batch channel, estimate 30), records ``?units=``
+``GET /stream``    ``tokens`` (header meter, estimate 100), three chunks of 10 recorded after the headers
+                   went out: late usage, sent on the batch channel as the remainder
+=================  =========================================================================================
+
+Eight client threads send a mix of these to both servers for ``--minutes``, from 40 buyers, each request
+with its own ``zc-request-id``. Every ``--fault-every`` seconds one fault is injected, the kinds in
+turn: another process holds the ledger's write lock for half the busy timeout (writes wait) or for
+three times it (writes fail and are journaled), a gunicorn worker gets ``kill -9`` (the master starts
+another, which replays the dead worker's journal), the uvicorn server gets ``kill -9`` (restarted on
+its port, it replays its predecessor's journal).
+
+Then the load stops, the servers settle (journals applied, outbox drained) and stop, and the report
+gives the answers by server and status (``refused``: no connection, the server was down; ``no
+answer``: the connection broke mid-request, a kill), the faults by kind, and three invariants:
+
+1. per buyer and meter, the ledger's ``used`` equals the usage billed by ``X-ZeroClick-Usage`` on 2xx
+   answers plus the batch events delivered, give or take what requests that got no answer hold: each
+   may hold at most its estimate, as a killed request's hold is never settled. Fails (exit 1) when the
+   ledger has less than was billed and delivered, or more than the unanswered requests can explain.
+2. no event key reached the batch API twice. Fails (exit 1) otherwise.
+3. holds left past their lease: SQLite holds are not leases yet, so a request killed mid-flight keeps
+   its hold for good. Reported as "units held by killed requests"; informational.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.faults.journal_support import children, journal_files, wait_until, write_lock  # noqa: E402
+from tests.reporter.helpers import KEY, batch_api  # noqa: E402
+from tests.servers import free_port  # noqa: E402
+from zc_middleware import ZeroClickSettings, metered, record_usage  # noqa: E402
+from zc_middleware.journal import parse  # noqa: E402
+
+ESTIMATES = {"api-calls": 10, "compute-seconds": 30, "tokens": 100}
+ROUTE_METER = {"/paid": "api-calls", "/job": "compute-seconds", "/stream": "tokens"}
+MIX = ["/free"] * 3 + ["/paid"] * 4 + ["/job"] * 2 + ["/stream"]
+BUYERS = [f"buyer-{i}" for i in range(40)]
+BUSY_TIMEOUT = 1.0
+FAULTS = ["lock shorter than the busy timeout", "lock longer than the busy timeout", "kill -9 gunicorn worker"]
+FAULTS.append("kill -9 uvicorn (restarted)")
+
+
+def settings() -> ZeroClickSettings:
+    """The meters and an unlimited plan; the ledger, batch API and timeouts come from ``ZEROCLICK_*``."""
+    plan: dict[str, Any] = {"default": True, "includes": {meter: {"limit": None} for meter in ESTIMATES}}
+    meters: dict[str, Any] = {"api-calls": {}, "compute-seconds": {"channel": "batch"}, "tokens": {}}
+    return ZeroClickSettings(meters=meters, plans={"soak": plan})
+
+
+def units(raw: str | None, meter: str) -> int:
+    return max(1, min(ESTIMATES[meter], int(raw or 1)))
+
+
+def _starlette_app() -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response, StreamingResponse
+    from starlette.routing import Route
+
+    from zc_middleware.starlette import ZeroClickMiddleware
+
+    async def free(request: Request) -> Response:
+        return PlainTextResponse("free")
+
+    @metered("api-calls", estimate=ESTIMATES["api-calls"])
+    async def paid(request: Request) -> Response:
+        record_usage("api-calls", units(request.query_params.get("units"), "api-calls"))
+        return PlainTextResponse("paid")
+
+    @metered("compute-seconds", estimate=ESTIMATES["compute-seconds"])
+    async def job(request: Request) -> Response:
+        record_usage("compute-seconds", units(request.query_params.get("units"), "compute-seconds"))
+        return PlainTextResponse("job")
+
+    @metered("tokens", estimate=ESTIMATES["tokens"])
+    async def stream(request: Request) -> Response:
+        async def body() -> Any:
+            import asyncio
+
+            for i in range(3):
+                await asyncio.sleep(0.02)  # long enough for a kill to land mid-body now and then
+                record_usage("tokens", 10)
+                yield f"chunk-{i}\n".encode()
+
+        return StreamingResponse(body(), media_type="text/plain")
+
+    routes = [Route("/free", free), Route("/paid", paid), Route("/job", job), Route("/stream", stream)]
+    app = Starlette(routes=routes)
+    app.add_middleware(ZeroClickMiddleware, settings=settings())
+    return app
+
+
+def _flask_app() -> Any:
+    from flask import Flask, Response, request
+
+    from zc_middleware.flask import ZeroClick
+
+    app = Flask(__name__)
+
+    @app.get("/free")
+    def free() -> str:
+        return "free"
+
+    @app.get("/paid")
+    @metered("api-calls", estimate=ESTIMATES["api-calls"])
+    def paid() -> str:
+        record_usage("api-calls", units(request.args.get("units"), "api-calls"))
+        return "paid"
+
+    @app.get("/job")
+    @metered("compute-seconds", estimate=ESTIMATES["compute-seconds"])
+    def job() -> str:
+        record_usage("compute-seconds", units(request.args.get("units"), "compute-seconds"))
+        return "job"
+
+    @app.get("/stream")
+    @metered("tokens", estimate=ESTIMATES["tokens"])
+    def stream() -> Response:
+        def body() -> Any:
+            for i in range(3):
+                time.sleep(0.02)
+                record_usage("tokens", 10)
+                yield f"chunk-{i}\n"
+
+        return Response(body(), mimetype="text/plain")
+
+    ZeroClick(app, settings=settings())
+    return app
+
+
+def __getattr__(name: str) -> Any:  # the apps are built only in the servers that import them
+    if name == "asgi_app":
+        return _starlette_app()
+    if name == "wsgi_app":
+        return _flask_app()
+    raise AttributeError(name)
+
+
+class Server:
+    """A server process group on a fixed port, which :meth:`start` can start again after a kill."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.argv = [part.replace("{port}", str(self.port)) for part in argv]
+        self.env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'benchmarks'}", **env}
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + 60
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(self.base + "/free", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.argv[2]} did not start:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def billed(response: httpx.Response) -> dict[str, int]:
+    header = response.headers.get("x-zeroclick-usage", "")
+    pairs = (part.strip().split("=") for part in header.split(",") if part.strip())
+    return {meter: int(quantity) for meter, quantity in pairs}
+
+
+class Tally:
+    """What the clients saw, shared by their threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.statuses: Counter[tuple[str, str]] = Counter()  # (server, status)
+        self.billed: Counter[tuple[str, str]] = Counter()  # (buyer, meter) -> units on 2xx headers
+        self.unanswered: Counter[tuple[str, str]] = Counter()  # (buyer, meter) -> requests killed mid-flight
+
+
+def client(servers: dict[str, Server], tally: Tally, stop: threading.Event, seed: int) -> None:
+    rng = random.Random(seed)
+    with httpx.Client(timeout=30) as http:
+        for n in itertools.count():
+            if stop.is_set():
+                return
+            name, route, buyer = rng.choice(list(servers)), rng.choice(MIX), rng.choice(BUYERS)
+            meter = ROUTE_METER.get(route)
+            params = {"units": str(rng.randint(1, ESTIMATES[meter]))} if meter else {}
+            headers = {"zc-agent-id": buyer, "zc-request-id": f"soak-{seed}-{n}"}
+            try:
+                response = http.get(servers[name].base + route, params=params, headers=headers)
+                status, usage = str(response.status_code), billed(response) if response.is_success else {}
+            except httpx.ConnectError:
+                status, usage = "refused", {}
+                time.sleep(0.05)
+            except httpx.TransportError:
+                status, usage = "no answer", {}
+            with tally.lock:
+                tally.statuses[name, status] += 1
+                for billed_meter, quantity in usage.items():
+                    tally.billed[buyer, billed_meter] += quantity
+                if status == "no answer" and meter:
+                    tally.unanswered[buyer, meter] += 1
+
+
+def inject(kind: str, db: Path, gunicorn: Server, uvicorn: Server) -> None:
+    if kind.startswith("lock"):
+        with write_lock(db):
+            time.sleep(BUSY_TIMEOUT * (0.5 if "shorter" in kind else 3))
+    elif kind.startswith("kill -9 gunicorn"):
+        assert gunicorn.proc is not None
+        workers = children(gunicorn.proc.pid)
+        if workers:
+            os.kill(random.choice(workers), signal.SIGKILL)
+    else:
+        uvicorn.signal(signal.SIGKILL)
+        uvicorn.start()
+
+
+def faults(kinds: Counter[str], stop: threading.Event, every: float, *args: Any) -> None:
+    for kind in itertools.cycle(FAULTS):
+        if stop.wait(every):
+            return
+        inject(kind, *args)
+        kinds[kind] += 1
+
+
+def query(db: Path, sql: str) -> list[Any]:
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def pending_journal(directory: Path) -> int:
+    count = 0
+    for path in journal_files(directory):
+        written, done = parse(path.read_bytes())
+        count += sum(entry["id"] not in done for entry in written)
+    return count
+
+
+def settled(db: Path, directory: Path) -> bool:
+    return pending_journal(directory) == 0 and query(db, "SELECT COUNT(*) FROM zc_outbox WHERE state = 0")[0][0] == 0
+
+
+def run(minutes: float, every: float) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="zc-soak-"))
+    db = tmp / "ledger.db"
+    with batch_api() as api:
+        api.configure()
+        env = {
+            "ZEROCLICK_LEDGER": f"sqlite:///{db}",
+            "ZEROCLICK_API_KEY": KEY,
+            "ZEROCLICK_API_BASE_URL": api.base,
+            "ZEROCLICK_FLUSH_INTERVAL": "0.2",
+            "ZEROCLICK_SQLITE_BUSY_TIMEOUT": str(BUSY_TIMEOUT),
+            "ZEROCLICK_RETRY_BACKOFF": "0.1",
+            "ZEROCLICK_RETRY_BACKOFF_MAX": "1",
+        }
+        python = [sys.executable, "-m"]
+        gunicorn = Server(
+            [
+                *python,
+                "gunicorn",
+                "-b",
+                "127.0.0.1:{port}",
+                "-w",
+                "2",
+                "--threads",
+                "4",
+                "--log-level",
+                "warning",
+                "bench_soak:wsgi_app",
+            ],
+            env,
+            tmp / "gunicorn.log",
+        )
+        uvicorn = Server(
+            [
+                *python,
+                "uvicorn",
+                "bench_soak:asgi_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "{port}",
+                "--log-level",
+                "warning",
+            ],
+            env,
+            tmp / "uvicorn.log",
+        )
+        for server in (gunicorn, uvicorn):
+            server.start()
+        tally, kinds, stop = Tally(), Counter[str](), threading.Event()
+        servers = {"gunicorn/Flask": gunicorn, "uvicorn/Starlette": uvicorn}
+        threads = [threading.Thread(target=client, args=(servers, tally, stop, seed)) for seed in range(8)]
+        threads.append(threading.Thread(target=faults, args=(kinds, stop, every, db, gunicorn, uvicorn)))
+        print(f"soak: {minutes:g} min, a fault every {every:g} s, files in {tmp}", flush=True)
+        for thread in threads:
+            thread.start()
+        time.sleep(minutes * 60)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        ok = wait_until(lambda: settled(db, tmp), timeout=120)
+        time.sleep(1)  # a batch in flight when the outbox showed empty reaches the API meanwhile
+        for server in (gunicorn, uvicorn):
+            server.signal(signal.SIGTERM)
+        keys = api.keys()
+    return report(tally, kinds, db, tmp, keys, ok)
+
+
+def report(tally: Tally, kinds: Counter[str], db: Path, tmp: Path, keys: dict[str, Any], ok: bool) -> int:
+    print("\nAnswers, by server and status")
+    for (name, status), count in sorted(tally.statuses.items()):
+        print(f"  {name:<20} {status:<10} {count:>8,}")
+    print(f"  {'all':<31} {sum(tally.statuses.values()):>8,}")
+    print("\nFaults injected, by kind")
+    for kind in FAULTS:
+        print(f"  {kind:<40} {kinds[kind]:>4}")
+    left = pending_journal(tmp)
+    print(f"\nSettled: {'yes' if ok else 'NO, after 120 s'}; journal entries left: {left}")
+
+    ledger = Counter({(b, m): int(u) for b, m, u in query(db, "SELECT buyer, meter, used FROM zc_balances")})
+    delivered: Counter[tuple[str, str]] = Counter()
+    for deliveries in keys.values():
+        delivered[deliveries[0]["userId"], deliveries[0]["meter"]] += deliveries[0]["quantity"]
+    failures, held = [], Counter[str]()
+    for buyer, meter in sorted(set(ledger) | set(tally.billed) | set(delivered)):
+        accounted = tally.billed[buyer, meter] + delivered[buyer, meter]
+        excess = ledger[buyer, meter] - accounted
+        bound = ESTIMATES[meter] * tally.unanswered[buyer, meter]
+        held[meter] += max(excess, 0)
+        if not 0 <= excess <= bound:
+            failures.append(
+                f"{buyer} {meter}: used {ledger[buyer, meter]}, billed+delivered {accounted}, "
+                f"{tally.unanswered[buyer, meter]} unanswered may hold <= {bound}"
+            )
+    print("\n(1) ledger used == billed on 2xx + delivered by batch (+ holds of unanswered requests)")
+    for meter in ESTIMATES:
+        used = sum(v for (_, m), v in ledger.items() if m == meter)
+        print(
+            f"  {meter:<16} used {used:>9,}  billed {sum(v for (_, m), v in tally.billed.items() if m == meter):>9,}"
+            f"  delivered {sum(v for (_, m), v in delivered.items() if m == meter):>9,}"
+        )
+    print(f"  {'PASS' if not failures else 'FAIL'}: {len(failures)} of {len(ledger)} buyer/meter pairs off")
+    for line in failures[:20]:
+        print(f"    {line}")
+    twice = {key: len(d) for key, d in keys.items() if len(d) > 1}
+    print(
+        f"\n(2) no event delivered twice: {'PASS' if not twice else 'FAIL'}; "
+        f"{len(keys):,} keys, {len(twice)} delivered more than once"
+    )
+    for key, count in list(twice.items())[:20]:
+        print(f"    {key}: {count} deliveries")
+    unanswered = sum(tally.unanswered.values())
+    print(
+        f"\n(3) holds past their lease (SQLite holds are not leases yet): {unanswered} paid requests "
+        f"got no answer; units held by killed requests: " + ", ".join(f"{meter} {held[meter]:,}" for meter in ESTIMATES)
+    )
+    return 1 if failures or twice or not ok else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--minutes", type=float, default=10.0, help="how long the load runs (default 10)")
+    parser.add_argument("--fault-every", type=float, default=10.0, help="seconds between faults (default 10)")
+    parser.add_argument("--smoke", action="store_true", help="20 s, a fault every 3 s")
+    args = parser.parse_args()
+    minutes, every = (1 / 3, 3.0) if args.smoke else (args.minutes, args.fault_every)
+    sys.exit(run(minutes, every))
+
+
+if __name__ == "__main__":
+    main()
