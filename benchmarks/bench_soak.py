@@ -18,7 +18,8 @@ turn: another process holds the ledger's write lock for half the busy timeout (1
 for 2.5 times it (writes fail: a check answers 503, a settle is journaled); a gunicorn worker gets
 ``kill -9`` (the master starts another, which replays the dead worker's journal); uvicorn gets
 ``kill -9`` and is restarted on its port (replaying its predecessor's journal); and each kill once
-more at the end of a long lock, so that the dead process leaves journaled settles behind.
+more in a long lock, aimed at a process with journaled settles (waiting for one at most 2 s more),
+so that the next process has something to replay.
 
 Then the load stops, the servers settle (every journal applied, the outbox sent; at most 120 s) and
 stop. The report gives the answers by server and status (``refused``: no connection, the server was
@@ -26,13 +27,15 @@ down; ``no answer``: the connection broke mid-request, a kill), the faults by ki
 were journaled and how many of those a later process replayed, and three invariants:
 
 1. per buyer and meter, the ledger's ``used`` equals the usage billed by ``X-ZeroClick-Usage`` on 2xx
-   answers plus the batch events delivered, plus what killed requests (``no answer``) still hold, at
-   most each one's estimate: the table's ``held`` column. Fails (exit 1) when the ledger has less
-   than was billed and delivered (a lost write), or more than the killed requests can explain (a
-   settle lost after its answer went out).
+   answers plus the batch events delivered, plus what killed requests still hold, each at most its
+   estimate (the table's ``held``). A killed request is one with ``no answer``, or one answered by a
+   process killed within 2 s after (``cut``): a settle is written after the answer went out, waiting
+   up to the busy timeout in a lock, and a kill meanwhile takes it along before it is journaled.
+   Fails (exit 1) when the ledger has less than was billed and delivered (a lost write), or more
+   than the killed requests can explain.
 2. no event key reached the batch API twice. Fails (exit 1) otherwise.
-3. holds left past their lease: SQLite holds are not leases yet, so a request killed mid-flight keeps
-   its hold for good. Reported as "units held by killed requests", not hidden; it does not fail.
+3. holds left past their lease: SQLite holds are not leases yet, so a killed request keeps its hold
+   for good. Reported as "units held by killed requests", not hidden; it does not fail the run.
 
 A run that does not settle within 120 s exits 1 too. The files (ledger, server logs) stay in the
 temporary directory the first line names.
@@ -74,6 +77,7 @@ ROUTE_METER = {"/paid": "api-calls", "/job": "compute-seconds", "/stream": "toke
 MIX = ["/free"] * 3 + ["/paid"] * 4 + ["/job"] * 2 + ["/stream"]
 BUYERS = [f"buyer-{i}" for i in range(40)]
 BUSY_TIMEOUT = 1.0
+CUT_WINDOW = BUSY_TIMEOUT + 1.0  # a settle waits up to the busy timeout, after its answer went out
 JOB_SECONDS = 0.1  # a job takes a while: some are in flight when a lock starts, and their settles fail
 FAULTS = [
     "lock shorter than the busy timeout",
@@ -94,6 +98,12 @@ def settings() -> ZeroClickSettings:
     return ZeroClickSettings(meters=meters, plans=plans)
 
 
+def served_by() -> dict[str, str]:
+    """The process that answered: a request answered shortly before that process was killed may have
+    lost its settle (written after the answer went out) with the process."""
+    return {"x-soak-pid": str(os.getpid())}
+
+
 def units(raw: str | None, meter: str) -> int:
     return max(1, min(ESTIMATES[meter], int(raw or 1)))
 
@@ -107,18 +117,18 @@ def _starlette_app() -> Any:
     from zc_middleware.starlette import ZeroClickMiddleware
 
     async def free(request: Request) -> Response:
-        return PlainTextResponse("free")
+        return PlainTextResponse("free", headers=served_by())
 
     @metered("api-calls", estimate=ESTIMATES["api-calls"])
     async def paid(request: Request) -> Response:
         record_usage("api-calls", units(request.query_params.get("units"), "api-calls"))
-        return PlainTextResponse("paid")
+        return PlainTextResponse("paid", headers=served_by())
 
     @metered("compute-seconds", estimate=ESTIMATES["compute-seconds"])
     async def job(request: Request) -> Response:
         await asyncio.sleep(JOB_SECONDS)
         record_usage("compute-seconds", units(request.query_params.get("units"), "compute-seconds"))
-        return PlainTextResponse("job")
+        return PlainTextResponse("job", headers=served_by())
 
     @metered("tokens", estimate=ESTIMATES["tokens"])
     async def stream(request: Request) -> Response:
@@ -128,7 +138,7 @@ def _starlette_app() -> Any:
                 record_usage("tokens", 10)
                 yield f"chunk-{i}\n".encode()
 
-        return StreamingResponse(body(), media_type="text/plain")
+        return StreamingResponse(body(), media_type="text/plain", headers=served_by())
 
     routes = [Route("/free", free), Route("/paid", paid), Route("/job", job), Route("/stream", stream)]
     app = Starlette(routes=routes)
@@ -170,6 +180,11 @@ def _flask_app() -> Any:
                 yield f"chunk-{i}\n"
 
         return Response(body(), mimetype="text/plain")
+
+    @app.after_request
+    def pid(response: Response) -> Response:
+        response.headers.update(served_by())
+        return response
 
     ZeroClick(app, settings=settings())
     return app
@@ -232,6 +247,8 @@ class Tally:
         self.statuses: Counter[tuple[str, str]] = Counter()  # (server, status)
         self.billed: Counter[tuple[str, str]] = Counter()  # (buyer, meter) -> units on 2xx headers
         self.unanswered: Counter[tuple[str, str]] = Counter()  # (buyer, meter) -> requests killed mid-flight
+        self.answered: list[tuple[str, int, float, str, str]] = []  # server, pid, when, buyer, meter
+        self.kills: list[tuple[int, float]] = []  # pid, when
         self.seconds = 0.0
 
 
@@ -248,6 +265,7 @@ def client(servers: dict[str, Server], tally: Tally, stop: threading.Event, seed
             try:
                 response = http.get(servers[name].base + route, params=params, headers=headers)
                 status, usage = str(response.status_code), billed(response) if response.is_success else {}
+                pid = int(response.headers.get("x-soak-pid", 0))
             except httpx.ConnectError:
                 status, usage = "refused", {}
                 time.sleep(0.05)
@@ -259,29 +277,49 @@ def client(servers: dict[str, Server], tally: Tally, stop: threading.Event, seed
                     tally.billed[buyer, billed_meter] += quantity
                 if status == "no answer" and meter:
                     tally.unanswered[buyer, meter] += 1
+                elif status.startswith("2") and meter:
+                    tally.answered.append((name, pid, time.monotonic(), buyer, meter))
 
 
-def inject(kind: str, db: Path, gunicorn: Server, uvicorn: Server) -> None:
-    """One fault; a kill "in a long lock" lands after the settles that met the lock were journaled."""
+def journaling(pids: list[int], directory: Path) -> list[int]:
+    """The processes among ``pids`` with journaled writes pending: a journal file of theirs not emptied."""
+    found = []
+    for path in journal_files(directory):
+        with contextlib.suppress(OSError):  # a replayed file is removed at any time
+            found += [pid for pid in pids if f"-{pid}-" in path.name and path.stat().st_size]
+    return found
+
+
+def inject(kind: str, db: Path, gunicorn: Server, uvicorn: Server) -> int | None:
+    """One fault; the process killed, if any. A kill "in a long lock" waits (the lock held, at most
+    two busy timeouts more) for a process with journaled settles, so that the next one replays them."""
+    assert gunicorn.proc is not None and uvicorn.proc is not None
+    killed = None
     with write_lock(db) if "lock" in kind else contextlib.nullcontext():
         if "lock" in kind:
             time.sleep(BUSY_TIMEOUT * (0.5 if "shorter" in kind else 2.5))
-        if "gunicorn" in kind:
-            assert gunicorn.proc is not None
-            workers = children(gunicorn.proc.pid)
-            if workers:
-                os.kill(random.choice(workers), signal.SIGKILL)
-        elif "uvicorn" in kind:
-            uvicorn.signal(signal.SIGKILL)
+        if "gunicorn" in kind or "uvicorn" in kind:
+            # one uvicorn process: the server is the app's only process
+            pids = children(gunicorn.proc.pid) if "gunicorn" in kind else [uvicorn.proc.pid]
+            if "lock" in kind:
+                wait_until(lambda: journaling(pids, db.parent), timeout=BUSY_TIMEOUT * 2)
+            if pids:
+                killed = random.choice(journaling(pids, db.parent) or pids)
+                os.kill(killed, signal.SIGKILL)
     if "uvicorn" in kind:
+        uvicorn.signal(signal.SIGKILL)  # reaps it
         uvicorn.start()
+    return killed
 
 
-def faults(kinds: Counter[str], stop: threading.Event, every: float, *args: Any) -> None:
+def faults(tally: Tally, kinds: Counter[str], stop: threading.Event, every: float, *args: Any) -> None:
     for kind in itertools.cycle(FAULTS):
         if stop.wait(every):
             return
-        inject(kind, *args)
+        killed = inject(kind, *args)
+        if killed is not None:
+            with tally.lock:
+                tally.kills.append((killed, time.monotonic()))
         kinds[kind] += 1
 
 
@@ -326,7 +364,7 @@ def run(minutes: float, every: float) -> int:
         tally, kinds, stop = Tally(), Counter[str](), threading.Event()
         servers = {"gunicorn/Flask": gunicorn, "uvicorn/Starlette": uvicorn}
         threads = [threading.Thread(target=client, args=(servers, tally, stop, seed)) for seed in range(8)]
-        threads.append(threading.Thread(target=faults, args=(kinds, stop, every, db, gunicorn, uvicorn)))
+        threads.append(threading.Thread(target=faults, args=(tally, kinds, stop, every, db, gunicorn, uvicorn)))
         print(f"soak: {minutes:g} min, a fault every {every:g} s, files in {tmp}", flush=True)
         for thread in threads:
             thread.start()
@@ -342,6 +380,38 @@ def run(minutes: float, every: float) -> int:
             server.signal(signal.SIGTERM)
         keys = api.keys()
     return report(tally, kinds, db, tmp, keys, ok)
+
+
+def cut_by_kills(
+    answered: list[tuple[str, int, float, str, str]], kills: list[tuple[int, float]]
+) -> Counter[tuple[str, str]]:
+    """Per (buyer, meter): paid requests answered by a process killed within ``CUT_WINDOW`` seconds
+    after. Their settle is written after the answer went out (waiting up to the busy timeout in a
+    lock), so the kill may have cut it off before it reached the journal: their hold stays."""
+    cut: Counter[tuple[str, str]] = Counter()
+    for _, pid, when, buyer, meter in answered:
+        if any(pid == killed and 0 <= at - when <= CUT_WINDOW for killed, at in kills):
+            cut[buyer, meter] += 1
+    return cut
+
+
+def account(
+    ledger: Counter[tuple[str, str]], accounted: Counter[tuple[str, str]], killed: Counter[tuple[str, str]]
+) -> tuple[list[str], Counter[str]]:
+    """Invariant (1): per (buyer, meter), ``used`` minus what was billed and delivered is what killed
+    requests still hold, between 0 and their estimates. The pairs off, and per meter the units held
+    by killed requests (of the pairs not off)."""
+    failures, held = [], Counter[str]()
+    for buyer, meter in sorted(set(ledger) | set(accounted)):
+        excess = ledger[buyer, meter] - accounted[buyer, meter]
+        if 0 <= excess <= ESTIMATES[meter] * killed[buyer, meter]:
+            held[meter] += excess
+        else:
+            failures.append(
+                f"{buyer} {meter}: used {ledger[buyer, meter]}, billed + delivered {accounted[buyer, meter]}, "
+                f"{killed[buyer, meter]} killed"
+            )
+    return failures, held
 
 
 def report(tally: Tally, kinds: Counter[str], db: Path, tmp: Path, keys: dict[str, Any], ok: bool) -> int:
@@ -364,25 +434,19 @@ def report(tally: Tally, kinds: Counter[str], db: Path, tmp: Path, keys: dict[st
     delivered: Counter[tuple[str, str]] = Counter()
     for deliveries in keys.values():
         delivered[deliveries[0]["userId"], deliveries[0]["meter"]] += deliveries[0]["quantity"]
-    failures, held = [], Counter[str]()
-    for buyer, meter in sorted(set(ledger) | set(tally.billed) | set(delivered)):
-        accounted = tally.billed[buyer, meter] + delivered[buyer, meter]
-        excess, killed = ledger[buyer, meter] - accounted, tally.unanswered[buyer, meter]
-        held[meter] += max(excess, 0)
-        if not 0 <= excess <= ESTIMATES[meter] * killed:
-            failures.append(
-                f"{buyer} {meter}: used {ledger[buyer, meter]}, billed + delivered {accounted}, {killed} killed"
-            )
+    cut = cut_by_kills(tally.answered, tally.kills)
+    failures, held = account(ledger, tally.billed + delivered, tally.unanswered + cut)
 
     def per_meter(counts: Counter[tuple[str, str]], meter: str) -> int:
         return sum(v for (_, m), v in counts.items() if m == meter)
 
     print("\n(1) ledger used == billed on 2xx + delivered by batch + held by killed requests (each <= its estimate)")
-    print(f"  {'meter':<16} {'used':>10} {'billed':>10} {'delivered':>10} {'held':>8} {'killed':>7}")
+    print(f"  {'meter':<16} {'used':>10} {'billed':>10} {'delivered':>10} {'held':>8} {'no answer':>9} {'cut':>5}")
     for meter in ESTIMATES:
-        numbers = [per_meter(c, meter) for c in (ledger, tally.billed, delivered)]
-        numbers += [held[meter], per_meter(tally.unanswered, meter)]
-        print(f"  {meter:<16} {numbers[0]:>10,} {numbers[1]:>10,} {numbers[2]:>10,} {numbers[3]:>8,} {numbers[4]:>7,}")
+        used, bill, sent, lost, cuts = (
+            per_meter(c, meter) for c in (ledger, tally.billed, delivered, tally.unanswered, cut)
+        )
+        print(f"  {meter:<16} {used:>10,} {bill:>10,} {sent:>10,} {held[meter]:>8,} {lost:>9,} {cuts:>5,}")
     print(f"  {'PASS' if not failures else 'FAIL'}: {len(failures)} of {len(ledger)} buyer/meter pairs off")
     for line in failures[:20]:
         print(f"    {line}")
@@ -390,8 +454,10 @@ def report(tally: Tally, kinds: Counter[str], db: Path, tmp: Path, keys: dict[st
     print(f"\n(2) no event delivered twice: {'PASS' if not twice else 'FAIL'}; {len(keys):,} keys, {len(twice)} twice")
     for key, count in list(twice.items())[:20]:
         print(f"    {key}: {count} deliveries")
-    print("\n(3) holds past their lease: SQLite holds are not leases yet, so a request killed mid-flight")
-    print("  keeps its hold; units held by killed requests: " + ", ".join(f"{m} {held[m]:,}" for m in ESTIMATES))
+    print("\n(3) holds past their lease: SQLite holds are not leases yet, so a killed request keeps its hold.")
+    print(f"  Paid requests with no answer: {sum(tally.unanswered.values())}; answered by a process killed")
+    print(f"  within {CUT_WINDOW:g} s after (their settle may have died with it): {sum(cut.values())}")
+    print("  Units held by killed requests: " + ", ".join(f"{m} {held[m]:,}" for m in ESTIMATES))
     return 1 if failures or twice or not ok else 0
 
 
