@@ -359,25 +359,30 @@ def run(minutes: float, every: float) -> int:
         }
         gunicorn = Server(GUNICORN, env, tmp / "gunicorn.log")
         uvicorn = Server(UVICORN, env, tmp / "uvicorn.log")
-        for server in (gunicorn, uvicorn):
-            server.start()
         tally, kinds, stop = Tally(), Counter[str](), threading.Event()
-        servers = {"gunicorn/Flask": gunicorn, "uvicorn/Starlette": uvicorn}
-        threads = [threading.Thread(target=client, args=(servers, tally, stop, seed)) for seed in range(8)]
-        threads.append(threading.Thread(target=faults, args=(tally, kinds, stop, every, db, gunicorn, uvicorn)))
-        print(f"soak: {minutes:g} min, a fault every {every:g} s, files in {tmp}", flush=True)
-        for thread in threads:
-            thread.start()
-        started = time.monotonic()
-        time.sleep(minutes * 60)
-        stop.set()
-        for thread in threads:
-            thread.join()
-        tally.seconds = time.monotonic() - started
-        ok = wait_until(lambda: settled(db, tmp), timeout=120)
-        time.sleep(1)  # a batch in flight when the outbox showed empty reaches the API meanwhile
-        for server in (gunicorn, uvicorn):
-            server.signal(signal.SIGTERM)
+        try:
+            for server in (gunicorn, uvicorn):
+                server.start()
+            servers = {"gunicorn/Flask": gunicorn, "uvicorn/Starlette": uvicorn}
+            threads = [threading.Thread(target=client, args=(servers, tally, stop, seed)) for seed in range(8)]
+            threads.append(threading.Thread(target=faults, args=(tally, kinds, stop, every, db, gunicorn, uvicorn)))
+            print(f"soak: {minutes:g} min, a fault every {every:g} s, files in {tmp}", flush=True)
+            for thread in threads:
+                thread.start()
+            started = time.monotonic()
+            try:
+                time.sleep(minutes * 60)
+            finally:
+                stop.set()
+                for thread in threads:
+                    thread.join()
+            tally.seconds = time.monotonic() - started
+            ok = wait_until(lambda: settled(db, tmp), timeout=120)
+            time.sleep(1)  # a batch in flight when the outbox showed empty reaches the API meanwhile
+        finally:
+            for server in (gunicorn, uvicorn):
+                if server.proc is not None and server.proc.poll() is None:
+                    server.signal(signal.SIGTERM)
         keys = api.keys()
     return report(tally, kinds, db, tmp, keys, ok)
 
