@@ -2,8 +2,6 @@
 the sandbox until ``402 usage_exhausted``, extends at the ``extendUrl`` the 402 names (the sandbox's
 ``/extend``, which sends the app a signed entitlement write), retries and is served; then a spend
 cap (``/suspend``) answers ``402 spend_cap_reached`` until the next extension.
-
-The apps run on the ledger ``tests/test_access_scenarios.py`` picks (:data:`LEDGER`).
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ import httpx
 import pytest
 
 from tests.servers import ADAPTERS, serve
-from tests.test_access_scenarios import LEDGER
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -36,7 +33,7 @@ def sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         pytest.skip(f"{request.param} not installed")
     db: Path = tmp_path_factory.mktemp("loop") / "x.db"
     env = {
-        "ZEROCLICK_LEDGER": f"sqlite:///{db}" if LEDGER == "sqlite" else "memory://",
+        "ZEROCLICK_LEDGER": f"sqlite:///{db}",
         "ZEROCLICK_SIGNING_SECRETS": json.dumps({"sandbox": SECRET}),
     }
     with serve(argv, env=env) as app:

@@ -10,6 +10,9 @@
     headers = sign("POST", "/search?page=2", body, {"zc-agent-id": "agent-1"}, secret="s3cret", kid="k1")
     client.post("/search?page=2", content=body, headers=headers)
 
+:func:`sign_access_write` signs an entitlement write as ZeroClick sends one to ``access_path``
+(``/zeroclick/access``), with the purpose line ``access.write``.
+
 :func:`unchecked_calls` lets a unit test call a metered handler or helper directly.
 """
 
@@ -24,7 +27,7 @@ from .meters import check_quantity, normalize_meter_name
 from .signing import AGENT_HEADER, REQUEST_ID_HEADER, SIGNATURE_HEADER, signature_for
 from .usage import Usage, bind_counter, unbind_counter
 
-__all__ = ["RecordedUsage", "sign", "unchecked_calls"]
+__all__ = ["RecordedUsage", "sign", "sign_access_write", "unchecked_calls"]
 
 
 def sign(
@@ -49,6 +52,37 @@ def sign(
         secret.encode("utf-8"), t, method, path_and_query, body, signed[REQUEST_ID_HEADER], signed.get(AGENT_HEADER)
     )
     signed[SIGNATURE_HEADER] = f"t={t},kid={kid},v1={v1}"
+    return signed
+
+
+def sign_access_write(
+    path_and_query: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    secret: str,
+    kid: str,
+    timestamp: int | None = None,
+) -> dict[str, str]:
+    """``headers`` (names lower-cased; ``zc-agent-id`` must be the body's ``agentId``) plus the
+    ``zc-signature`` of an entitlement write: ``POST`` of ``body`` to ``path_and_query`` (the
+    ``access_path``), signed with ZeroClick's SDK (``zeroclick_sellers.stateful``). A
+    ``zc-request-id`` is added when ``headers`` has none."""
+    from zeroclick_sellers.stateful.verify import sign_access_request
+
+    signed = {name.lower(): value for name, value in headers.items()}
+    signed.setdefault(REQUEST_ID_HEADER, f"req-{uuid.uuid4().hex}")
+    signed[SIGNATURE_HEADER] = sign_access_request(
+        secret=secret,
+        kid=kid,
+        method="POST",
+        path_and_query=path_and_query,
+        body=body,
+        request_id=signed[REQUEST_ID_HEADER],
+        agent_id=signed.get(AGENT_HEADER),
+        purpose="access.write",
+        timestamp=timestamp,
+    )
     return signed
 
 
