@@ -1,4 +1,4 @@
-"""Writes the Redis ledger applies at most once (entitlement writes, journaled settles), and its account hash read.
+"""Writes the Redis ledger applies at most once (entitlement writes, journaled settles), and its account hash decoded.
 
 * An entitlement write is decided in Python from the account read first, then one script checks its
   idempotency key and version and stores it only if the account is still the one decided from. The
