@@ -18,7 +18,8 @@ Why it is fast and safe:
 * An outbox in the same database (:meth:`PostgresLedger.joins`) inserts a
   request's batch events in the transaction that settles its hold.
 * An entitlement write is checked, decided and stored in one transaction under the buyer's
-  advisory lock; ``zeroclick_plan_history`` keeps every write applied and gives the last version.
+  advisory lock; ``zeroclick_plan_history`` keeps every write applied and gives the last version
+  (:mod:`._postgres_once`, with journaled settles; the tables are in :mod:`._postgres_tables`).
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .._postgres import Connection, Database, Flow, PostgresStore, Rows, masked
 from ..errors import ConfigError, ZcError
+from . import _postgres_once
+from ._postgres_tables import ACCOUNT, LOCK_CLASS, ROWS, UPSERT_ACCOUNT, account_of, prepare, rows_of
 from .balance import Balance, make_balance
-from .base import APPLIED_TTL, Hold, Ledger, check_buyer_id
-from .entitlements import Change, Entitlement, Outcome, decide
+from .base import Hold, Ledger, check_buyer_id
+from .entitlements import Change, Entitlement, Outcome
 from .rules import Account, Refusal, Row, evaluate, new_account
 
 if TYPE_CHECKING:
@@ -40,25 +43,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresLedger"]
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS zeroclick_accounts (
-    buyer TEXT PRIMARY KEY, plan TEXT NOT NULL, anchor DOUBLE PRECISION NOT NULL,
-    expires_at DOUBLE PRECISION, status TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS zeroclick_balances (
-    buyer TEXT NOT NULL, meter TEXT NOT NULL, period_start DOUBLE PRECISION NOT NULL,
-    period_end DOUBLE PRECISION, used BIGINT NOT NULL, PRIMARY KEY (buyer, meter))""",
-    # the entitlement writes applied per buyer; the last version is read from here (versions only
-    # grow per buyer), which leaves the older tables as they were
-    """CREATE TABLE IF NOT EXISTS zeroclick_plan_history (
-    buyer TEXT NOT NULL, version BIGINT NOT NULL, idem_key TEXT NOT NULL,
-    applied_at DOUBLE PRECISION NOT NULL, kid TEXT NOT NULL, change TEXT NOT NULL,
-    PRIMARY KEY (buyer, version), UNIQUE (buyer, idem_key))""",
-)
-#: the ids of journaled writes applied (:meth:`PostgresLedger.adjust_once`), and the lock that
-#: serializes those writes (ours: a seller's one-key advisory locks use other numbers)
-_APPLIED_TABLE = "CREATE TABLE IF NOT EXISTS zeroclick_applied (id TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL)"
-_APPLIED_INSERT = "INSERT INTO zeroclick_applied (id, at) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING RETURNING id"
-_APPLIED_LOCK = 0x5A43_0000_A991
 # %(limits)s is {"plan": limit-or-null, ...} for the meter, from this process's settings: a plan
 # no longer in settings matches no key, so it is never served from here
 _FAST = """
@@ -78,17 +62,9 @@ UPDATE zeroclick_balances AS b SET used = GREATEST(0, b.used + c.delta)
 FROM unnest(%s::text[], %s::bigint[], %s::float8[]) AS c (meter, delta, start)
 WHERE b.buyer = %s AND b.meter = c.meter AND b.period_start = c.start
 """
-_LOCK_CLASS = 0x5A43  # "ZC"
-_ACCOUNT = "SELECT plan, anchor, expires_at, status FROM zeroclick_accounts WHERE buyer = %s"
-_ROWS = "SELECT meter, period_start, period_end, used FROM zeroclick_balances WHERE buyer = %s"
 _PEEK = """
 SELECT a.plan, a.anchor, a.expires_at, a.status, b.meter, b.period_start, b.period_end, b.used
 FROM zeroclick_accounts AS a LEFT JOIN zeroclick_balances AS b ON b.buyer = a.buyer WHERE a.buyer = %s
-"""
-_UPSERT_ACCOUNT = """
-INSERT INTO zeroclick_accounts (buyer, plan, anchor, expires_at, status) VALUES (%s, %s, %s, %s, %s)
-ON CONFLICT (buyer) DO UPDATE SET plan = excluded.plan, anchor = excluded.anchor,
-    expires_at = excluded.expires_at, status = excluded.status
 """
 _UPSERT_ROWS = """
 INSERT INTO zeroclick_balances (buyer, meter, period_start, period_end, used)
@@ -96,29 +72,6 @@ SELECT %s, * FROM unnest(%s::text[], %s::float8[], %s::float8[], %s::bigint[])
 ON CONFLICT (buyer, meter) DO UPDATE SET
     period_start = excluded.period_start, period_end = excluded.period_end, used = excluded.used
 """
-_LAST_WRITE = """
-SELECT (SELECT max(version) FROM zeroclick_plan_history WHERE buyer = %s),
-    EXISTS (SELECT 1 FROM zeroclick_plan_history WHERE buyer = %s AND idem_key = %s)
-"""
-_RECORD = """
-INSERT INTO zeroclick_plan_history (buyer, version, idem_key, applied_at, kid, change) VALUES (%s, %s, %s, %s, %s, %s)
-"""
-_HISTORY = """
-SELECT applied_at, kid, version, idem_key, change FROM zeroclick_plan_history WHERE buyer = %s ORDER BY version
-"""
-
-
-def prepare(conn: Connection) -> None:
-    for statement in _SCHEMA:
-        conn.execute(statement)
-
-
-def _account(rows: Rows) -> Account | None:
-    return Account(*rows[0]) if rows else None
-
-
-def _rows(rows: Rows) -> dict[str, Row]:
-    return {meter: Row(start, math.inf if end is None else end, used) for meter, start, end, used in rows}
 
 
 @runtime_checkable
@@ -188,23 +141,23 @@ class PostgresLedger(PostgresStore, Ledger):
         used up stays refused without taking a lock), or ``None``: the locked slow path decides."""
         if not peek:
             return None  # no account yet: the slow path creates it
-        rows = _rows([row[4:] for row in peek if row[4] is not None])
+        rows = rows_of([row[4:] for row in peek if row[4] is not None])
         result = evaluate(self.plans, Account(*peek[0][:4]), rows, amounts, now)
         return result if isinstance(result, Refusal) else None
 
     def _reserve_slow(self, buyer: str, amounts: Mapping[str, int], now: float) -> Flow[Hold | Refusal]:
         # one buyer's slow paths queue here: two first requests cannot both create the account
         # (the two-key form, under a class of its own: never the same lock as a seller's one-key locks)
-        yield "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, buyer)
-        stored = _account((yield _ACCOUNT + " FOR UPDATE", (buyer,)))
+        yield "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_CLASS, buyer)
+        stored = account_of((yield ACCOUNT + " FOR UPDATE", (buyer,)))
         account = stored or new_account(self.plans, now)
-        rows = _rows((yield _ROWS + " ORDER BY meter FOR UPDATE", (buyer,)))  # one lock order: no deadlock
+        rows = rows_of((yield ROWS + " ORDER BY meter FOR UPDATE", (buyer,)))  # one lock order: no deadlock
         result = evaluate(self.plans, account, rows, amounts, now)
         if isinstance(result, Refusal):
             return result  # nothing was written
         assert account is not None
         if stored is None:
-            yield _UPSERT_ACCOUNT, (buyer, account.plan, account.anchor, account.expires_at, account.status)
+            yield UPSERT_ACCOUNT, (buyer, account.plan, account.anchor, account.expires_at, account.status)
         meters = list(result)
         starts = [result[m].period_start for m in meters]
         ends = [None if result[m].period_end == math.inf else result[m].period_end for m in meters]
@@ -240,23 +193,7 @@ class PostgresLedger(PostgresStore, Ledger):
         """:meth:`adjust` at most once per ``entry_id``: the id is recorded in ``zeroclick_applied``
         in the transaction that moves the hold, so a replay after a crash writes nothing. Ids are
         forgotten after :data:`~zc_middleware.ledger.base.APPLIED_TTL`."""
-        statement = self._settle(hold, used)
-        now = self.clock()
-
-        def flow() -> Flow[bool]:
-            # created on first use (only journaled writes need it), one process at a time: concurrent
-            # CREATE TABLE IF NOT EXISTS can fail one of them
-            yield "SELECT pg_advisory_xact_lock(%s)", (_APPLIED_LOCK,)
-            yield _APPLIED_TABLE, ()
-            rows = yield _APPLIED_INSERT, (entry_id, now)
-            if not rows:
-                return False
-            yield "DELETE FROM zeroclick_applied WHERE at < %s", (now - APPLIED_TTL,)
-            if statement is not None:
-                yield statement
-            return True
-
-        return self.database.play(flow())
+        return self.database.play(_postgres_once.adjust_once(entry_id, self._settle(hold, used), self.clock()))
 
     # -- settling together with the outbox -------------------------------------
     def _joined(self, outbox: object) -> _JoinableOutbox | None:
@@ -298,11 +235,11 @@ class PostgresLedger(PostgresStore, Ledger):
 
     # -- administration ----------------------------------------------------
     def _account(self, buyer: str) -> Account | None:
-        return _account(self.database.run(_ACCOUNT, (buyer,)))
+        return account_of(self.database.run(ACCOUNT, (buyer,)))
 
     def _store_account(self, buyer: str, account: Account, *, reset: bool) -> None:
         def store() -> Flow[None]:
-            yield _UPSERT_ACCOUNT, (buyer, account.plan, account.anchor, account.expires_at, account.status)
+            yield UPSERT_ACCOUNT, (buyer, account.plan, account.anchor, account.expires_at, account.status)
             if reset:
                 yield "DELETE FROM zeroclick_balances WHERE buyer = %s", (buyer,)
 
@@ -310,39 +247,20 @@ class PostgresLedger(PostgresStore, Ledger):
 
     # -- plan state pushed by ZeroClick -------------------------------------------------
     def _apply_entitlement(self, write: Entitlement, now: float) -> Outcome:
-        return self.database.play(self._entitle(write, now))
+        return self.database.play(_postgres_once.entitle(write, now))
 
     async def aapply_entitlement(self, write: Entitlement) -> Outcome:
         """:meth:`apply_entitlement` on the async pool."""
         check_buyer_id(write.buyer)
         self.plans.check(write.plan)
-        return await self.database.aplay(self._entitle(write, self.clock()))
-
-    def _entitle(self, write: Entitlement, now: float) -> Flow[Outcome]:
-        """Check, decide and store one write in one transaction. The buyer's advisory lock (the one
-        the slow reservation takes) queues writes for one buyer, so two of one version cannot both
-        read the same last version and apply; the fast reservation reads the new account at once."""
-        buyer = write.buyer
-        yield "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, buyer)
-        stored = _account((yield _ACCOUNT + " FOR UPDATE", (buyer,)))
-        [(last, applied)] = yield _LAST_WRITE, (buyer, buyer, write.key)
-        if applied:
-            return "duplicate"
-        if last is not None and write.version <= last:
-            return "stale"
-        account, reset, change = decide(stored, write)
-        yield _UPSERT_ACCOUNT, (buyer, account.plan, account.anchor, account.expires_at, account.status)
-        if reset:
-            yield "DELETE FROM zeroclick_balances WHERE buyer = %s", (buyer,)
-        yield _RECORD, (buyer, write.version, write.key, now, write.kid, change)
-        return "applied"
+        return await self.database.aplay(_postgres_once.entitle(write, self.clock()))
 
     def history(self, buyer: str) -> tuple[Change, ...]:
-        return tuple(Change(*row) for row in self.database.run(_HISTORY, (buyer,)))
+        return _postgres_once.changes_of(self.database.run(_postgres_once.HISTORY, (buyer,)))
 
     def balance(self, buyer: str) -> Balance:
         def read() -> Flow[tuple[Account | None, dict[str, Row]]]:
-            return _account((yield _ACCOUNT, (buyer,))), _rows((yield _ROWS, (buyer,)))
+            return account_of((yield ACCOUNT, (buyer,))), rows_of((yield ROWS, (buyer,)))
 
         account, rows = self.database.play(read())
         return make_balance(self.plans, buyer, account, rows, self.clock())
