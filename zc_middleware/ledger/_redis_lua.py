@@ -103,8 +103,8 @@ return result
 
 #: ARGV per debit: lease, meter, period start, used - held, used. A lease still held gives back the
 #: difference; one that already ended (and was given back) bills what was used.
-ADJUST = """
-for i = 1, #ARGV, 5 do
+_ADJUST_FROM = """
+for i = FIRST, #ARGV, 5 do
   local held = redis.call('ZREM', KEYS[3], ARGV[i])
   local delta = ARGV[i + 4]
   if held == 1 then delta = ARGV[i + 3] end
@@ -114,8 +114,15 @@ for i = 1, #ARGV, 5 do
     end
   end
 end
-return 0
 """
+ADJUST = _ADJUST_FROM.replace("FIRST", "1") + "return 0\n"
+#: ADJUST of a journaled write, run only if the marker KEYS[4] was not set (it is then set, for
+#: ARGV[1] seconds, before the debits in ARGV[2:]); 1 if it ran
+ADJUST_ONCE = (
+    "if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', tonumber(ARGV[1])) then return 0 end\n"
+    + _ADJUST_FROM.replace("FIRST", "2")
+    + "return 1\n"
+)
 
 #: ARGV: plan, anchor, expires ("" never), status, reset ("1": fresh allowances, no holds).
 STORE = """

@@ -50,23 +50,7 @@ Call = tuple[Script, Sequence[str], Sequence[str]]
 Flow = Generator[Call, list[Any], T]
 
 
-#: ADJUST, run only if the marker KEYS[4] was not set (it is set, for ARGV[1] seconds); 1 if it ran
-ADJUST_ONCE = Script(
-    """
-if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', tonumber(ARGV[1])) then return 0 end
-for i = 2, #ARGV, 5 do
-  local held = redis.call('ZREM', KEYS[3], ARGV[i])
-  local delta = ARGV[i + 4]
-  if held == 1 then delta = ARGV[i + 3] end
-  if delta ~= '0' and redis.call('HGET', KEYS[2], 's:' .. ARGV[i + 1]) == ARGV[i + 2] then
-    if redis.call('HINCRBY', KEYS[2], 'u:' .. ARGV[i + 1], delta) < 0 then
-      redis.call('HSET', KEYS[2], 'u:' .. ARGV[i + 1], '0')
-    end
-  end
-end
-return 1
-"""
-)
+ADJUST_ONCE = Script(_redis_lua.ADJUST_ONCE)
 
 
 @dataclass(slots=True)
