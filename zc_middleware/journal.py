@@ -40,7 +40,7 @@ import weakref
 from collections import Counter
 
 from ._journal_files import PREFIX, SUFFIX, JournalFiles, journal_directory
-from ._journal_files import store_tag as store_tag
+from ._journal_files import store_tag as store_tag  # the helpers stay importable from here
 from ._journal_format import Write
 from ._journal_format import decode as decode
 from ._journal_format import encode as encode
