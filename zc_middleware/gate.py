@@ -5,24 +5,25 @@ Adapters hand over the buyer (or a header getter) and the route's
 the Gate answers with a frozen :class:`~zc_middleware.decision.Allow` or
 :class:`~zc_middleware.decision.Deny`, arming the request's
 :class:`~zc_middleware.usage.Usage` when it allows, and later settles or
-releases the hold from what that usage counted
-(:mod:`~zc_middleware.settlement`). Only the ledger calls are written twice
-(sync and async); every decision around them is shared.
+releases the hold from what that usage counted (:mod:`~zc_middleware.settlement`;
+the calls in :mod:`~zc_middleware._gate_settle`). Only the ledger calls are
+written twice (sync and async); every decision around them is shared.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, TypedDict
 
+from ._gate_settle import Settling
 from .access import Access, access_for
 from .batches import Batches
 from .ceilings import Ceilings
 from .decision import Allow, Deny, identity_required, ledger_unavailable, payment_required
 from .identity import Buyers, HeaderGetter, Identify, header_identity
-from .journal import Journal, Write, journal_directory
+from .journal import Journal, journal_directory
 from .ledger import Hold, Ledger, Refusal, open_ledger
 from .ledger.base import Unavailable
 from .ledger.outage import Outage
@@ -30,7 +31,6 @@ from .meters import Charge
 from .pricing import Pricing, View
 from .reporter import Reporter, reporter_for
 from .settings import ZeroClickSettings
-from .settlement import NO_EXTRA, NOTHING, Bill, bill
 from .signing import SignatureStep, signature_step
 from .usage import Usage
 
@@ -46,7 +46,7 @@ class GateOptions(TypedDict, total=False):
     identify: Identify | None
 
 
-class Gate:
+class Gate(Settling):
     """Plan checks, holds and usage reporting, independent of any web framework.
 
     ``settings`` is the one validated configuration. ``ledger`` (default: opened from
@@ -203,79 +203,6 @@ class Gate:
         usage.allow = allow
         usage.arm(charge)  # record_usage counts this charge from now on
         return allow
-
-    # -- after the response: settle or release, queue batch events ----------------------
-    def finish(self, usage: Usage, *, success: bool) -> None:
-        """Settle the hold at the counted usage (``success``) or release it, and queue batch events. Never raises."""
-        extra = self._ceilings.debit(usage, success) if self._ceilings.bill else NO_EXTRA
-        owed = self._bill(usage, success, extra)
-        if owed is NOTHING:
-            return
-        if owed.hold is not None and owed.batch and self._batches.joint:
-            self._batches.settle_jointly(usage, owed)
-            return
-        if owed.hold is not None:
-            try:
-                self.ledger.adjust(owed.hold, owed.used)
-            except Exception as exc:
-                self._ledger_failed(owed, exc)
-        self._batches.queue(usage, owed)
-
-    async def afinish(self, usage: Usage, *, success: bool) -> None:
-        if self.inline:  # embedded ledgers: the sync path
-            self.finish(usage, success=success)
-            return
-        extra = await self._ceilings.adebit(usage, success) if self._ceilings.bill else NO_EXTRA
-        owed = self._bill(usage, success, extra)
-        if owed is NOTHING:
-            return
-        if owed.hold is not None and owed.batch and self._batches.joint:
-            await self._batches.asettle_jointly(usage, owed)
-            return
-        if owed.hold is not None:
-            try:
-                await self.ledger.aadjust(owed.hold, owed.used)
-            except Exception as exc:
-                self._ledger_failed(owed, exc)
-        await self._batches.aqueue(usage, owed)
-
-    def _bill(self, usage: Usage, success: bool, extra: Mapping[str, int]) -> Bill:
-        """What to write for ``usage`` (see :func:`~zc_middleware.settlement.bill`; ``extra``: what the
-        ledger debited past the holds), counted and logged."""
-        if usage.closed or usage.allow is None:  # settled already, or never granted
-            return NOTHING
-        usage.closed = True
-        if success:
-            self._settled += 1
-            # nothing recorded on an exact charge: the hold already is the bill, unless holds lapse
-            if not usage.touched and usage.charge.exact and not self._leases:
-                return NOTHING
-        else:
-            self._tally["released"] += 1
-        owed = bill(usage, success, self._batch_meters, self.reporter is not None, extra)
-        self._log_bill(usage, owed)
-        return owed
-
-    def _log_bill(self, usage: Usage, owed: Bill) -> None:
-        buyer = usage.allow.buyer if usage.allow is not None else "?"
-        if owed.over:
-            self._ceilings.log(buyer, owed)
-        if owed.late and any(q > owed.extra.get(m, 0) for m, q in owed.late.items()):  # not only excess
-            self._tally["late_usage"] += 1
-            if self.reporter is None:
-                log.warning(
-                    "zc_middleware: usage recorded after the response headers were sent cannot be reported "
-                    "for %s without an api_key (batch channel): %s",
-                    buyer,
-                    dict(owed.late),
-                )
-
-    def _ledger_failed(self, owed: Bill, error: Exception) -> None:
-        """The settle or release of ``owed`` failed: journaled (fsynced before the response completes)
-        and retried in the background until it applies."""
-        assert owed.hold is not None
-        self._outage.failed(error)  # counted in stats, logged once per outage, like a failed check
-        self.journal.keep(Write(owed.hold, owed.used), error)
 
     def close_reporter(self, timeout: float | None = None) -> bool:
         """Try journaled writes once more (what still fails stays in the journal), then deliver pending

@@ -15,9 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -28,11 +26,12 @@ from pydantic_core import InitErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from ._settings_errors import InvalidSettings, fold_keys, located, problem, with_hints
+from ._settings_fields import MeterConfig, RouteCost, header_name, optional_path
 from ._text import did_you_mean
 from .access import DEFAULT_ACCESS_PATH
 from .errors import ConfigError
-from .meters import MAX_QUANTITY, MeterSpec, normalize_meter_name
-from .plans import MeterAllowance, MeterName, PlanConfig, whole
+from .meters import MeterSpec, normalize_meter_name
+from .plans import MeterAllowance, MeterName, PlanConfig
 from .plans import no_bool as _no_bool
 from .reporter.contract import check_http_url
 from .signing import DEFAULT_MAX_BODY, DEFAULT_TOLERANCE, check_kids
@@ -41,55 +40,7 @@ from .stores import check_url
 __all__ = ["MeterAllowance", "MeterConfig", "PlanConfig", "ZeroClickSettings", "settings_from_mapping"]
 
 
-Positive = Annotated[int, BeforeValidator(whole), Field(ge=1, le=MAX_QUANTITY)]
-# matched with ``fullmatch``: ``$`` would accept a trailing newline ("zc-agent-id\n")
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
 _SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-
-
-def _header_name(value: str) -> str:
-    if not _TOKEN.fullmatch(value):
-        raise ValueError(f"{value!r} is not a valid HTTP header name")
-    return value.lower()
-
-
-def _access_path(value: object) -> object:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or not _PATH.fullmatch(value):
-        raise ValueError(f"{value!r} is not a path: '/' then letters, digits and '-._~/', e.g. '/zeroclick/access'")
-    return value
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MeterConfig(_Frozen):
-    """A meter the service bills on."""
-
-    #: ``header``: reported in ``X-ZeroClick-Usage``; ``batch``: queued for the batch API.
-    channel: Literal["header", "batch"] = "header"
-    description: str = ""
-
-
-class RouteCost(_Frozen):
-    """A route's cost of one meter: a fixed ``quantity``, or an ``estimate`` billed as recorded."""
-
-    quantity: Positive | None = None
-    estimate: Positive | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_int(cls, value: Any) -> Any:
-        return {"quantity": value} if isinstance(value, int) and not isinstance(value, bool) else value
-
-    @model_validator(mode="after")
-    def _one_of(self) -> RouteCost:
-        if (self.quantity is None) == (self.estimate is None):
-            raise ValueError("give exactly one of an integer quantity or {'estimate': n}")
-        return self
 
 
 class ZeroClickSettings(BaseSettings):
@@ -129,7 +80,7 @@ class ZeroClickSettings(BaseSettings):
     #: where settles, releases and batch events whose write failed are journaled until they apply
     #: (docs/durability.md); default: beside a SQLite ledger's file, else ``./zc-journal``
     journal_dir: str | None = None
-    identity_header: Annotated[str, AfterValidator(_header_name)] = "zc-agent-id"
+    identity_header: Annotated[str, AfterValidator(header_name)] = "zc-agent-id"
     service_slug: str | None = None
     #: what a paid request gets when the ledger cannot answer: ``deny`` (503) or ``allow``
     on_ledger_error: Literal["deny", "allow"] = "deny"
@@ -147,7 +98,7 @@ class ZeroClickSettings(BaseSettings):
     max_signed_body: Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=1 << 30)] = DEFAULT_MAX_BODY
     #: where the middleware itself takes ZeroClick's signed entitlement writes (``POST``), the path as
     #: the app sees it; ``None`` (or an empty ``ZEROCLICK_ACCESS_PATH``) turns it off
-    access_path: Annotated[str | None, BeforeValidator(_access_path)] = DEFAULT_ACCESS_PATH
+    access_path: Annotated[str | None, BeforeValidator(optional_path)] = DEFAULT_ACCESS_PATH
 
     # -- async reporting (the batch channel) --------------------------------------
     #: the service API key for ``POST /v1/usage/batch``; never logged, hidden in ``repr``
@@ -156,7 +107,7 @@ class ZeroClickSettings(BaseSettings):
     #: ``sqlite:///path.db`` or ``memory://``; default: the ledger's SQLite file, else ``memory://``
     outbox: str | None = None
     #: the proxy's request id, from which request events' idempotency keys are derived
-    request_id_header: Annotated[str, AfterValidator(_header_name)] = "zc-request-id"
+    request_id_header: Annotated[str, AfterValidator(header_name)] = "zc-request-id"
     #: seconds between sends when fewer than a full batch are waiting
     flush_interval: Annotated[float, Field(gt=0, le=3600)] = 1.0
     #: seconds one batch call may take before it is retried
