@@ -8,7 +8,6 @@ import sys
 import httpx
 
 from tests.servers import ROOT, serve, uvicorn
-from tests.test_access_scenarios import LEDGER
 
 
 def test_demo_shows_usage_headers_the_402_and_the_balance() -> None:
@@ -24,11 +23,11 @@ def test_demo_shows_usage_headers_the_402_and_the_balance() -> None:
     assert "agent-sandbox  api-requests          1      0      1" in out
     assert "agent-sandbox  compute-seconds       1     42     43" in out
     assert "events: 1 accepted, 0 duplicates" in out
-    if LEDGER == "sqlite":  # the loop, once the demo's SQLite ledger takes ZeroClick's plan writes
-        assert "GET /search #4               -> 402  usage_exhausted" in out
-        assert "GET /search #4, retried      -> 200" in out
-        assert "GET /search #5               -> 402  spend_cap_reached" in out
-        assert "GET /search #5, retried      -> 200" in out
+    # the loop: 402, extend through the sandbox, the same request retried; then the spend cap
+    assert "GET /search #4               -> 402  usage_exhausted" in out
+    assert "GET /search #4, retried      -> 200" in out
+    assert "GET /search #5               -> 402  spend_cap_reached" in out
+    assert "GET /search #5, retried      -> 200" in out
 
 
 def test_fastapi_example_under_uvicorn(tmp_path) -> None:  # type: ignore[no-untyped-def]
