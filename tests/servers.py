@@ -78,60 +78,30 @@ def uvicorn(target: str) -> list[str]:
     ]
 
 
+def gunicorn(target: str) -> list[str]:
+    """One gthread worker with 8 threads: the scenario apps count ``/runs`` in process memory."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-b",
+        "127.0.0.1:{port}",
+        "-w",
+        "1",
+        "--threads",
+        "8",
+        "--log-level",
+        "warning",
+        target,
+    ]
+
+
 #: adapter name -> (modules it needs, server command)
 ADAPTERS: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "starlette": (("starlette", "uvicorn"), uvicorn("tests.apps.starlette_app:app")),
     "fastapi": (("fastapi", "uvicorn"), uvicorn("tests.apps.fastapi_app:app")),
-    "flask": (  # one gthread worker: /runs counts in process memory
-        ("flask", "gunicorn"),
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-b",
-            "127.0.0.1:{port}",
-            "-w",
-            "1",
-            "--threads",
-            "8",
-            "--log-level",
-            "warning",
-            "tests.apps.flask_app:app",
-        ],
-    ),
-    "wsgi": (  # one gthread worker: /runs counts in process memory
-        ("werkzeug", "gunicorn"),
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-b",
-            "127.0.0.1:{port}",
-            "-w",
-            "1",
-            "--threads",
-            "8",
-            "--log-level",
-            "warning",
-            "tests.apps.wsgi_app:app",
-        ],
-    ),
-    "django-wsgi": (  # one gthread worker: /runs counts in process memory
-        ("django", "gunicorn"),
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "tests.apps.django_app.wsgi:application",
-            "--bind",
-            "127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "--threads",
-            "8",
-            "--log-level",
-            "warning",
-        ],
-    ),
+    "flask": (("flask", "gunicorn"), gunicorn("tests.apps.flask_app:app")),
+    "wsgi": (("werkzeug", "gunicorn"), gunicorn("tests.apps.wsgi_app:app")),
+    "django-wsgi": (("django", "gunicorn"), gunicorn("tests.apps.django_app.wsgi:application")),
     "django-asgi": (("django", "uvicorn"), uvicorn("tests.apps.django_app.asgi:application")),
 }

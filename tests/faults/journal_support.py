@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from tests.servers import ROOT, free_port
+from tests.servers import ROOT, free_port, gunicorn, uvicorn
 from zc_middleware import ZeroClickSettings, metered, record_usage
 
 PLANS = {"starter": {"default": True, "includes": {"compute-seconds": {"limit": 1000, "reset": "month"}}}}
@@ -124,32 +124,8 @@ def __getattr__(name: str) -> Any:  # the apps are built only in the server that
 
 #: server name -> command serving this module's app on ``{port}``
 SERVERS: dict[str, list[str]] = {
-    "uvicorn": [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "tests.faults.journal_support:asgi_app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-        "--log-level",
-        "warning",
-    ],
-    "gunicorn": [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-b",
-        "127.0.0.1:{port}",
-        "-w",
-        "1",
-        "--threads",
-        "8",
-        "--log-level",
-        "warning",
-        "tests.faults.journal_support:wsgi_app",
-    ],
+    "uvicorn": uvicorn("tests.faults.journal_support:asgi_app"),
+    "gunicorn": gunicorn("tests.faults.journal_support:wsgi_app"),
 }
 
 
